@@ -1,0 +1,27 @@
+//! safedelete: a gateway in front of the SmartLead API. It forwards every
+//! request unchanged, audits each one, and (in the guard) captures a
+//! campaign's data before anything destroys it.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (`serve`, `check-config`, `audit`).
+//! - [`config`]: the TOML file and `SAFEDELETE_*` overrides, validated into [`config::Config`].
+//! - [`server`]: both listeners' accept loops and graceful shutdown.
+//! - [`proxy`]: the proxy service: header hygiene, forwarding, error responses.
+//! - [`audit`]: audit records, secret redaction, the batch writer and queries.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
+//! - [`metrics`]: lock-free counters rendered as Prometheus text.
+//! - [`db`]: the SQLite pool and embedded migrations.
+//! - [`tls`]: rustls configs for the upstream client and the proxy listener.
+//! - [`logging`]: tracing setup (JSON or pretty).
+
+pub mod admin;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod tls;

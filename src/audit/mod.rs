@@ -1,0 +1,85 @@
+//! Audit records: one per request. Passthrough records go through a bounded
+//! queue to a batch writer ([`writer`]); secrets are redacted before a record
+//! exists ([`redact`]); operators read them back with [`query`].
+
+pub mod query;
+pub mod redact;
+pub mod writer;
+
+use std::time::{Duration, SystemTime};
+
+pub use writer::{AuditSink, AuditWriter};
+
+/// What kind of operation a request was, as stored in `audit_events.operation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationKind {
+    Passthrough,
+}
+
+impl OperationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// Why a request did not complete normally, as stored in `audit_events.error_kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    UpstreamConnectFailed,
+    UpstreamConnectTimeout,
+    UpstreamTimeout,
+    UpstreamReset,
+    UpstreamBodyError,
+    ClientAborted,
+    BadRequest,
+    ShuttingDown,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::UpstreamConnectFailed => "upstream_connect_failed",
+            ErrorKind::UpstreamConnectTimeout => "upstream_connect_timeout",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::UpstreamReset => "upstream_reset",
+            ErrorKind::UpstreamBodyError => "upstream_body_error",
+            ErrorKind::ClientAborted => "client_aborted",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// One request as the audit trail remembers it. Built by the proxy with the
+/// query already redacted; never holds the `api_key`.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub time: SystemTime,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub actor_fingerprint: Option<String>,
+    pub actor_label: Option<String>,
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
+    pub operation: OperationKind,
+    pub campaign_id: Option<i64>,
+    pub upstream_status: Option<u16>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration: Duration,
+    pub error_kind: Option<ErrorKind>,
+}
+
+/// RFC 3339 in UTC with milliseconds, the one time format of the trail.
+pub fn format_time(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.format(&time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}

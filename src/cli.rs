@@ -1,0 +1,155 @@
+//! The command line: `serve`, `check-config` and `audit`, all resolving the
+//! config (and so the database) the same way.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::audit::query::{self, StoredEvent};
+use crate::config::{Config, ConfigError, ProcessEnv};
+use crate::db::{self, DbError};
+use crate::server::{self, Listeners, ServeError};
+
+/// safedelete: a drop-in gateway for the SmartLead API that captures campaign
+/// data before anything is deleted, and audits every request.
+#[derive(Debug, Parser)]
+#[command(name = "safedelete", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Validate the config and print the effective settings, secrets masked.
+    CheckConfig(ConfigArg),
+    /// List recent audit records, newest first.
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How many records to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Config file (default: config/safedelete.toml if present, else built-in defaults).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// A command that failed; `main` prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("cannot read the audit trail: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(arg) => serve(arg).await,
+        Command::CheckConfig(arg) => {
+            let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
+            print!("{}", config.render_masked());
+            Ok(())
+        }
+        Command::Audit {
+            config,
+            limit,
+            json,
+        } => audit(config, limit, json).await,
+    }
+}
+
+async fn serve(arg: ConfigArg) -> Result<(), CliError> {
+    let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
+    let _log_guard = crate::logging::init(&config.log);
+    let listeners = Listeners::bind(&config).await?;
+    let summary = server::run(config, listeners, shutdown_signal()).await;
+    if let Err(err) = &summary {
+        tracing::error!(error = %err, "safedelete failed");
+    }
+    summary?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+async fn audit(arg: ConfigArg, limit: u32, json: bool) -> Result<(), CliError> {
+    use std::io::Write;
+    let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
+    let pool = db::open_existing(&config.database).await?;
+    let events = query::recent(&pool, limit).await?;
+    pool.close().await;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if json {
+        for e in &events {
+            let line = serde_json::to_string(e).map_err(std::io::Error::other)?;
+            writeln!(out, "{line}")?;
+        }
+    } else {
+        write_table(&mut out, &events)?;
+    }
+    Ok(())
+}
+
+fn write_table(out: &mut impl std::io::Write, events: &[StoredEvent]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>7}  {:<24}  {:<7}  {:>6}  {:>9}  {:<16}  {:<10}  TARGET",
+        "ID", "TIME", "METHOD", "STATUS", "MS", "ACTOR", "ERROR"
+    )?;
+    for e in events {
+        let target = match &e.query {
+            Some(q) => format!("{}?{}", e.path, q),
+            None => e.path.clone(),
+        };
+        writeln!(
+            out,
+            "{:>7}  {:<24}  {:<7}  {:>6}  {:>9.1}  {:<16}  {:<10}  {}",
+            e.id,
+            e.time,
+            e.method,
+            e.status,
+            e.duration_ms,
+            e.actor_fingerprint.as_deref().unwrap_or("-"),
+            e.error_kind.as_deref().unwrap_or("-"),
+            target
+        )?;
+    }
+    Ok(())
+}

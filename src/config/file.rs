@@ -1,0 +1,79 @@
+//! The configuration file as written by people: raw serde structs, every field
+//! optional, unknown keys refused. `Config::from_file` turns this into the
+//! validated value the rest of the gateway uses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole TOML document.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address of the proxy listener.
+    pub listen: Option<String>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+    pub listen_tls: Option<FileListenTls>,
+    #[serde(default)]
+    pub upstream: FileUpstream,
+    #[serde(default)]
+    pub database: FileDatabase,
+    #[serde(default)]
+    pub audit: FileAudit,
+    #[serde(default)]
+    pub admin: FileAdmin,
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListenTls {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub first_byte_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    pub max_idle_per_host: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDatabase {
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAudit {
+    pub redact_params: Option<Vec<String>>,
+    pub queue_capacity: Option<usize>,
+    pub batch_max: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub format: Option<String>,
+    pub filter: Option<String>,
+}

@@ -1,0 +1,555 @@
+//! Configuration: the TOML file (`file`), environment overrides (`env`), and the
+//! validated, immutable [`Config`] the gateway runs with.
+//!
+//! Loading never creates files and never exits the process: every problem comes
+//! back as a [`ConfigError`] that names the key and what is wrong with it.
+
+mod env;
+mod file;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use env::{Env, ProcessEnv};
+use file::FileConfig;
+
+/// Where `serve` looks for a config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/safedelete.toml";
+/// SmartLead's API host, the upstream when nothing else is configured.
+pub const DEFAULT_UPSTREAM: &str = "https://server.smartlead.ai";
+
+/// Query parameters that are always redacted, whatever the config says.
+const ALWAYS_REDACTED: &[&str] = &["api_key"];
+
+/// A problem with the configuration, naming the key (or environment variable).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("{key}: cannot read {path}: {source}")]
+    File {
+        key: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A secret string whose `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from, if any.
+    pub source: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub listen_tls: Option<ListenTls>,
+    pub shutdown_grace: Duration,
+    pub upstream: Upstream,
+    pub database: PathBuf,
+    pub audit: Audit,
+    pub admin: Admin,
+    pub log: Log,
+}
+
+/// TLS on the proxy listener, files already read and parsed.
+#[derive(Clone)]
+pub struct ListenTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub certs: Vec<CertificateDer<'static>>,
+    pub key: std::sync::Arc<PrivateKeyDer<'static>>,
+}
+
+impl fmt::Debug for ListenTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenTls")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SmartLead origin and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub ca_file: Option<PathBuf>,
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle_per_host: usize,
+}
+
+impl Upstream {
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+    /// The origin as a URL, for logs and `check-config`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// Query parameter names (compared case-insensitively) whose values are never stored or logged.
+    pub redact_params: Vec<String>,
+    pub queue_capacity: usize,
+    pub batch_max: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+impl Config {
+    /// Loads the config: `path` if given, else [`DEFAULT_CONFIG_PATH`] if it exists,
+    /// else the built-in defaults; then applies `SAFEDELETE_*` overrides from `env`.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let path = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+        };
+        let file = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                Self::parse(&text).map_err(|source| ConfigError::Parse {
+                    path: p.clone(),
+                    source: Box::new(source),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let mut config = Config::from_file(file, env)?;
+        config.source = path;
+        Ok(config)
+    }
+
+    fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Validates a parsed file, with environment overrides applied on top.
+    fn from_file(file: FileConfig, env: &dyn Env) -> Result<Config, ConfigError> {
+        let listen = pick(env, "SAFEDELETE_LISTEN", file.listen, "listen")?
+            .map(|(key, v)| parse_addr(&key, &v))
+            .transpose()?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let admin_listen = pick(
+            env,
+            "SAFEDELETE_ADMIN_LISTEN",
+            file.admin.listen,
+            "admin.listen",
+        )?
+        .map(|(key, v)| parse_addr(&key, &v))
+        .transpose()?
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+        let upstream_url = pick(
+            env,
+            "SAFEDELETE_UPSTREAM",
+            file.upstream.url,
+            "upstream.url",
+        )?
+        .unwrap_or_else(|| ("upstream.url".into(), DEFAULT_UPSTREAM.into()));
+        let (scheme, authority) = parse_upstream(&upstream_url.0, &upstream_url.1)?;
+        let database = match env.get("SAFEDELETE_DATABASE") {
+            Some(v) if v.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "SAFEDELETE_DATABASE",
+                    "must not be empty",
+                ))
+            }
+            Some(v) => PathBuf::from(v),
+            None => file
+                .database
+                .path
+                .unwrap_or_else(|| PathBuf::from("data/safedelete.db")),
+        };
+        if database.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("database.path", "must not be empty"));
+        }
+        let token = match env.get("SAFEDELETE_ADMIN_TOKEN") {
+            Some(v) => Some(v),
+            None => file.admin.token,
+        };
+        let token = match token {
+            Some(t) if t.trim().is_empty() => None,
+            Some(t) if t.len() < 16 => {
+                return Err(ConfigError::invalid(
+                    "admin.token",
+                    "must be at least 16 characters (or leave it unset)",
+                ))
+            }
+            other => other.map(Secret::new),
+        };
+
+        let ca_file = file.upstream.ca_file;
+        let extra_roots = match &ca_file {
+            Some(path) => {
+                let certs = read_certs("upstream.ca_file", path)?;
+                if certs.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "upstream.ca_file",
+                        format!("{} holds no PEM certificate", path.display()),
+                    ));
+                }
+                certs
+            }
+            None => Vec::new(),
+        };
+
+        let listen_tls = match file.listen_tls {
+            None => None,
+            Some(tls) => Some(load_listen_tls(tls)?),
+        };
+
+        let connect_timeout = positive(
+            "upstream.connect_timeout",
+            file.upstream.connect_timeout,
+            Duration::from_secs(5),
+        )?;
+        let first_byte_timeout = positive(
+            "upstream.first_byte_timeout",
+            file.upstream.first_byte_timeout,
+            Duration::from_secs(120),
+        )?;
+        let idle_timeout = positive(
+            "upstream.idle_timeout",
+            file.upstream.idle_timeout,
+            Duration::from_secs(30),
+        )?;
+        let max_idle_per_host = file.upstream.max_idle_per_host.unwrap_or(256);
+
+        let mut redact_params: Vec<String> =
+            ALWAYS_REDACTED.iter().map(|s| s.to_string()).collect();
+        for p in file.audit.redact_params.unwrap_or_default() {
+            if p.is_empty() {
+                return Err(ConfigError::invalid(
+                    "audit.redact_params",
+                    "parameter names must not be empty",
+                ));
+            }
+            if !redact_params.iter().any(|q| q.eq_ignore_ascii_case(&p)) {
+                redact_params.push(p);
+            }
+        }
+        let queue_capacity = file.audit.queue_capacity.unwrap_or(65_536);
+        if queue_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "audit.queue_capacity",
+                "must be at least 1",
+            ));
+        }
+        let batch_max = file.audit.batch_max.unwrap_or(1_000);
+        if batch_max == 0 {
+            return Err(ConfigError::invalid(
+                "audit.batch_max",
+                "must be at least 1",
+            ));
+        }
+
+        let format = match pick(env, "SAFEDELETE_LOG_FORMAT", file.log.format, "log.format")? {
+            None => LogFormat::Pretty,
+            Some((_, v)) if v.eq_ignore_ascii_case("pretty") => LogFormat::Pretty,
+            Some((_, v)) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+            Some((key, v)) => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("`{v}` is not a log format (use \"json\" or \"pretty\")"),
+                ))
+            }
+        };
+        let filter = pick(env, "SAFEDELETE_LOG", file.log.filter, "log.filter")?
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| "info".into());
+
+        Ok(Config {
+            source: None,
+            listen,
+            listen_tls,
+            shutdown_grace: file.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+            upstream: Upstream {
+                scheme,
+                authority,
+                ca_file,
+                extra_roots,
+                connect_timeout,
+                first_byte_timeout,
+                idle_timeout,
+                max_idle_per_host,
+            },
+            database,
+            audit: Audit {
+                redact_params,
+                queue_capacity,
+                batch_max,
+            },
+            admin: Admin {
+                listen: admin_listen,
+                token,
+            },
+            log: Log { format, filter },
+        })
+    }
+
+    /// The effective configuration as TOML, secrets masked (`check-config`).
+    pub fn render_masked(&self) -> String {
+        let s = |v: &str| toml::Value::String(v.to_string()).to_string();
+        let d = |v: Duration| s(&humantime::format_duration(v).to_string());
+        let p = |v: &Path| s(&v.display().to_string());
+        let mut out = String::new();
+        let source = self
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in defaults".into());
+        out.push_str(&format!(
+            "# effective configuration (from {source} and SAFEDELETE_* variables)\n"
+        ));
+        out.push_str(&format!("listen = {}\n", s(&self.listen.to_string())));
+        out.push_str(&format!("shutdown_grace = {}\n", d(self.shutdown_grace)));
+        if let Some(tls) = &self.listen_tls {
+            out.push_str("\n[listen_tls]\n");
+            out.push_str(&format!("cert_file = {}\n", p(&tls.cert_file)));
+            out.push_str(&format!("key_file = {}\n", p(&tls.key_file)));
+        }
+        let u = &self.upstream;
+        out.push_str("\n[upstream]\n");
+        out.push_str(&format!("url = {}\n", s(&u.url())));
+        if let Some(ca) = &u.ca_file {
+            out.push_str(&format!("ca_file = {}\n", p(ca)));
+        }
+        out.push_str(&format!("connect_timeout = {}\n", d(u.connect_timeout)));
+        out.push_str(&format!(
+            "first_byte_timeout = {}\n",
+            d(u.first_byte_timeout)
+        ));
+        out.push_str(&format!("idle_timeout = {}\n", d(u.idle_timeout)));
+        out.push_str(&format!("max_idle_per_host = {}\n", u.max_idle_per_host));
+        out.push_str("\n[database]\n");
+        out.push_str(&format!("path = {}\n", p(&self.database)));
+        out.push_str("\n[audit]\n");
+        let params: Vec<String> = self.audit.redact_params.iter().map(|v| s(v)).collect();
+        out.push_str(&format!("redact_params = [{}]\n", params.join(", ")));
+        out.push_str(&format!("queue_capacity = {}\n", self.audit.queue_capacity));
+        out.push_str(&format!("batch_max = {}\n", self.audit.batch_max));
+        out.push_str("\n[admin]\n");
+        out.push_str(&format!("listen = {}\n", s(&self.admin.listen.to_string())));
+        if self.admin.token.is_some() {
+            out.push_str("token = \"***\"\n");
+        }
+        out.push_str("\n[log]\n");
+        let format = match self.log.format {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        };
+        out.push_str(&format!("format = {}\n", s(format)));
+        out.push_str(&format!("filter = {}\n", s(&self.log.filter)));
+        out
+    }
+}
+
+/// The environment variable wins over the file key; returns which one was used.
+fn pick(
+    env: &dyn Env,
+    var: &str,
+    file_value: Option<String>,
+    key: &str,
+) -> Result<Option<(String, String)>, ConfigError> {
+    Ok(match env.get(var) {
+        Some(v) => Some((var.to_string(), v)),
+        None => file_value.map(|v| (key.to_string(), v)),
+    })
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("`{value}` is not an IP address and port (for example 127.0.0.1:8080)"),
+        )
+    })
+}
+
+fn parse_upstream(key: &str, value: &str) -> Result<(Scheme, Authority), ConfigError> {
+    let uri: http::Uri = value.trim().parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("`{value}` is not a URL (for example https://server.smartlead.ai)"),
+        )
+    })?;
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        _ => {
+            return Err(ConfigError::invalid(
+                key,
+                format!("`{value}` must start with http:// or https://"),
+            ))
+        }
+    };
+    let authority = match uri.authority() {
+        Some(a) if !a.host().is_empty() => a.clone(),
+        _ => return Err(ConfigError::invalid(key, format!("`{value}` has no host"))),
+    };
+    if authority.as_str().contains('@') {
+        return Err(ConfigError::invalid(
+            key,
+            "credentials in the upstream URL are not supported",
+        ));
+    }
+    let path_ok = uri
+        .path_and_query()
+        .map(|pq| pq.as_str() == "/" || pq.as_str().is_empty())
+        .unwrap_or(true);
+    if !path_ok {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "`{value}` must be an origin without a path or query (clients send /api/v1/...), for example https://server.smartlead.ai"
+            ),
+        ));
+    }
+    Ok((scheme, authority))
+}
+
+fn positive(
+    key: &str,
+    value: Option<Duration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        Some(d) if d.is_zero() => Err(ConfigError::invalid(key, "must be greater than zero")),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    }
+}
+
+fn read_pem(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::File {
+        key: key.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let pem = read_pem(key, path)?;
+    rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ConfigError::File {
+            key: key.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn load_listen_tls(tls: file::FileListenTls) -> Result<ListenTls, ConfigError> {
+    let (cert_file, key_file) = match (tls.cert_file, tls.key_file) {
+        (Some(c), Some(k)) => (c, k),
+        (None, _) => {
+            return Err(ConfigError::invalid(
+                "listen_tls.cert_file",
+                "is required when [listen_tls] is present",
+            ))
+        }
+        (_, None) => {
+            return Err(ConfigError::invalid(
+                "listen_tls.key_file",
+                "is required when [listen_tls] is present",
+            ))
+        }
+    };
+    let certs = read_certs("listen_tls.cert_file", &cert_file)?;
+    if certs.is_empty() {
+        return Err(ConfigError::invalid(
+            "listen_tls.cert_file",
+            format!("{} holds no PEM certificate", cert_file.display()),
+        ));
+    }
+    let pem = read_pem("listen_tls.key_file", &key_file)?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|source| ConfigError::File {
+            key: "listen_tls.key_file".into(),
+            path: key_file.clone(),
+            source,
+        })?
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "listen_tls.key_file",
+                format!("{} holds no PEM private key", key_file.display()),
+            )
+        })?;
+    Ok(ListenTls {
+        cert_file,
+        key_file,
+        certs,
+        key: std::sync::Arc::new(key),
+    })
+}
+
+#[cfg(test)]
+mod tests;

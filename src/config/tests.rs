@@ -1,0 +1,138 @@
+use super::*;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let file = Config::parse(text).map_err(|source| ConfigError::Parse {
+        path: PathBuf::from("test.toml"),
+        source: Box::new(source),
+    })?;
+    Config::from_file(file, env)
+}
+
+#[test]
+fn built_in_defaults_point_at_smartlead() {
+    let c = load("", &[]).unwrap();
+    assert_eq!(c.upstream.url(), "https://server.smartlead.ai");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8081");
+    assert_eq!(c.database, PathBuf::from("data/safedelete.db"));
+    assert_eq!(c.audit.redact_params, vec!["api_key".to_string()]);
+    assert_eq!(c.log.format, LogFormat::Pretty);
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let c = load(
+        "listen = \"127.0.0.1:1000\"\n[upstream]\nurl = \"http://a.example\"\n",
+        &[
+            ("SAFEDELETE_LISTEN", "127.0.0.1:2000"),
+            ("SAFEDELETE_UPSTREAM", "http://127.0.0.1:9"),
+            ("SAFEDELETE_ADMIN_LISTEN", "127.0.0.1:3000"),
+            ("SAFEDELETE_DATABASE", "/tmp/x.db"),
+            ("SAFEDELETE_LOG_FORMAT", "json"),
+            ("SAFEDELETE_LOG", "debug"),
+            ("SAFEDELETE_ADMIN_TOKEN", "0123456789abcdef0123"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:2000");
+    assert_eq!(c.upstream.url(), "http://127.0.0.1:9");
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:3000");
+    assert_eq!(c.database, PathBuf::from("/tmp/x.db"));
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.filter, "debug");
+    assert_eq!(c.admin.token.unwrap().expose(), "0123456789abcdef0123");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    let err = load("[upstream]\nurll = \"http://x\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("unknown field `urll`"), "{err}");
+}
+
+#[test]
+fn a_bad_address_names_the_key() {
+    let err = load("listen = \"localhost\"\n", &[]).unwrap_err();
+    assert!(err.to_string().starts_with("listen: `localhost`"), "{err}");
+    let err = load("", &[("SAFEDELETE_ADMIN_LISTEN", "nope")]).unwrap_err();
+    assert!(
+        err.to_string().starts_with("SAFEDELETE_ADMIN_LISTEN:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn upstream_must_be_an_http_origin() {
+    for bad in [
+        "ftp://x",
+        "not a url",
+        "https://x/api/v1",
+        "http://u:p@x",
+        "https://x?a=1",
+    ] {
+        let err = load(&format!("[upstream]\nurl = \"{bad}\"\n"), &[]).unwrap_err();
+        assert!(err.to_string().starts_with("upstream.url:"), "{bad}: {err}");
+    }
+    let ok = load("[upstream]\nurl = \"http://127.0.0.1:9000/\"\n", &[]).unwrap();
+    assert_eq!(ok.upstream.url(), "http://127.0.0.1:9000");
+}
+
+#[test]
+fn an_unreadable_ca_file_is_refused() {
+    let err = load("[upstream]\nca_file = \"/nonexistent/ca.pem\"\n", &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("upstream.ca_file: cannot read /nonexistent/ca.pem"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_ca_file_without_certificates_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, "hello").unwrap();
+    let err = load(&format!("[upstream]\nca_file = {:?}\n", path), &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("holds no PEM certificate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tls_needs_both_files() {
+    let err = load("[listen_tls]\ncert_file = \"/x\"\n", &[]).unwrap_err();
+    assert!(err.to_string().starts_with("listen_tls.key_file:"), "{err}");
+}
+
+#[test]
+fn bad_durations_and_formats_are_refused() {
+    let err = load("[upstream]\nconnect_timeout = \"soon\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    let err = load("[upstream]\nconnect_timeout = \"0s\"\n", &[]).unwrap_err();
+    assert!(
+        err.to_string().starts_with("upstream.connect_timeout:"),
+        "{err}"
+    );
+    let err = load("[log]\nformat = \"xml\"\n", &[]).unwrap_err();
+    assert!(err.to_string().starts_with("log.format:"), "{err}");
+}
+
+#[test]
+fn extra_redacted_params_add_to_api_key() {
+    let c = load("[audit]\nredact_params = [\"token\", \"API_KEY\"]\n", &[]).unwrap();
+    assert_eq!(c.audit.redact_params, vec!["api_key", "token"]);
+}
+
+#[test]
+fn the_rendered_config_masks_the_token_and_parses_again() {
+    let c = load("", &[("SAFEDELETE_ADMIN_TOKEN", "super-secret-token-123")]).unwrap();
+    let text = c.render_masked();
+    assert!(!text.contains("super-secret-token-123"));
+    assert!(text.contains("token = \"***\""));
+    let reparsed = Config::parse(&text).unwrap();
+    assert_eq!(
+        reparsed.upstream.url.as_deref(),
+        Some("https://server.smartlead.ai")
+    );
+    assert!(!format!("{:?}", c.admin.token).contains("super"));
+}

@@ -1,0 +1,109 @@
+//! The one place where failures become HTTP responses. Bodies use SmartLead's
+//! error shape (`{"error": "..."}`) so clients parse them as they would a
+//! SmartLead error, and never carry internal detail or the request target.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::audit::ErrorKind;
+use crate::metrics::UpstreamError;
+
+/// Why the gateway answered itself instead of relaying SmartLead's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("upstream {upstream}: connect failed: {source}")]
+    UpstreamConnect {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("upstream {upstream}: connect timed out after {after:?}")]
+    UpstreamConnectTimeout { upstream: String, after: Duration },
+    #[error("upstream {upstream}: no response within {after:?}")]
+    UpstreamTimeout { upstream: String, after: Duration },
+    #[error("upstream {upstream}: connection failed mid-request: {source}")]
+    UpstreamReset {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("client went away while sending the request body")]
+    ClientAborted,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::ClientAborted | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ProxyError::UpstreamConnect { .. } => ErrorKind::UpstreamConnectFailed,
+            ProxyError::UpstreamConnectTimeout { .. } => ErrorKind::UpstreamConnectTimeout,
+            ProxyError::UpstreamTimeout { .. } => ErrorKind::UpstreamTimeout,
+            ProxyError::UpstreamReset { .. } => ErrorKind::UpstreamReset,
+            ProxyError::ClientAborted => ErrorKind::ClientAborted,
+            ProxyError::BadRequest(_) => ErrorKind::BadRequest,
+        }
+    }
+
+    /// The metric this failure counts towards, if it is the upstream's.
+    pub fn upstream_metric(&self) -> Option<UpstreamError> {
+        match self {
+            ProxyError::UpstreamConnect { .. } => Some(UpstreamError::Connect),
+            ProxyError::UpstreamConnectTimeout { .. } => Some(UpstreamError::ConnectTimeout),
+            ProxyError::UpstreamTimeout { .. } => Some(UpstreamError::Timeout),
+            ProxyError::UpstreamReset { .. } => Some(UpstreamError::Reset),
+            ProxyError::ClientAborted | ProxyError::BadRequest(_) => None,
+        }
+    }
+
+    fn public_message(&self) -> &'static str {
+        match self {
+            ProxyError::UpstreamConnect { .. } => {
+                "safedelete: could not connect to SmartLead; the request was not sent"
+            }
+            ProxyError::UpstreamConnectTimeout { .. } => {
+                "safedelete: connecting to SmartLead timed out; the request was not sent"
+            }
+            ProxyError::UpstreamTimeout { .. } => {
+                "safedelete: SmartLead did not answer in time; the request may or may not have been applied"
+            }
+            ProxyError::UpstreamReset { .. } => {
+                "safedelete: the connection to SmartLead failed before it answered"
+            }
+            ProxyError::ClientAborted => "safedelete: the request body was cut off",
+            ProxyError::BadRequest(msg) => msg,
+        }
+    }
+
+    /// The response the client gets: status, JSON body, request id.
+    pub fn to_response<B: From<bytes::Bytes>>(&self, request_id: &HeaderValue) -> Response<B> {
+        let body = serde_json::json!({
+            "error": self.public_message(),
+            "error_kind": self.kind().as_str(),
+            "request_id": request_id.to_str().unwrap_or(""),
+        });
+        let bytes = bytes::Bytes::from(body.to_string());
+        let mut resp = Response::new(B::from(bytes));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        headers.insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
+        resp
+    }
+}

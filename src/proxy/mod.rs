@@ -1,0 +1,350 @@
+//! The proxy listener's service: classify a request, forward it to SmartLead
+//! with clean headers, and stream the answer back, recording every request.
+//!
+//! Everything that can fail becomes a response here (`Error = Infallible`);
+//! [`error::ProxyError`] is the one place that picks status codes.
+
+pub mod body;
+pub mod client;
+pub mod error;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response};
+use hyper::body::{Body, Incoming};
+
+use crate::audit::{redact, AuditRecord, AuditSink, OperationKind};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use body::{ResponseBody, Tracker};
+use client::{RequestBody, UpstreamClient};
+use error::ProxyError;
+
+/// What every request handler shares: the upstream client, the audit queue,
+/// the metrics and the bits of config the hot path reads.
+pub struct ProxyState {
+    pub client: UpstreamClient,
+    pub upstream_scheme: http::uri::Scheme,
+    pub upstream_authority: http::uri::Authority,
+    pub upstream_url: String,
+    host_header: HeaderValue,
+    pub first_byte_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub redact_params: Vec<String>,
+    pub audit: AuditSink,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ProxyState {
+    pub fn new(
+        config: &Config,
+        client: UpstreamClient,
+        audit: AuditSink,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let u = &config.upstream;
+        let host_header = HeaderValue::from_str(u.authority.as_str())
+            .expect("a parsed authority is a valid header value");
+        ProxyState {
+            client,
+            upstream_scheme: u.scheme.clone(),
+            upstream_authority: u.authority.clone(),
+            upstream_url: u.url(),
+            host_header,
+            first_byte_timeout: u.first_byte_timeout,
+            connect_timeout: u.connect_timeout,
+            redact_params: config.audit.redact_params.clone(),
+            audit,
+            metrics,
+        }
+    }
+}
+
+/// The per-connection service.
+#[derive(Clone)]
+pub struct ProxyService {
+    pub state: Arc<ProxyState>,
+    pub client_addr: SocketAddr,
+    /// `http` or `https`: the listener's scheme, for `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+impl ProxyService {
+    async fn handle(self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let state = self.state.clone();
+        state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (mut parts, body) = req.into_parts();
+        let request_id = headers::request_id(&parts.headers);
+        let mut record = self.new_record(&parts, &request_id);
+        let method = parts.method.clone();
+
+        let path_and_query = match target(&parts) {
+            Ok(pq) => pq,
+            Err(err) => return self.fail(err, record, method, started, &request_id),
+        };
+
+        headers::strip_hop_by_hop(&mut parts.headers);
+        // The gateway answers `Expect: 100-continue` itself (hyper sends the
+        // 100 when the body is first read), so SmartLead never sees it.
+        parts.headers.remove(header::EXPECT);
+        parts
+            .headers
+            .insert(header::HOST, state.host_header.clone());
+        headers::add_forwarded(&mut parts.headers, self.client_addr.ip(), self.scheme);
+        parts
+            .headers
+            .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+        parts.uri = Uri::builder()
+            .scheme(state.upstream_scheme.clone())
+            .authority(state.upstream_authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .expect("scheme, authority and a parsed path make a valid URI");
+
+        let (body, upload) = if body.is_end_stream() {
+            (RequestBody::Empty, None)
+        } else {
+            let counted = body::CountedIncoming::new(body);
+            let upload = counted.state();
+            (RequestBody::Client(counted), Some(upload))
+        };
+
+        let sent = Instant::now();
+        let result = forward(&state, parts, body).await;
+        let mut tracker = Tracker::new(state.clone(), record, method, started);
+        tracker.upload = upload.clone();
+        match result {
+            Ok(mut resp) => {
+                state.metrics.record_upstream_latency(sent.elapsed());
+                tracker.record.upstream_status = Some(resp.status().as_u16());
+                tracker.record.status = resp.status().as_u16();
+                headers::strip_hop_by_hop(resp.headers_mut());
+                resp.headers_mut()
+                    .insert(headers::X_REQUEST_ID.clone(), request_id);
+                let (parts, incoming) = resp.into_parts();
+                let mut body = ResponseBody::upstream(incoming);
+                body.track(tracker);
+                Response::from_parts(parts, body)
+            }
+            Err(err) => {
+                let err = match &upload {
+                    Some(u) if u.failed.load(Ordering::Relaxed) => ProxyError::ClientAborted,
+                    _ => err,
+                };
+                record = tracker.record;
+                self.fail(err, record, tracker.method, started, &request_id)
+            }
+        }
+    }
+
+    fn new_record(&self, parts: &http::request::Parts, request_id: &HeaderValue) -> AuditRecord {
+        let path = parts.uri.path();
+        let (query, api_key, secrets) = match parts.uri.query() {
+            Some(q) => {
+                let r = redact::redact_query(q, &self.state.redact_params);
+                (Some(r.query), r.api_key, r.secrets)
+            }
+            None => (None, None, Vec::new()),
+        };
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .map(|v| truncate(&String::from_utf8_lossy(v.as_bytes()), 512))
+            .map(|ua| redact::scrub(&ua, &secrets));
+        AuditRecord {
+            time: SystemTime::now(),
+            request_id: request_id.to_str().unwrap_or("").to_string(),
+            method: parts.method.as_str().to_string(),
+            path: redact::scrub(&truncate(path, 2048), &secrets),
+            query: query.map(|q| truncate(&q, 4096)),
+            actor_fingerprint: api_key.as_deref().map(redact::fingerprint),
+            actor_label: None,
+            client_addr: Some(self.client_addr.ip().to_string()),
+            user_agent,
+            operation: OperationKind::Passthrough,
+            campaign_id: campaign_id(path),
+            upstream_status: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Duration::ZERO,
+            error_kind: None,
+        }
+    }
+
+    fn fail(
+        &self,
+        err: ProxyError,
+        mut record: AuditRecord,
+        method: Method,
+        started: Instant,
+        request_id: &HeaderValue,
+    ) -> Response<ResponseBody> {
+        match err.upstream_metric() {
+            Some(m) => {
+                self.state.metrics.record_upstream_error(m);
+                tracing::warn!(request_id = ?request_id, error = %err, "upstream request failed");
+            }
+            None => tracing::debug!(request_id = ?request_id, error = %err, "request refused"),
+        }
+        record.status = err.status().as_u16();
+        record.error_kind = Some(err.kind());
+        let mut resp: Response<ResponseBody> = err.to_response(request_id);
+        resp.body_mut()
+            .track(Tracker::new(self.state.clone(), record, method, started));
+        resp
+    }
+}
+
+/// The request target to forward: origin-form path and query exactly as sent.
+fn target(parts: &http::request::Parts) -> Result<PathAndQuery, ProxyError> {
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::BadRequest(
+            "safedelete: CONNECT is not supported; use the gateway as the API base URL",
+        ));
+    }
+    match parts.uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => Ok(pq.clone()),
+        _ => Err(ProxyError::BadRequest(
+            "safedelete: the request target must be a path starting with /",
+        )),
+    }
+}
+
+/// Sends the request upstream within the time-to-first-byte budget. A bodiless
+/// GET or HEAD whose connection died before any answer is tried once more; the
+/// pooled client itself retries requests that never left on a reused
+/// connection. Nothing else is ever retried.
+async fn forward(
+    state: &ProxyState,
+    parts: http::request::Parts,
+    body: RequestBody,
+) -> Result<Response<Incoming>, ProxyError> {
+    let retryable = matches!(parts.method, Method::GET | Method::HEAD) && body.is_end_stream();
+    let copy = retryable.then(|| {
+        let mut b = Request::builder()
+            .method(parts.method.clone())
+            .uri(parts.uri.clone())
+            .version(parts.version);
+        if let Some(h) = b.headers_mut() {
+            *h = parts.headers.clone();
+        }
+        b
+    });
+    let first = send(state, Request::from_parts(parts, body)).await;
+    match (first, copy) {
+        (Err(ProxyError::UpstreamReset { .. }), Some(copy)) => {
+            tracing::debug!("upstream connection died before answering; retrying once");
+            let req = copy
+                .body(RequestBody::Empty)
+                .expect("a copy of a valid request is valid");
+            send(state, req).await
+        }
+        (result, _) => result,
+    }
+}
+
+async fn send(
+    state: &ProxyState,
+    req: Request<RequestBody>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let upstream = || state.upstream_url.clone();
+    match tokio::time::timeout(state.first_byte_timeout, state.client.request(req)).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            upstream: upstream(),
+            after: state.first_byte_timeout,
+        }),
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(err)) if err.is_connect() && is_timeout(&err) => {
+            Err(ProxyError::UpstreamConnectTimeout {
+                upstream: upstream(),
+                after: state.connect_timeout,
+            })
+        }
+        Ok(Err(err)) if err.is_connect() => Err(ProxyError::UpstreamConnect {
+            upstream: upstream(),
+            source: err,
+        }),
+        Ok(Err(err)) => Err(ProxyError::UpstreamReset {
+            upstream: upstream(),
+            source: err,
+        }),
+    }
+}
+
+fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The campaign a path is about (`/api/v1/campaigns/{id}` and below), for the
+/// audit trail's per-campaign queries.
+fn campaign_id(path: &str) -> Option<i64> {
+    let rest = path.strip_prefix("/api/v1/campaigns/")?;
+    let id = rest.split('/').next()?;
+    if id.is_empty() || id.len() > 18 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn campaign_ids_come_from_campaign_paths_only() {
+        assert_eq!(campaign_id("/api/v1/campaigns/108"), Some(108));
+        assert_eq!(campaign_id("/api/v1/campaigns/108/leads-export"), Some(108));
+        assert_eq!(campaign_id("/api/v1/campaigns/"), None);
+        assert_eq!(campaign_id("/api/v1/campaigns/create"), None);
+        assert_eq!(campaign_id("/api/v1/campaigns/99999999999999999999"), None);
+        assert_eq!(campaign_id("/api/v1/leads/5"), None);
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,249 @@
+//! The accept loops of both listeners and graceful shutdown: stop accepting,
+//! let in-flight requests finish within the grace period, flush the audit
+//! writer, close the database.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::{self, AdminState};
+use crate::audit::AuditWriter;
+use crate::config::Config;
+use crate::db::{self, DbError};
+use crate::metrics::Metrics;
+use crate::proxy::{client, ProxyService, ProxyState};
+use crate::tls::{self, TlsError};
+
+/// How long a client gets to send its request head (slow-loris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a TLS handshake may take on the proxy listener.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A problem starting or running the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Both listeners, bound before anything else starts (so tests can bind
+/// `127.0.0.1:0` and read the port).
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { what, addr, source })
+        };
+        Ok(Listeners {
+            proxy: bind("proxy listener", config.listen).await?,
+            admin: bind("admin listener", config.admin.listen).await?,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// Connections still open when the grace period ran out (and were cut).
+    pub connections_cut: usize,
+    /// Audit records the writer committed.
+    pub audit_records_written: u64,
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<RunSummary, ServeError> {
+    let proxy_addr = listeners.proxy_addr();
+    let admin_addr = listeners.admin_addr();
+    let pool = db::open(&config.database).await?;
+    let metrics = Arc::new(Metrics::default());
+    let (audit, writer) = AuditWriter::spawn(
+        pool.clone(),
+        config.audit.queue_capacity,
+        config.audit.batch_max,
+        metrics.clone(),
+    );
+    let client = client::build(&config.upstream, metrics.clone())?;
+    let tls = config
+        .listen_tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()?
+        .map(TlsAcceptor::from);
+    let state = Arc::new(ProxyState::new(
+        &config,
+        client,
+        audit.clone(),
+        metrics.clone(),
+    ));
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let admin_router = admin::router(AdminState {
+        metrics: metrics.clone(),
+        audit: audit.clone(),
+        ready: ready.clone(),
+    });
+    let admin_task = tokio::spawn(async move {
+        let serve = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(async {
+            let _ = admin_stop_rx.await;
+        });
+        if let Err(err) = serve.await {
+            tracing::error!(error = %err, "admin listener failed");
+        }
+    });
+
+    tracing::info!(
+        proxy = %proxy_addr,
+        admin = %admin_addr,
+        upstream = %state.upstream_url,
+        database = %config.database.display(),
+        tls = tls.is_some(),
+        "safedelete listening"
+    );
+    ready.store(true, Ordering::Release);
+
+    let graceful = GracefulShutdown::new();
+    accept_loop(listeners.proxy, state, tls, &graceful, shutdown).await;
+
+    // Draining: readiness goes false first so load balancers stop sending.
+    ready.store(false, Ordering::Release);
+    let open = graceful.count();
+    tracing::info!(open_connections = open, grace = ?config.shutdown_grace, "shutting down");
+    let connections_cut =
+        match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
+            Ok(()) => 0,
+            Err(_) => {
+                tracing::warn!("grace period over; cutting the remaining connections");
+                open.max(1)
+            }
+        };
+    let _ = admin_stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    let audit_records_written = writer.close().await;
+    pool.close().await;
+    tracing::info!(audit_records_written, "safedelete stopped");
+    Ok(RunSummary {
+        connections_cut,
+        audit_records_written,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    tls: Option<TlsAcceptor>,
+    graceful: &GracefulShutdown,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client_addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(err) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = ProxyService {
+            state: state.clone(),
+            client_addr,
+            scheme,
+        };
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, tls, builder, watcher, service).await;
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    service: ProxyService,
+) {
+    let client_addr = service.client_addr;
+    let result = match tls {
+        None => {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            watcher.watch(conn).await
+        }
+        Some(acceptor) => {
+            let tls_stream = match tokio::time::timeout(
+                TLS_HANDSHAKE_TIMEOUT,
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(err)) => {
+                    tracing::debug!(client = %client_addr, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %client_addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+            watcher.watch(conn).await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(client = %client_addr, error = %err, "connection ended with an error");
+    }
+}
