@@ -34,8 +34,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The client TLS config for the upstream: HTTP/1.1 only, so request targets
-/// reach SmartLead exactly as the client wrote them.
+/// The client TLS config for the upstream: bundled roots plus `extra_roots`.
 pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -44,13 +43,13 @@ pub fn client_config(extra_roots: &[CertificateDer<'static>]) -> Result<ClientCo
             .add(cert.clone())
             .map_err(|source| TlsError::BadCa { source })?;
     }
-    let mut config = ClientConfig::builder_with_provider(provider())
+    // ALPN is set by the connector builder (HTTP/1.1 only, so request targets
+    // reach SmartLead exactly as the client wrote them).
+    Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|source| TlsError::Versions { source })?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+        .with_no_client_auth())
 }
 
 /// The server TLS config for the proxy listener.

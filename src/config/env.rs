@@ -23,10 +23,11 @@ impl Env for HashMap<String, String> {
     }
 }
 
-impl Env for [(&str, &str)] {
-    fn get(&self, key: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
+/// No overrides at all.
+pub struct NoEnv;
+
+impl Env for NoEnv {
+    fn get(&self, _key: &str) -> Option<String> {
+        None
     }
 }

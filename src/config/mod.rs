@@ -15,7 +15,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use env::{Env, ProcessEnv};
+pub use env::{Env, NoEnv, ProcessEnv};
 use file::FileConfig;
 
 /// Where `serve` looks for a config file when `--config` is not given.

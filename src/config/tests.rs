@@ -5,7 +5,11 @@ fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         path: PathBuf::from("test.toml"),
         source: Box::new(source),
     })?;
-    Config::from_file(file, env)
+    let env: std::collections::HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_file(file, &env)
 }
 
 #[test]

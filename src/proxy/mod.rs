@@ -98,6 +98,7 @@ impl ProxyService {
         let request_id = headers::request_id(&parts.headers);
         let mut record = self.new_record(&parts, &request_id);
         let method = parts.method.clone();
+        let client_version = parts.version;
 
         let path_and_query = match target(&parts) {
             Ok(pq) => pq,
@@ -121,6 +122,8 @@ impl ProxyService {
             .path_and_query(path_and_query)
             .build()
             .expect("scheme, authority and a parsed path make a valid URI");
+        // The upstream leg is always HTTP/1.1, whatever the client spoke.
+        parts.version = http::Version::HTTP_11;
 
         let (body, upload) = if body.is_end_stream() {
             (RequestBody::Empty, None)
@@ -140,6 +143,7 @@ impl ProxyService {
                 tracker.record.upstream_status = Some(resp.status().as_u16());
                 tracker.record.status = resp.status().as_u16();
                 headers::strip_hop_by_hop(resp.headers_mut());
+                *resp.version_mut() = client_version;
                 resp.headers_mut()
                     .insert(headers::X_REQUEST_ID.clone(), request_id);
                 let (parts, incoming) = resp.into_parts();

@@ -1,1 +1,132 @@
+//! A faithful fake of the SmartLead API (`/api/v1`) for the gateway's integration
+//! tests (in process, on `127.0.0.1:0`) and its benchmarks (as the `fake-smartlead`
+//! binary).
+//!
+//! It is written on plain hyper rather than a router so that it can record each
+//! request target exactly as it arrived on the wire. Response shapes follow the
+//! "real/likely response" column of `shared/reference/smartlead-api.md`: bare
+//! objects and arrays, `{"ok":true}` for writes, `total_leads` as a string, and a
+//! fully quoted 22-column CSV export that is streamed, never built in memory.
+//!
+//! # Layout
+//! - [`server`]: binds, accepts (plain or TLS), runs the hyper service and owns
+//!   [`FakeHandle`], the test's window into the fake.
+//! - [`record`]: [`RecordedRequest`], the raw copy of every request received.
+//! - [`faults`]: programmed failures ([`FaultRule`], [`Fault`]) and how they bend a
+//!   response (status, delay, slow chunks, cut connections, extra headers).
+//! - [`body`]: the one response body type, a boxed stream of bytes.
+//! - [`state`]: the mutable campaign store and its default seeds.
+//! - [`lead`]: deterministic lead generation shared by every lead-facing route.
+//! - [`csv`]: the streaming leads export and its byte-exact twin for tests.
+//! - [`query`]: percent-decoding of paths and query strings.
+//! - [`routes`]: request dispatch, authentication and the campaign handlers.
+//! - [`resources`]: handlers for a campaign's sub-resources (sequences, email
+//!   accounts, webhooks, analytics, statistics).
 
+pub mod body;
+pub mod csv;
+pub mod faults;
+pub mod lead;
+pub mod query;
+pub mod record;
+pub mod resources;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+use std::sync::Arc;
+
+pub use faults::{Fault, FaultRule};
+pub use record::RecordedRequest;
+pub use server::{serve, start, FakeHandle};
+
+/// Namespace form of [`start`] and [`serve`], for callers that prefer
+/// `FakeSmartlead::start(config)`.
+pub struct FakeSmartlead;
+
+impl FakeSmartlead {
+    /// See [`start`].
+    pub async fn start(config: FakeConfig) -> std::io::Result<FakeHandle> {
+        start(config).await
+    }
+
+    /// See [`serve`].
+    pub async fn serve(
+        listener: tokio::net::TcpListener,
+        config: FakeConfig,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        serve(listener, config, shutdown).await
+    }
+}
+
+/// How a fake upstream is set up before it starts.
+#[derive(Clone, Debug)]
+pub struct FakeConfig {
+    /// The only `api_key` query value the fake accepts.
+    pub api_key: String,
+    /// The campaigns that exist when the fake starts.
+    pub campaigns: Vec<CampaignSeed>,
+    /// Serve HTTPS with this configuration when set, plain HTTP otherwise.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        Self {
+            api_key: "sl_test_key".to_owned(),
+            campaigns: CampaignSeed::defaults(),
+            tls: None,
+        }
+    }
+}
+
+impl FakeConfig {
+    /// The default seeds, with campaign 101 holding `n` leads (for large exports).
+    pub fn with_leads(n: usize) -> Self {
+        let mut config = Self::default();
+        for seed in &mut config.campaigns {
+            if seed.id == 101 {
+                seed.leads = n;
+            }
+        }
+        config
+    }
+}
+
+/// One campaign that exists when the fake starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CampaignSeed {
+    /// Campaign id, as used in `/campaigns/{id}`.
+    pub id: u64,
+    /// Campaign name.
+    pub name: String,
+    /// Status as read (`DRAFTED`, `ACTIVE`, `PAUSED`, `STOPPED`, `COMPLETED`, ...).
+    pub status: String,
+    /// Owning client, if any (filtered on by `GET /campaigns?client_id=`).
+    pub client_id: Option<u64>,
+    /// How many generated leads the campaign holds.
+    pub leads: usize,
+}
+
+impl CampaignSeed {
+    /// The default seeds: 101 active with 25 leads, 102 paused for client 7 with
+    /// 5 leads, 103 drafted and empty.
+    pub fn defaults() -> Vec<Self> {
+        vec![
+            Self::new(101, "Cold Outreach Q1", "ACTIVE", None, 25),
+            Self::new(102, "Partners EU", "PAUSED", Some(7), 5),
+            Self::new(103, "Old Drafts", "DRAFTED", None, 0),
+        ]
+    }
+
+    fn new(id: u64, name: &str, status: &str, client_id: Option<u64>, leads: usize) -> Self {
+        Self {
+            id,
+            name: name.to_owned(),
+            status: status.to_owned(),
+            client_id,
+            leads,
+        }
+    }
+}

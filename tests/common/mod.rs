@@ -1,0 +1,310 @@
+//! Shared test support: a real gateway on 127.0.0.1:0 in this process, a real
+//! SQLite file in a temp dir, an HTTP client, and raw-socket helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use safedelete::config::Config;
+use safedelete::server::{self, Listeners, RunSummary};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const KEY: &str = "sl_test_key";
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub db_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<RunSummary>>,
+}
+
+impl Gateway {
+    /// A gateway in front of `upstream` with the default config.
+    pub async fn start(upstream: &str) -> Gateway {
+        Gateway::start_with(upstream, Extra::default()).await
+    }
+
+    /// A gateway with extra config.
+    pub async fn start_with(upstream: &str, extra: Extra<'_>) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("data").join("safedelete.db");
+        let config_path = dir.path().join("safedelete.toml");
+        std::fs::write(&config_path, config_text(upstream, &db_path, extra)).unwrap();
+        let config = Config::load(Some(&config_path), &safedelete::config::NoEnv)
+            .expect("test config is valid");
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let proxy = listeners.proxy_addr();
+        let admin = listeners.admin_addr();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server::run(config, listeners, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .expect("gateway runs")
+        });
+        Gateway {
+            proxy,
+            admin,
+            dir,
+            db_path,
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, target: &str) -> String {
+        format!("http://{}{}", self.proxy, target)
+    }
+
+    pub fn admin_url(&self, target: &str) -> String {
+        format!("http://{}{}", self.admin, target)
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down gracefully and waits (audit flushed, database closed). The
+    /// temp dir, and so the database, lives on until `self` is dropped.
+    pub async fn stop(&mut self) -> RunSummary {
+        self.begin_shutdown();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("gateway stops in time")
+            .expect("gateway task")
+    }
+
+    /// Waits for the audit writer to commit at least `n` rows.
+    pub async fn wait_for_audit_rows(&self, n: i64) -> Vec<AuditRow> {
+        for _ in 0..200 {
+            let rows = audit_rows(&self.db_path).await;
+            if rows.len() as i64 >= n {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {n} audit rows after 5s");
+    }
+}
+
+/// Extra config for a test gateway: top-level keys, keys of `[upstream]`,
+/// and whole extra tables.
+#[derive(Default, Clone, Copy)]
+pub struct Extra<'a> {
+    pub top: &'a str,
+    pub upstream: &'a str,
+    pub tables: &'a str,
+}
+
+pub fn config_text(upstream: &str, db_path: &Path, extra: Extra<'_>) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{top}\n\
+         [upstream]\nurl = \"{upstream}\"\n{upstream_extra}\n\
+         [database]\npath = {db:?}\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n{tables}\n",
+        top = extra.top,
+        upstream_extra = extra.upstream,
+        tables = extra.tables,
+        db = db_path.display().to_string(),
+    )
+}
+
+/// One audit row, as the tests read it straight from SQLite.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub actor_fingerprint: Option<String>,
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
+    pub operation: String,
+    pub campaign_id: Option<i64>,
+    pub upstream_status: Option<i64>,
+    pub status: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub duration_ms: f64,
+    pub error_kind: Option<String>,
+}
+
+pub async fn audit_rows(db: &Path) -> Vec<AuditRow> {
+    if !db.exists() {
+        return Vec::new();
+    }
+    let pool = safedelete::db::open_existing(db).await.unwrap();
+    let rows = sqlx::query_as::<_, AuditRow>(
+        "SELECT id, request_id, method, path, query, actor_fingerprint, client_addr, user_agent, \
+         operation, campaign_id, upstream_status, status, bytes_in, bytes_out, duration_ms, error_kind \
+         FROM audit_events ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// A plain HTTP/1.1 client (no pool reuse surprises: one per call site is fine).
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// The collected parts of a response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn collect(resp: Response<hyper::body::Incoming>) -> Reply {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn send(req: Request<Full<Bytes>>) -> Reply {
+    let resp = client().request(req).await.expect("request");
+    collect(resp).await
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// Writes raw bytes to `addr` and reads until the server closes or 5 s pass.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An address on which nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
+
+/// A throwaway CA and a `localhost` certificate it signed, made with rcgen.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+    pub leaf_pem: String,
+    pub leaf_der: rustls::pki_types::CertificateDer<'static>,
+    pub leaf_key_pem: String,
+    pub leaf_key_der: Vec<u8>,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "safedelete test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        TestPki {
+            ca_pem: ca_cert.pem(),
+            ca_der: ca_cert.der().clone(),
+            leaf_pem: leaf.pem(),
+            leaf_der: leaf.der().clone(),
+            leaf_key_pem: leaf_key.serialize_pem(),
+            leaf_key_der: leaf_key.serialize_der(),
+        }
+    }
+
+    fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+        std::sync::Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// A server config presenting the `localhost` certificate.
+    pub fn server_config(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.leaf_key_der.clone().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(Self::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.leaf_der.clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    }
+
+    /// An HTTPS client that trusts only this CA.
+    pub fn client(
+        &self,
+    ) -> Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    > {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let tls = rustls::ClientConfig::builder_with_provider(Self::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Client::builder(TokioExecutor::new()).build(https)
+    }
+
+    /// Writes the PEM files into `dir`: (ca, cert, key).
+    pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let ca = dir.join("ca.pem");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&ca, &self.ca_pem).unwrap();
+        std::fs::write(&cert, &self.leaf_pem).unwrap();
+        std::fs::write(&key, &self.leaf_key_pem).unwrap();
+        (ca, cert, key)
+    }
+}

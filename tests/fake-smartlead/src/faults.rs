@@ -1,0 +1,274 @@
+//! Programmed failures. A test adds [`FaultRule`]s to a running fake; each request
+//! takes the first rule whose method and path glob match (and whose `times` are not
+//! used up), and the rule's [`Fault`] bends the response: a substitute status,
+//! a delay before the head, slow 16 KiB chunks, a connection cut after N body bytes,
+//! extra (even hop-by-hop) headers.
+
+use std::io;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use serde_json::json;
+
+use crate::body::{json_response, ByteStream, FakeBody};
+
+/// Largest body chunk sent while a `chunk_delay` is in force.
+const SLOW_CHUNK: usize = 16 * 1024;
+/// Pause before cutting a connection, so hyper flushes the bytes already written.
+const FLUSH_GRACE: Duration = Duration::from_millis(30);
+
+/// Which requests a fault applies to, and how often.
+#[derive(Clone, Debug, Default)]
+pub struct FaultRule {
+    /// Method to match (case-insensitive); `None` matches any.
+    pub method: Option<String>,
+    /// Glob on the path (no query): `*` matches within one segment, `**` matches
+    /// any number of segments, e.g. `/api/v1/campaigns/*/leads-export`.
+    pub path: String,
+    /// Apply to the first N matching requests only; `None` means forever.
+    pub times: Option<usize>,
+    /// What to do to the response.
+    pub fault: Fault,
+}
+
+/// How a matching request's response is bent.
+#[derive(Clone, Debug, Default)]
+pub struct Fault {
+    /// Answer with this status (and SmartLead's error body for it) instead of
+    /// running the real handler.
+    pub status: Option<u16>,
+    /// Seconds, sent as `Retry-After` (and used in the 429 body).
+    pub retry_after: Option<u64>,
+    /// Wait this long before sending the response head.
+    pub delay: Option<Duration>,
+    /// Wait this long between body chunks of at most 16 KiB.
+    pub chunk_delay: Option<Duration>,
+    /// Send this many body bytes, then abort the connection.
+    pub drop_after_bytes: Option<usize>,
+    /// Extra response headers, appended in order (names may repeat).
+    pub headers: Vec<(String, String)>,
+    /// Read the request, then close the connection without any response (a
+    /// server that died mid-request).
+    pub drop_before_response: bool,
+}
+
+struct Armed {
+    rule: FaultRule,
+    remaining: Option<usize>,
+}
+
+/// The rules currently in force, in the order they were added.
+#[derive(Default)]
+pub struct FaultTable {
+    rules: Mutex<Vec<Armed>>,
+}
+
+impl FaultTable {
+    /// Adds a rule after the existing ones.
+    pub fn add(&self, rule: FaultRule) {
+        let remaining = rule.times;
+        self.lock().push(Armed { rule, remaining });
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// The fault for this request, if any rule matches; uses up one of its `times`.
+    pub fn take(&self, method: &str, path: &str) -> Option<Fault> {
+        let mut rules = self.lock();
+        let armed = rules.iter_mut().find(|a| {
+            a.remaining != Some(0)
+                && a.rule
+                    .method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && glob_match(&a.rule.path, path)
+        })?;
+        if let Some(n) = armed.remaining.as_mut() {
+            *n -= 1;
+        }
+        Some(armed.rule.fault.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Armed>> {
+        // A panic while holding this lock cannot leave the Vec half-updated.
+        self.rules.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Matches `path` against a glob of `/`-separated segments.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    let pat: Vec<&str> = pattern.split('/').collect();
+    let segs: Vec<&str> = path.split('/').collect();
+    match_segments(&pat, &segs)
+}
+
+fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
+    match pat.split_first() {
+        None => segs.is_empty(),
+        Some((&"**", rest)) => (0..=segs.len()).any(|k| match_segments(rest, &segs[k..])),
+        Some((p, rest)) => match segs.split_first() {
+            Some((s, srest)) => {
+                match_within(p.as_bytes(), s.as_bytes()) && match_segments(rest, srest)
+            }
+            None => false,
+        },
+    }
+}
+
+/// `*` within one segment matches any run of characters.
+fn match_within(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|k| match_within(rest, &s[k..])),
+        Some((c, rest)) => s.first() == Some(c) && match_within(rest, &s[1..]),
+    }
+}
+
+/// The response SmartLead would give with `status` (reference §2–§3).
+pub fn status_response(status: u16, retry_after: Option<u64>) -> http::Response<FakeBody> {
+    let body = match status {
+        204 | 304 => None,
+        401 => Some(json!({"message": "Invalid API Key"})),
+        404 => Some(json!({"error": "Resource not found"})),
+        422 => Some(json!({"error": "Invalid parameters provided"})),
+        429 => {
+            let secs = retry_after.unwrap_or(30);
+            Some(json!({"error": {
+                "code": "RATE_LIMIT_EXCEEDED",
+                "message": format!("Too many requests. Please retry after {secs} seconds."),
+                "retry_after": secs,
+            }}))
+        }
+        502 | 503 => Some(json!({"error": "Service unavailable"})),
+        200..=299 => Some(json!({"ok": true})),
+        _ => Some(json!({"error": "Internal server error"})),
+    };
+    match body {
+        Some(v) => json_response(status, &v),
+        None => {
+            let mut response = http::Response::new(FakeBody::empty());
+            *response.status_mut() = http::StatusCode::from_u16(status)
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            response
+        }
+    }
+}
+
+/// Applies a fault's headers and body bending to an already built response.
+pub fn bend(fault: &Fault, mut response: http::Response<FakeBody>) -> http::Response<FakeBody> {
+    let headers = response.headers_mut();
+    if let Some(secs) = fault.retry_after {
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
+    for (name, value) in &fault.headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.trim().as_bytes()),
+            http::HeaderValue::from_str(value.trim()),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    if fault.chunk_delay.is_none() && fault.drop_after_bytes.is_none() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let (mut stream, len) = body.into_parts();
+    if let Some(delay) = fault.chunk_delay {
+        stream = slow(stream, delay);
+    }
+    if let Some(n) = fault.drop_after_bytes {
+        stream = cut(stream, n);
+    }
+    http::Response::from_parts(parts, FakeBody::from_parts(stream, len))
+}
+
+/// Re-chunks into pieces of at most 16 KiB with `delay` between them.
+fn slow(inner: ByteStream, delay: Duration) -> ByteStream {
+    let state = (inner, Bytes::new(), true);
+    Box::pin(stream::unfold(
+        state,
+        move |(mut inner, mut pending, first)| async move {
+            while pending.is_empty() {
+                match inner.next().await? {
+                    Ok(bytes) => pending = bytes,
+                    Err(e) => return Some((Err(e), (inner, pending, first))),
+                }
+            }
+            if !first {
+                tokio::time::sleep(delay).await;
+            }
+            let piece = pending.split_to(pending.len().min(SLOW_CHUNK));
+            Some((Ok(piece), (inner, pending, false)))
+        },
+    ))
+}
+
+/// Passes `limit` bytes through, then fails (which makes hyper abort the connection).
+fn cut(inner: ByteStream, limit: usize) -> ByteStream {
+    let state = (Some(inner), limit);
+    Box::pin(stream::unfold(state, |(inner, left)| async move {
+        let mut inner = inner?;
+        if left > 0 {
+            if let Some(item) = inner.next().await {
+                let mut bytes = match item {
+                    Ok(bytes) => bytes,
+                    Err(e) => return Some((Err(e), (None, 0))),
+                };
+                bytes.truncate(left);
+                let left = left - bytes.len();
+                return Some((Ok(bytes), (Some(inner), left)));
+            }
+        }
+        tokio::time::sleep(FLUSH_GRACE).await;
+        let err = io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "fault: connection dropped",
+        );
+        Some((Err(err), (None, 0)))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_segments() {
+        assert!(glob_match(
+            "/api/v1/campaigns/*/leads-export",
+            "/api/v1/campaigns/101/leads-export"
+        ));
+        assert!(!glob_match(
+            "/api/v1/campaigns/*/leads-export",
+            "/api/v1/campaigns/1/2/leads-export"
+        ));
+        assert!(glob_match("/api/v1/**", "/api/v1/campaigns/101/leads"));
+        assert!(glob_match("**", "/anything/at/all"));
+        assert!(glob_match("/api/v1/campaigns/1*", "/api/v1/campaigns/101"));
+        assert!(!glob_match("/api/v1/campaigns", "/api/v1/campaigns/"));
+    }
+
+    #[test]
+    fn times_run_out_and_later_rules_apply() {
+        let table = FaultTable::default();
+        let rule = |status, times| FaultRule {
+            path: "/x".into(),
+            times,
+            fault: Fault {
+                status: Some(status),
+                ..Fault::default()
+            },
+            ..FaultRule::default()
+        };
+        table.add(rule(429, Some(1)));
+        table.add(rule(500, None));
+        assert_eq!(table.take("GET", "/x").and_then(|f| f.status), Some(429));
+        assert_eq!(table.take("GET", "/x").and_then(|f| f.status), Some(500));
+        assert!(table.take("GET", "/y").is_none());
+    }
+}

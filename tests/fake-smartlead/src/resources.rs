@@ -1,0 +1,226 @@
+//! Handlers for a campaign's sub-resources: sequences, sender email accounts,
+//! webhooks, analytics and statistics. Reached from [`crate::routes`] with the
+//! campaign already looked up and the store locked.
+
+use http::Method;
+use serde_json::{json, Value};
+
+use crate::body::json_response;
+use crate::routes::{invalid, not_found, ok, Call, Response};
+use crate::state::{Campaign, USER_ID};
+
+/// Largest `limit` on `GET /campaigns/{id}/statistics`.
+const MAX_STATS_PAGE: u64 = 1000;
+
+/// Dispatches `tail` (the path after `/campaigns/{id}`).
+pub fn route(c: &mut Campaign, tail: &[&str], call: &Call) -> Response {
+    let get = call.method == Method::GET || call.method == Method::HEAD;
+    let m = call.method;
+    match tail {
+        ["sequences"] if get => json_response(200, &Value::Array(c.sequences.clone())),
+        ["sequences"] if m == Method::POST => save_sequences(c, call),
+        ["email-accounts"] if get => json_response(200, &Value::Array(c.email_accounts.clone())),
+        ["email-accounts"] if m == Method::POST || m == Method::DELETE => email_accounts(c, call),
+        ["webhooks"] if get => json_response(200, &Value::Array(c.webhooks.clone())),
+        ["webhooks"] if m == Method::POST => upsert_webhook(c, call),
+        ["webhooks"] if m == Method::DELETE => {
+            match call
+                .json()
+                .as_ref()
+                .and_then(|b| b.get("id"))
+                .and_then(Value::as_u64)
+            {
+                Some(id) => delete_webhook(c, id),
+                None => invalid(),
+            }
+        }
+        ["webhooks", id] if m == Method::DELETE => match id.parse() {
+            Ok(id) => delete_webhook(c, id),
+            Err(_) => invalid(),
+        },
+        ["analytics"] if get => analytics(c),
+        ["statistics"] if get => statistics(c, call),
+        _ => not_found(),
+    }
+}
+
+fn save_sequences(c: &mut Campaign, call: &Call) -> Response {
+    let Some(Value::Array(steps)) = call
+        .json()
+        .and_then(|mut b| b.get_mut("sequences").map(Value::take))
+    else {
+        return invalid();
+    };
+    let mut stored = Vec::with_capacity(steps.len());
+    for mut step in steps {
+        let Some(obj) = step.as_object_mut() else {
+            return invalid();
+        };
+        if obj.get("id").is_none_or(Value::is_null) {
+            let id = c.next_id();
+            obj.insert("id".to_owned(), json!(id));
+        }
+        obj.insert("email_campaign_id".to_owned(), json!(c.id));
+        obj.entry("sequence_variants").or_insert(Value::Null);
+        stored.push(step);
+    }
+    c.sequences = stored;
+    c.touch();
+    json_response(200, &json!({"ok": true, "data": []}))
+}
+
+fn email_accounts(c: &mut Campaign, call: &Call) -> Response {
+    let ids: Option<Vec<u64>> = call
+        .json()
+        .as_ref()
+        .and_then(|b| b.get("email_account_ids"))
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().map(Value::as_u64).collect());
+    let Some(ids) = ids else {
+        return invalid();
+    };
+    let has = |accounts: &[Value], id: u64| accounts.iter().any(|a| a["id"] == json!(id));
+    if call.method == Method::POST {
+        for id in ids {
+            if !has(&c.email_accounts, id) {
+                let email = format!("sender{id}@sender.example.com");
+                c.email_accounts.push(json!({
+                    "id": id, "from_name": format!("Sender {id}"), "from_email": email,
+                    "username": email, "user_id": USER_ID, "type": "SMTP",
+                }));
+            }
+        }
+    } else {
+        c.email_accounts
+            .retain(|a| !ids.iter().any(|id| a["id"] == json!(id)));
+    }
+    ok()
+}
+
+fn upsert_webhook(c: &mut Campaign, call: &Call) -> Response {
+    let Some(Value::Object(body)) = call.json() else {
+        return invalid();
+    };
+    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let list = |k: &str| {
+        body.get(k)
+            .filter(|v| v.is_array())
+            .cloned()
+            .unwrap_or_else(|| json!([]))
+    };
+    let Some(url) = text("webhook_url") else {
+        return invalid();
+    };
+    let id = match body.get("id") {
+        None | Some(Value::Null) => c.next_id(),
+        Some(v) => match v.as_u64() {
+            Some(id) => id,
+            None => return invalid(),
+        },
+    };
+    let hook = json!({
+        "id": id,
+        "name": text("name").unwrap_or_default(),
+        "webhook_url": url,
+        "event_types": list("event_types"),
+        "categories": list("categories"),
+    });
+    match c.webhooks.iter_mut().find(|w| w["id"] == json!(id)) {
+        Some(existing) => *existing = hook,
+        None => c.webhooks.push(hook),
+    }
+    ok()
+}
+
+fn delete_webhook(c: &mut Campaign, id: u64) -> Response {
+    let before = c.webhooks.len();
+    c.webhooks.retain(|w| w["id"] != json!(id));
+    if c.webhooks.len() == before {
+        return not_found();
+    }
+    ok()
+}
+
+fn analytics(c: &Campaign) -> Response {
+    let t = c.leads.totals();
+    json_response(
+        200,
+        &json!({
+            "id": c.id,
+            "user_id": USER_ID,
+            "created_at": c.created_at,
+            "status": c.status,
+            "name": c.name,
+            "sent_count": t.sent.to_string(),
+            "open_count": t.opens.to_string(),
+            "click_count": t.clicks.to_string(),
+            "reply_count": t.replies.to_string(),
+            "block_count": "0",
+            "total_count": t.leads.to_string(),
+            "drafted_count": "0",
+            "bounce_count": "0",
+            "unsubscribed_count": t.unsubscribed.to_string(),
+            "sequence_count": c.sequences.len().to_string(),
+            "unique_sent_count": t.unique_sent.to_string(),
+            "unique_open_count": t.unique_opens.to_string(),
+            "unique_click_count": t.unique_clicks.to_string(),
+            "tags": [],
+            "client_id": c.client_id,
+            "client_name": c.client_id.map(|id| format!("Client {id}")),
+            "client_email": c.client_id.map(|id| format!("client{id}@example.com")),
+            "parent_campaign_id": Value::Null,
+            "campaign_lead_stats": {"total": t.leads, "interested": t.interested},
+        }),
+    )
+}
+
+fn statistics(c: &Campaign, call: &Call) -> Response {
+    let (Some(offset), Some(limit)) = (call.number("offset", 0), call.number("limit", 100)) else {
+        return invalid();
+    };
+    if !(1..=MAX_STATS_PAGE).contains(&limit) {
+        return invalid();
+    }
+    let leads = &c.leads;
+    let first_step = c.sequences.first();
+    let step_id = first_step
+        .and_then(|s| s.get("id"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let subject = first_step
+        .and_then(|s| s.get("subject"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let data: Vec<Value> = leads
+        .live_indices(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(limit as usize)
+        .filter_map(|i| leads.get(i))
+        .map(|l| {
+            let opened = l.counts.open_count > 0;
+            json!({
+                "stats_id": l.campaign_lead_map_id,
+                "lead_name": format!("{} {}", l.first_name, l.last_name),
+                "lead_email": l.email,
+                "lead_category": if l.category.is_empty() { Value::Null } else { json!(l.category) },
+                "sequence_number": 1,
+                "email_campaign_seq_id": step_id,
+                "seq_variant_id": Value::Null,
+                "email_subject": subject,
+                "email_message": "",
+                "sent_time": l.created_at,
+                "open_time": if opened { json!(l.created_at) } else { Value::Null },
+                "click_time": if l.counts.click_count > 0 { json!(l.created_at) } else { Value::Null },
+                "reply_time": if l.counts.reply_count > 0 { json!(l.created_at) } else { Value::Null },
+                "open_count": l.counts.open_count,
+                "click_count": l.counts.click_count,
+                "is_unsubscribed": l.counts.is_unsubscribed,
+                "is_bounced": false,
+                "ignore_reply": false,
+            })
+        })
+        .collect();
+    json_response(
+        200,
+        &json!({"total_stats": leads.len().to_string(), "data": data, "offset": offset, "limit": limit}),
+    )
+}

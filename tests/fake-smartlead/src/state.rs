@@ -1,0 +1,344 @@
+//! The fake's mutable world: campaigns with their leads, sequences, sender
+//! accounts and webhooks, seeded from [`CampaignSeed`]s. Everything sits behind
+//! one `std::sync::Mutex` that is never held across an `.await`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::lead::{self, Counts, Lead};
+use crate::CampaignSeed;
+
+/// The user every campaign belongs to.
+pub const USER_ID: u64 = 196_026;
+/// Ids of campaigns created through the API start here.
+const FIRST_CREATED_ID: u64 = 1000;
+
+/// An immutable view of a campaign's leads, cheap to clone, that a streaming
+/// export can walk while the campaign keeps changing.
+#[derive(Clone, Debug)]
+pub struct LeadSet {
+    campaign_id: u64,
+    generated: usize,
+    extra: Arc<Vec<Lead>>,
+    removed: Arc<BTreeSet<usize>>,
+}
+
+impl LeadSet {
+    /// How many index slots exist (live or removed).
+    pub fn slots(&self) -> usize {
+        self.generated + self.extra.len()
+    }
+
+    /// How many leads the campaign holds now.
+    pub fn len(&self) -> usize {
+        self.slots() - self.removed.len()
+    }
+
+    /// Whether the campaign has no leads.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The lead at slot `index`, or `None` if the slot is removed or out of range.
+    pub fn get(&self, index: usize) -> Option<Lead> {
+        if self.removed.contains(&index) {
+            return None;
+        }
+        if index < self.generated {
+            Some(Lead::generate(self.campaign_id, index))
+        } else {
+            self.extra.get(index - self.generated).cloned()
+        }
+    }
+
+    /// Live slot indices in order, starting at the `skip`-th live lead.
+    pub fn live_indices(&self, skip: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.slots())
+            .filter(|i| !self.removed.contains(i))
+            .skip(skip)
+    }
+
+    /// The status, category and counters of slot `index`, without building the
+    /// whole lead; `None` if the slot is removed or out of range.
+    pub fn light(&self, index: usize) -> Option<(&str, &str, Counts)> {
+        if self.removed.contains(&index) {
+            return None;
+        }
+        if index < self.generated {
+            Some((
+                lead::status_for(index),
+                lead::category_for(index),
+                Counts::for_index(index),
+            ))
+        } else {
+            let l = self.extra.get(index - self.generated)?;
+            Some((&l.status, &l.category, l.counts))
+        }
+    }
+
+    /// Whether a live lead has `email` (compared case-insensitively); `generated`
+    /// is the index the email would have if it were a generated one.
+    pub fn contains_email(&self, generated: Option<usize>, email: &str) -> bool {
+        let is_generated = generated
+            .filter(|&i| i < self.generated)
+            .and_then(|i| self.get(i))
+            .is_some_and(|l| l.email.eq_ignore_ascii_case(email));
+        is_generated
+            || self.extra.iter().enumerate().any(|(k, l)| {
+                l.email.eq_ignore_ascii_case(email) && !self.removed.contains(&(self.generated + k))
+            })
+    }
+
+    /// Totals over the live leads, for the analytics route.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for (_, category, c) in self.live_indices(0).filter_map(|i| self.light(i)) {
+            t.leads += 1;
+            t.interested += u64::from(category == "Interested");
+            t.sent += c.last_email_sequence_sent;
+            t.unique_sent += u64::from(c.last_email_sequence_sent > 0);
+            t.opens += c.open_count;
+            t.unique_opens += u64::from(c.open_count > 0);
+            t.clicks += c.click_count;
+            t.unique_clicks += u64::from(c.click_count > 0);
+            t.replies += u64::from(c.reply_count > 0);
+            t.unsubscribed += u64::from(c.is_unsubscribed);
+        }
+        t
+    }
+}
+
+/// Counters summed over a campaign's live leads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    pub leads: u64,
+    pub interested: u64,
+    pub sent: u64,
+    pub unique_sent: u64,
+    pub opens: u64,
+    pub unique_opens: u64,
+    pub clicks: u64,
+    pub unique_clicks: u64,
+    pub replies: u64,
+    pub unsubscribed: u64,
+}
+
+/// One campaign and everything hanging off it.
+#[derive(Clone, Debug)]
+pub struct Campaign {
+    pub id: u64,
+    pub name: String,
+    pub status: String,
+    pub client_id: Option<u64>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub leads: LeadSet,
+    pub sequences: Vec<Value>,
+    pub email_accounts: Vec<Value>,
+    pub webhooks: Vec<Value>,
+    next_object_id: u64,
+}
+
+impl Campaign {
+    fn new(
+        id: u64,
+        name: String,
+        status: String,
+        client_id: Option<u64>,
+        leads: usize,
+        created_at: String,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            status,
+            client_id,
+            updated_at: created_at.clone(),
+            created_at,
+            leads: LeadSet {
+                campaign_id: id,
+                generated: leads,
+                extra: Arc::new(Vec::new()),
+                removed: Arc::new(BTreeSet::new()),
+            },
+            sequences: default_sequences(id),
+            email_accounts: vec![
+                email_account(id * 10 + 1, "Alice Sender"),
+                email_account(id * 10 + 2, "Bob Sender"),
+            ],
+            webhooks: vec![json!({
+                "id": id * 100 + 1,
+                "name": format!("Replies for {id}"),
+                "webhook_url": format!("https://hooks.example.com/smartlead/{id}"),
+                "event_types": ["EMAIL_REPLY"],
+                "categories": ["Interested"],
+            })],
+            next_object_id: id * 100_000 + 50_000,
+        }
+    }
+
+    /// The bare campaign object of reference §1.2.
+    pub fn to_json(&self, include_tags: bool) -> Value {
+        let mut v = json!({
+            "id": self.id,
+            "user_id": USER_ID,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "status": self.status,
+            "name": self.name,
+            "track_settings": ["DONT_EMAIL_OPEN", "DONT_LINK_CLICK"],
+            "scheduler_cron_value": {"tz": "America/New_York", "days": [1, 2, 3, 4, 5], "endHour": "19:00", "startHour": "09:00"},
+            "min_time_btwn_emails": 24,
+            "max_leads_per_day": 100,
+            "stop_lead_settings": "REPLY_TO_AN_EMAIL",
+            "schedule_start_time": Value::Null,
+            "enable_ai_esp_matching": true,
+            "send_as_plain_text": false,
+            "follow_up_percentage": 20,
+            "unsubscribe_text": "",
+            "parent_campaign_id": Value::Null,
+            "client_id": self.client_id,
+        });
+        if include_tags {
+            v["tags"] = json!([]);
+        }
+        v
+    }
+
+    /// Marks the campaign as changed now.
+    pub fn touch(&mut self) {
+        self.updated_at = now();
+    }
+
+    /// A fresh id for a webhook or sequence step of this campaign.
+    pub fn next_id(&mut self) -> u64 {
+        self.next_object_id += 1;
+        self.next_object_id
+    }
+
+    /// Appends an uploaded lead and returns it.
+    pub fn add_lead(&mut self, make: impl FnOnce(u64, usize) -> Lead) {
+        let index = self.leads.slots();
+        let lead = make(self.id, index);
+        Arc::make_mut(&mut self.leads.extra).push(lead);
+    }
+
+    /// Removes the lead with id `lead_id`; `false` if there is no such live lead.
+    pub fn remove_lead(&mut self, lead_id: u64) -> bool {
+        let Some(index) = lead_id
+            .checked_sub(lead::lead_id(self.id, 0))
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return false;
+        };
+        if index >= self.leads.slots() || self.leads.removed.contains(&index) {
+            return false;
+        }
+        Arc::make_mut(&mut self.leads.removed).insert(index);
+        true
+    }
+}
+
+/// All campaigns plus the id counters for things the API creates.
+#[derive(Debug)]
+pub struct Store {
+    pub campaigns: BTreeMap<u64, Campaign>,
+    next_campaign_id: u64,
+}
+
+impl Store {
+    /// A store holding the seeded campaigns.
+    pub fn new(seeds: &[CampaignSeed]) -> Self {
+        let campaigns: BTreeMap<u64, Campaign> = seeds
+            .iter()
+            .map(|s| {
+                let created = lead::timestamp(1_732_527_826 + s.id * 60);
+                let c = Campaign::new(
+                    s.id,
+                    s.name.clone(),
+                    s.status.clone(),
+                    s.client_id,
+                    s.leads,
+                    created,
+                );
+                (s.id, c)
+            })
+            .collect();
+        let next_campaign_id = campaigns
+            .keys()
+            .next_back()
+            .map_or(FIRST_CREATED_ID, |max| (max + 1).max(FIRST_CREATED_ID));
+        Self {
+            campaigns,
+            next_campaign_id,
+        }
+    }
+
+    /// Creates a DRAFTED campaign with no leads and returns it.
+    pub fn create_campaign(&mut self, name: String, client_id: Option<u64>) -> &Campaign {
+        let id = self.next_campaign_id;
+        self.next_campaign_id += 1;
+        let campaign = Campaign::new(id, name, "DRAFTED".to_owned(), client_id, 0, now());
+        self.campaigns.entry(id).or_insert(campaign)
+    }
+}
+
+/// The current time in the API's timestamp format.
+pub fn now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    lead::timestamp(secs)
+}
+
+fn email_account(id: u64, from_name: &str) -> Value {
+    let user = from_name
+        .split(' ')
+        .next()
+        .unwrap_or("sender")
+        .to_lowercase();
+    let email = format!("{user}{id}@sender.example.com");
+    json!({
+        "id": id,
+        "from_name": from_name,
+        "from_email": email,
+        "username": email,
+        "user_id": USER_ID,
+        "type": "SMTP",
+        "smtp_host": "smtp.sender.example.com",
+        "smtp_port": 587,
+        "message_per_day": 40,
+        "daily_sent_count": 0,
+        "is_smtp_success": true,
+        "is_imap_success": true,
+    })
+}
+
+fn default_sequences(campaign_id: u64) -> Vec<Value> {
+    (1..=2u64)
+        .map(|n| {
+            let id = campaign_id * 1000 + n;
+            let subject = if n == 1 { "Hello {{first_name}}" } else { "" };
+            json!({
+                "id": id,
+                "created_at": "2025-11-25T10:43:46.826Z",
+                "updated_at": "2025-11-25T10:43:46.826Z",
+                "email_campaign_id": campaign_id,
+                "seq_number": n,
+                "subject": subject,
+                "email_body": format!("<p>Step {n} for campaign {campaign_id}</p>"),
+                "seq_delay_details": {"delay_in_days": if n == 1 { 0 } else { 3 }},
+                "sequence_variants": [{
+                    "id": id * 10 + 1,
+                    "variant_label": "A",
+                    "subject": subject,
+                    "email_body": format!("<p>Step {n} variant A</p>"),
+                    "variant_distribution_percentage": Value::Null,
+                }],
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,408 @@
+//! The real binary as an operator runs it: start, serve, stop on SIGTERM with
+//! exit 0; the key never lands in logs or the database; memory stays flat
+//! while large bodies stream; the CLI commands read the same config.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use fake_smartlead::{Fault, FaultRule};
+use http::Request;
+use http_body_util::Full;
+
+const BIN: &str = env!("CARGO_BIN_EXE_safedelete");
+
+struct Proc {
+    child: Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Starts `safedelete serve --config FILE` and waits for its listening line.
+    fn start(config: &Path, log_filter: &str) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("SAFEDELETE_LOG_FORMAT", "json")
+            .env("SAFEDELETE_LOG", log_filter)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let buf = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("safedelete listening") {
+                    let _ = tx.send(line.clone());
+                }
+                let mut b = buf.lock().unwrap();
+                b.push_str(&line);
+                b.push('\n');
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let buf = stderr.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            buf.lock().unwrap().push_str(&s);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        Proc {
+            child,
+            proxy: v["proxy"].as_str().unwrap().parse().unwrap(),
+            admin: v["admin"].as_str().unwrap().parse().unwrap(),
+            stdout,
+            stderr,
+        }
+    }
+
+    fn url(&self, target: &str) -> String {
+        format!("http://{}{}", self.proxy, target)
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50)); // let the readers finish
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("safedelete did not exit within 10 s of SIGTERM");
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "{}{}",
+            self.stdout.lock().unwrap(),
+            self.stderr.lock().unwrap()
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, upstream: &str, extra: Extra<'_>) -> (PathBuf, PathBuf) {
+    let db = dir.join("data").join("safedelete.db");
+    let path = dir.join("safedelete.toml");
+    std::fs::write(&path, config_text(upstream, &db, extra)).unwrap();
+    (path, db)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn the_api_key_is_nowhere_in_logs_database_or_wal() {
+    const SECRET: &str = "sl_LEAKCHECK_7f3a9c2e5b1d40aa";
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig {
+        api_key: SECRET.into(),
+        ..fake_smartlead::FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    up.fault(FaultRule {
+        method: None,
+        path: "/api/v1/campaigns/102/analytics".into(),
+        times: None,
+        fault: Fault {
+            status: Some(500),
+            ..Fault::default()
+        },
+    });
+    up.fault(FaultRule {
+        method: None,
+        path: "/api/v1/campaigns/101/leads-export".into(),
+        times: None,
+        fault: Fault {
+            drop_after_bytes: Some(1000),
+            ..Fault::default()
+        },
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db) = write_config(
+        dir.path(),
+        &up.url(),
+        Extra {
+            upstream: "first_byte_timeout = \"2s\"\n",
+            ..Extra::default()
+        },
+    );
+    let mut gw = Proc::start(&config, "debug");
+    let k = SECRET;
+    for target in [
+        format!("/api/v1/campaigns?api_key={k}"),
+        format!("/api/v1/campaigns/101?include_tags=true&api_key={k}"),
+        format!("/api/v1/campaigns/424242?api_key={k}"),
+        format!("/api/v1/campaigns/102/analytics?api_key={k}"),
+        format!("/api/v1/campaigns/101/leads-export?api_key={k}"),
+        format!("/api/v1/campaigns/{k}?api_key={k}"),
+        format!("/api/v1/campaigns?API_KEY={k}&api%5Fkey={k}"),
+        format!("/api/v1/campaigns?api_key={}", k.replace('_', "%5F")),
+    ] {
+        let _ = client()
+            .request(
+                Request::get(gw.url(&target))
+                    .header("user-agent", format!("leaky-tool key={k}"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+    }
+    let _ = send(
+        Request::post(gw.url(&format!("/api/v1/campaigns/create?api_key={k}")))
+            .body(Full::new(Bytes::from_static(br#"{"name":"x"}"#)))
+            .unwrap(),
+    )
+    .await;
+    let _ = raw(
+        gw.proxy,
+        format!("GET /bad target?api_key={k} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .await;
+    // The upstream saw the key (that is the point of a drop-in gateway)...
+    assert!(up.requests().iter().any(|r| r.target.contains(SECRET)));
+    assert!(gw.terminate().success());
+
+    // ...but nothing the gateway wrote did.
+    let logs = gw.logs();
+    assert!(
+        logs.contains("\"message\":\"request\""),
+        "no access lines: {logs}"
+    );
+    assert!(logs.contains("[REDACTED]"));
+    let encoded = k.replace('_', "%5F");
+    for needle in [SECRET, encoded.as_str()] {
+        assert!(!logs.contains(needle), "the key is in the logs:\n{logs}");
+        let mut checked = 0;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let path = PathBuf::from(format!("{}{suffix}", db.display()));
+            if let Ok(bytes) = std::fs::read(&path) {
+                checked += 1;
+                assert!(
+                    !contains(&bytes, needle.as_bytes()),
+                    "the key is in {}",
+                    path.display()
+                );
+            }
+        }
+        assert!(checked >= 1, "no database file was written");
+    }
+    let rows = audit_rows(&db).await;
+    assert!(rows.len() >= 9, "{} rows", rows.len());
+}
+
+#[tokio::test]
+async fn memory_stays_flat_while_large_bodies_stream() {
+    // ~100 MB of CSV: the fake generates it on the fly.
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(330_000))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _db) = write_config(dir.path(), &up.url(), Extra::default());
+    let mut gw = Proc::start(&config, "warn,safedelete::server=info");
+    let warm = get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")).await;
+    assert_eq!(warm.status, 200);
+    let before = gw.peak_rss_kib();
+
+    let upload = Bytes::from(vec![b'x'; 10 * 1024 * 1024]);
+    let reply = send(
+        Request::post(gw.url("/api/v1/campaigns/101/sequences?api_key=sl_test_key"))
+            .body(Full::new(upload.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert!(reply.status.as_u16() < 500);
+    assert_eq!(up.requests().last().unwrap().body.len(), upload.len());
+
+    let resp = client()
+        .request(
+            Request::get(gw.url("/api/v1/campaigns/101/leads-export?api_key=sl_test_key"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut total = 0usize;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            total += data.len();
+        }
+    }
+    assert!(total > 100_000_000, "only {total} bytes downloaded");
+    let after = gw.peak_rss_kib();
+    let grew_mib = (after.saturating_sub(before)) as f64 / 1024.0;
+    eprintln!(
+        "peak RSS before {} KiB, after {} KiB (+{grew_mib:.1} MiB) for a 10 MiB upload and a {:.0} MB download",
+        before,
+        after,
+        total as f64 / 1e6
+    );
+    assert!(grew_mib < 32.0, "peak RSS grew by {grew_mib:.1} MiB");
+    assert!(gw.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero_with_the_trail_flushed() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    up.fault(FaultRule {
+        method: None,
+        path: "/api/v1/campaigns/101".into(),
+        times: None,
+        fault: Fault {
+            delay: Some(Duration::from_millis(700)),
+            ..Fault::default()
+        },
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db) = write_config(dir.path(), &up.url(), Extra::default());
+    let mut gw = Proc::start(&config, "info");
+    let health = get(&format!("http://{}/healthz", gw.admin)).await;
+    assert_eq!(health.status, 200);
+    for _ in 0..5 {
+        get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")).await;
+    }
+    let url = gw.url("/api/v1/campaigns/101?api_key=sl_test_key");
+    let slow = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = tokio::task::block_in_place(|| gw.terminate());
+    assert!(status.success(), "exit status {status:?}: {}", gw.logs());
+    assert_eq!(slow.await.unwrap().status, 200);
+    let rows = audit_rows(&db).await;
+    assert_eq!(rows.len(), 6);
+    assert!(gw.logs().contains("safedelete stopped"));
+
+    // The operator command reads the same trail.
+    let out = Command::new(BIN)
+        .args(["audit", "--json", "--limit", "3", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["path"], "/api/v1/campaigns/101");
+    assert_eq!(lines[0]["query"], "api_key=[REDACTED]");
+    let table = Command::new(BIN)
+        .args(["audit", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.lines().next().unwrap().contains("METHOD"));
+    assert_eq!(table.lines().count(), 7);
+}
+
+#[test]
+fn invalid_config_is_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("listen = \"nonsense\"\n", "listen: `nonsense`"),
+        ("[upstream]\nurl = \"ftp://x\"\n", "upstream.url"),
+        (
+            "[upstream]\nca_file = \"/nope/ca.pem\"\n",
+            "upstream.ca_file: cannot read /nope/ca.pem",
+        ),
+        (
+            "[upstreem]\nurl = \"http://x\"\n",
+            "unknown field `upstreem`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        for cmd in ["serve", "check-config"] {
+            let out = Command::new(BIN)
+                .args([cmd, "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{cmd} accepted {text:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(expected), "{cmd} {text:?}: {err}");
+        }
+    }
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .env("SAFEDELETE_LISTEN", "1.2.3")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SAFEDELETE_LISTEN"));
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("SAFEDELETE_ADMIN_TOKEN", "very-secret-admin-token")
+        .env("SAFEDELETE_UPSTREAM", "http://127.0.0.1:9999")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("built-in defaults"));
+    assert!(text.contains("url = \"http://127.0.0.1:9999\""));
+    assert!(text.contains("path = \"data/safedelete.db\""));
+    assert!(text.contains("token = \"***\""));
+    assert!(!text.contains("very-secret-admin-token"));
+    assert!(
+        !dir.path().join("data").exists(),
+        "check-config must not create files"
+    );
+}
