@@ -25,6 +25,15 @@ pub enum Command {
     Serve(ConfigArg),
     /// Validate the config and print the effective settings, secrets masked.
     CheckConfig(ConfigArg),
+    /// Ask a running gateway's admin listener whether it is ready; exits 0 if
+    /// so (for container health checks).
+    Health {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Admin base URL (default: from the config's admin.listen).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// List recent audit records, newest first.
     Audit {
         #[command(flatten)]
@@ -58,6 +67,8 @@ pub enum CliError {
     Query(#[from] sqlx::Error),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("gateway at {url} is not ready: {reason}")]
+    NotReady { url: String, reason: String },
 }
 
 /// Runs one command to completion.
@@ -74,7 +85,51 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             limit,
             json,
         } => audit(config, limit, json).await,
+        Command::Health { config, url } => health(config, url).await,
     }
+}
+
+async fn health(arg: ConfigArg, url: Option<String>) -> Result<(), CliError> {
+    use http_body_util::Empty;
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
+            let mut addr = config.admin.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+    };
+    let url = format!("{base}/readyz");
+    let not_ready = |reason: String| CliError::NotReady {
+        url: url.clone(),
+        reason,
+    };
+    let uri: http::Uri = url.parse().map_err(|_| not_ready("not a URL".into()))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let request = client.get(uri);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), request).await {
+        Err(_) => Err(not_ready("no answer within 5s".into())),
+        Ok(Err(err)) => Err(not_ready(format!("{err} ({})", source_chain(&err)))),
+        Ok(Ok(resp)) if resp.status().is_success() => {
+            println!("ready");
+            Ok(())
+        }
+        Ok(Ok(resp)) => Err(not_ready(format!("status {}", resp.status()))),
+    }
+}
+
+fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut source = err.source();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    parts.join(": ")
 }
 
 async fn serve(arg: ConfigArg) -> Result<(), CliError> {
@@ -130,7 +185,7 @@ async fn audit(arg: ConfigArg, limit: u32, json: bool) -> Result<(), CliError> {
 fn write_table(out: &mut impl std::io::Write, events: &[StoredEvent]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:>7}  {:<24}  {:<7}  {:>6}  {:>9}  {:<16}  {:<10}  TARGET",
+        "{:>7}  {:<24}  {:<7}  {:>6}  {:>9}  {:<16}  {:<23}  TARGET",
         "ID", "TIME", "METHOD", "STATUS", "MS", "ACTOR", "ERROR"
     )?;
     for e in events {
@@ -140,7 +195,7 @@ fn write_table(out: &mut impl std::io::Write, events: &[StoredEvent]) -> std::io
         };
         writeln!(
             out,
-            "{:>7}  {:<24}  {:<7}  {:>6}  {:>9.1}  {:<16}  {:<10}  {}",
+            "{:>7}  {:<24}  {:<7}  {:>6}  {:>9.1}  {:<16}  {:<23}  {}",
             e.id,
             e.time,
             e.method,

@@ -303,6 +303,24 @@ async fn sigterm_drains_and_exits_zero_with_the_trail_flushed() {
     let mut gw = Proc::start(&config, "info");
     let health = get(&format!("http://{}/healthz", gw.admin)).await;
     assert_eq!(health.status, 200);
+    // The container health check: the binary asks its own admin listener.
+    let probe = Command::new(BIN)
+        .args(["health", "--config"])
+        .arg(&config)
+        .env("SAFEDELETE_ADMIN_LISTEN", gw.admin.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let admin_url = format!("http://{}", gw.admin);
+    let probe = Command::new(BIN)
+        .args(["health", "--url", &admin_url])
+        .output()
+        .unwrap();
+    assert!(probe.status.success());
     for _ in 0..5 {
         get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")).await;
     }
@@ -315,6 +333,15 @@ async fn sigterm_drains_and_exits_zero_with_the_trail_flushed() {
     let rows = audit_rows(&db).await;
     assert_eq!(rows.len(), 6);
     assert!(gw.logs().contains("safedelete stopped"));
+    let probe = Command::new(BIN)
+        .args(["health", "--url", &admin_url])
+        .output()
+        .unwrap();
+    assert!(
+        !probe.status.success(),
+        "a stopped gateway reported healthy"
+    );
+    assert!(String::from_utf8_lossy(&probe.stderr).contains("is not ready"));
 
     // The operator command reads the same trail.
     let out = Command::new(BIN)

@@ -193,7 +193,7 @@ pub async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(),
                 .push_bind(i64::from(r.status))
                 .push_bind(r.bytes_in as i64)
                 .push_bind(r.bytes_out as i64)
-                .push_bind(r.duration.as_secs_f64() * 1000.0)
+                .push_bind(r.duration.as_micros() as f64 / 1000.0)
                 .push_bind(r.error_kind.map(|e| e.as_str()));
         });
         q.build().execute(&mut *tx).await?;

@@ -140,3 +140,11 @@ fn the_rendered_config_masks_the_token_and_parses_again() {
     );
     assert!(!format!("{:?}", c.admin.token).contains("super"));
 }
+
+#[test]
+fn the_example_config_is_valid_and_matches_the_defaults() {
+    let text = include_str!("../../config/safedelete.example.toml");
+    let example = load(text, &[]).unwrap();
+    let defaults = load("", &[]).unwrap();
+    assert_eq!(example.render_masked(), defaults.render_masked());
+}

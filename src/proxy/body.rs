@@ -129,7 +129,7 @@ impl Tracker {
             path = %r.path,
             query = r.query.as_deref().unwrap_or(""),
             status = r.status,
-            duration_ms = (r.duration.as_secs_f64() * 1000.0),
+            duration_ms = r.duration.as_micros() as f64 / 1000.0,
             bytes_in = r.bytes_in,
             bytes_out = r.bytes_out,
             error_kind = r.error_kind.map(|e| e.as_str()).unwrap_or(""),
