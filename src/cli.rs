@@ -67,8 +67,25 @@ pub enum CliError {
     Query(#[from] sqlx::Error),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
-    #[error("gateway at {url} is not ready: {reason}")]
-    NotReady { url: String, reason: String },
+    #[error("gateway at {url} is not ready: {source}")]
+    NotReady {
+        url: String,
+        #[source]
+        source: HealthError,
+    },
+}
+
+/// Why `safedelete health` found the gateway not ready.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error("not a URL")]
+    BadUrl(#[source] http::uri::InvalidUri),
+    #[error("no answer within 5s")]
+    Timeout,
+    #[error("request failed")]
+    Request(#[source] hyper_util::client::legacy::Error),
+    #[error("answered {0}")]
+    Status(http::StatusCode),
 }
 
 /// Runs one command to completion.
@@ -103,33 +120,23 @@ async fn health(arg: ConfigArg, url: Option<String>) -> Result<(), CliError> {
         }
     };
     let url = format!("{base}/readyz");
-    let not_ready = |reason: String| CliError::NotReady {
+    let not_ready = |source: HealthError| CliError::NotReady {
         url: url.clone(),
-        reason,
+        source,
     };
-    let uri: http::Uri = url.parse().map_err(|_| not_ready("not a URL".into()))?;
+    let uri: http::Uri = url.parse().map_err(|e| not_ready(HealthError::BadUrl(e)))?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<bytes::Bytes>>();
     let request = client.get(uri);
     match tokio::time::timeout(std::time::Duration::from_secs(5), request).await {
-        Err(_) => Err(not_ready("no answer within 5s".into())),
-        Ok(Err(err)) => Err(not_ready(format!("{err} ({})", source_chain(&err)))),
+        Err(_) => Err(not_ready(HealthError::Timeout)),
+        Ok(Err(err)) => Err(not_ready(HealthError::Request(err))),
         Ok(Ok(resp)) if resp.status().is_success() => {
             println!("ready");
             Ok(())
         }
-        Ok(Ok(resp)) => Err(not_ready(format!("status {}", resp.status()))),
+        Ok(Ok(resp)) => Err(not_ready(HealthError::Status(resp.status()))),
     }
-}
-
-fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = Vec::new();
-    let mut source = err.source();
-    while let Some(e) = source {
-        parts.push(e.to_string());
-        source = e.source();
-    }
-    parts.join(": ")
 }
 
 async fn serve(arg: ConfigArg) -> Result<(), CliError> {

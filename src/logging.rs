@@ -1,17 +1,23 @@
-//! Log setup: tracing to stdout through a non-blocking writer, so a slow
-//! terminal or pipe never stalls request handling.
+//! Log setup: tracing to stdout through a non-blocking, lossy writer, so a
+//! slow terminal or a stalled pipe never stalls request handling. Lines that
+//! could not be buffered are counted (`safedelete_log_lines_dropped_total`).
 
-use tracing_appender::non_blocking::WorkerGuard;
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Log, LogFormat};
+
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// Installs the global subscriber. Keep the guard alive until exit: dropping
 /// it flushes the buffered lines.
 pub fn init(log: &Log) -> WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
+        .lossy(true)
         .finish(std::io::stdout());
+    let _ = DROPPED.set(writer.error_counter());
     let filter = EnvFilter::try_new(&log.filter).unwrap_or_else(|err| {
         eprintln!(
             "safedelete: log filter `{}` is invalid ({err}); using `info`",
@@ -27,4 +33,9 @@ pub fn init(log: &Log) -> WorkerGuard {
         LogFormat::Pretty => builder.with_ansi(false).init(),
     }
     guard
+}
+
+/// Log lines dropped because the writer could not keep up (0 before `init`).
+pub fn dropped_lines() -> usize {
+    DROPPED.get().map(|c| c.dropped_lines()).unwrap_or(0)
 }

@@ -174,6 +174,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "safedelete_log_lines_dropped_total",
+            "Log lines dropped because the log writer could not keep up.",
+            crate::logging::dropped_lines() as u64,
+        );
+        counter(
+            &mut out,
             "safedelete_audit_written_total",
             "Audit records committed to the database.",
             self.audit_written.load(Ordering::Relaxed),

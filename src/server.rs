@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState};
@@ -22,8 +23,6 @@ use crate::metrics::Metrics;
 use crate::proxy::{client, ProxyService, ProxyState};
 use crate::tls::{self, TlsError};
 
-/// How long a client gets to send its request head (slow-loris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TLS handshake may take on the proxy listener.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -121,6 +120,7 @@ pub async fn run(
         metrics: metrics.clone(),
         audit: audit.clone(),
         ready: ready.clone(),
+        token: config.admin.token.clone(),
     });
     let admin_task = tokio::spawn(async move {
         let serve = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(async {
@@ -142,44 +142,69 @@ pub async fn run(
     ready.store(true, Ordering::Release);
 
     let graceful = GracefulShutdown::new();
-    accept_loop(listeners.proxy, state, tls, &graceful, shutdown).await;
+    let mut connections = accept_loop(
+        listeners.proxy,
+        state.clone(),
+        tls,
+        config.request_head_timeout,
+        &graceful,
+        &ready,
+        shutdown,
+    )
+    .await;
 
-    // Draining: readiness goes false first so load balancers stop sending.
-    ready.store(false, Ordering::Release);
-    let open = graceful.count();
-    tracing::info!(open_connections = open, grace = ?config.shutdown_grace, "shutting down");
+    // The listener is closed: let in-flight requests finish within the grace
+    // period, then cut what is left (its requests are recorded as cut).
+    while connections.try_join_next().is_some() {}
+    tracing::info!(open_connections = connections.len(), grace = ?config.shutdown_grace, "shutting down");
     let connections_cut =
         match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
             Ok(()) => 0,
             Err(_) => {
-                tracing::warn!("grace period over; cutting the remaining connections");
-                open.max(1)
+                while connections.try_join_next().is_some() {}
+                let open = connections.len();
+                tracing::warn!(
+                    open_connections = open,
+                    "grace period over; cutting the remaining connections"
+                );
+                state.cutting.store(true, Ordering::Relaxed);
+                open
             }
         };
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    drop(state);
+
     let _ = admin_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
     let audit_records_written = writer.close().await;
     pool.close().await;
-    tracing::info!(audit_records_written, "safedelete stopped");
+    tracing::info!(audit_records_written, connections_cut, "safedelete stopped");
     Ok(RunSummary {
         connections_cut,
         audit_records_written,
     })
 }
 
+/// Accepts connections until `shutdown` resolves, then turns readiness off and
+/// closes the listener. Returns the connection tasks still running.
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<ProxyState>,
     tls: Option<TlsAcceptor>,
+    request_head_timeout: Duration,
     graceful: &GracefulShutdown,
+    ready: &AtomicBool,
     shutdown: impl Future<Output = ()>,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+) -> JoinSet<()> {
+    // HTTP/1.1 only: it is what SmartLead clients speak, and hyper's header
+    // read timeout then bounds idle and slow connections from the first byte.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(request_head_timeout);
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, client_addr) = tokio::select! {
@@ -192,6 +217,7 @@ async fn accept_loop(
                     continue;
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
@@ -203,17 +229,22 @@ async fn accept_loop(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             serve_connection(stream, tls, builder, watcher, service).await;
         });
     }
+    // Readiness goes false before the listener closes, so health checks see
+    // the drain before connections are refused.
+    ready.store(false, Ordering::Release);
+    drop(listener);
+    connections
 }
 
 async fn serve_connection(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
-    builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    builder: http1::Builder,
+    watcher: Watcher,
     service: ProxyService,
 ) {
     let client_addr = service.client_addr;

@@ -206,9 +206,133 @@ async fn readiness_fails_while_draining() {
             .await
     })
     .await;
-    if let Ok(Ok(resp)) = ready {
-        assert_eq!(resp.status(), 503);
-    }
+    let resp = ready
+        .expect("the admin listener answers while draining")
+        .expect("admin request");
+    assert_eq!(resp.status(), 503);
     assert_eq!(in_flight.await.unwrap().status, 200);
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn connections_left_when_the_grace_period_ends_are_cut_and_recorded() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(400))
+        .await
+        .unwrap();
+    up.fault(FaultRule {
+        method: Some("GET".into()),
+        path: "/api/v1/campaigns/*/leads-export".into(),
+        times: None,
+        fault: Fault {
+            chunk_delay: Some(Duration::from_millis(500)),
+            ..Fault::default()
+        },
+    });
+    let mut gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            top: "shutdown_grace = \"300ms\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let resp = client()
+        .request(
+            Request::get(gw.url("/api/v1/campaigns/101/leads-export?api_key=sl_test_key"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let download = tokio::spawn(http_body_util::BodyExt::collect(resp.into_body()));
+    let summary = gw.stop().await;
+    assert_eq!(summary.connections_cut, 1);
+    assert!(
+        download.await.unwrap().is_err(),
+        "the cut download must not look complete"
+    );
+    let rows = audit_rows(&gw.db_path).await;
+    assert_eq!(rows.len(), 1, "the cut request was not recorded");
+    assert_eq!(rows[0].error_kind.as_deref(), Some("shutting_down"));
+}
+
+#[tokio::test]
+async fn a_full_audit_queue_drops_records_without_slowing_traffic() {
+    let up = fake().await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[audit]\nqueue_capacity = 2\nbatch_max = 1\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")).await;
+    gw.wait_for_audit_rows(1).await;
+    // Hold the database's write lock so the writer blocks.
+    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let r = get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")).await;
+        assert_eq!(r.status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "traffic waited for the audit writer"
+    );
+    let dropped = metric(&gw, "safedelete_audit_dropped_total").await;
+    assert!(dropped >= 15.0, "dropped {dropped}");
+    sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    pool.close().await;
+    // What was queued is written once the lock is gone: every request is
+    // either in the trail or counted as dropped.
+    let mut accounted = 0.0;
+    for _ in 0..200 {
+        accounted = audit_rows(&gw.db_path).await.len() as f64 + dropped;
+        if accounted >= 21.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(accounted, 21.0);
+}
+
+#[tokio::test]
+async fn the_admin_token_guards_metrics_but_not_health() {
+    let up = fake().await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            admin: "token = \"admin-token-0123456789\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    assert_eq!(get(&gw.admin_url("/healthz")).await.status, 200);
+    assert_eq!(get(&gw.admin_url("/readyz")).await.status, 200);
+    assert_eq!(get(&gw.admin_url("/metrics")).await.status, 401);
+    let wrong = send(
+        Request::get(gw.admin_url("/metrics"))
+            .header("authorization", "Bearer admin-token-0123456788")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    let right = send(
+        Request::get(gw.admin_url("/metrics"))
+            .header("authorization", "Bearer admin-token-0123456789")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(right.status, 200);
+    assert!(String::from_utf8_lossy(&right.body).contains("safedelete_requests_in_flight"));
 }

@@ -199,10 +199,10 @@ async fn a_client_that_disconnects_mid_download_is_audited() {
 }
 
 #[tokio::test]
-async fn only_bodiless_gets_are_retried_after_a_dead_connection() {
+async fn only_bodiless_gets_and_heads_are_retried_after_a_dead_connection() {
     let up = fake().await;
     let gw = Gateway::start(&up.url()).await;
-    for method in ["GET", "POST"] {
+    for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] {
         up.clear_requests();
         up.fault(FaultRule {
             method: Some(method.into()),
@@ -213,11 +213,12 @@ async fn only_bodiless_gets_are_retried_after_a_dead_connection() {
                 ..Fault::default()
             },
         });
+        let bodiless = matches!(method, "GET" | "HEAD");
         let reply = send(
             Request::builder()
                 .method(method)
                 .uri(gw.url("/api/v1/campaigns/101/status?api_key=sl_test_key"))
-                .body(if method == "GET" {
+                .body(if bodiless {
                     Full::default()
                 } else {
                     Full::new(Bytes::from_static(br#"{"status":"PAUSED"}"#))
@@ -226,15 +227,185 @@ async fn only_bodiless_gets_are_retried_after_a_dead_connection() {
         )
         .await;
         let reached = up.requests().iter().filter(|r| r.method == method).count();
-        if method == "GET" {
-            assert_eq!(reached, 2, "a GET is retried once");
+        if bodiless {
+            assert_eq!(reached, 2, "a {method} is retried once");
             assert_ne!(reply.status, 502);
         } else {
-            assert_eq!(reached, 1, "a POST must never be sent twice");
+            assert_eq!(reached, 1, "a {method} must never be sent twice");
             assert_eq!(reply.status, 502);
             assert_eq!(reply.json()["error_kind"], "upstream_reset");
         }
     }
+}
+
+#[tokio::test]
+async fn a_client_that_gives_up_while_waiting_is_still_audited() {
+    let up = fake().await;
+    up.fault(FaultRule {
+        method: None,
+        path: "/api/v1/campaigns".into(),
+        times: Some(1),
+        fault: Fault {
+            delay: Some(Duration::from_secs(2)),
+            ..Fault::default()
+        },
+    });
+    let gw = Gateway::start(&up.url()).await;
+    let impatient = tokio::time::timeout(
+        Duration::from_millis(300),
+        get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")),
+    )
+    .await;
+    assert!(impatient.is_err());
+    let rows = gw.wait_for_audit_rows(1).await;
+    assert_eq!(rows[0].error_kind.as_deref(), Some("client_aborted"));
+    assert_eq!(rows[0].status, 499);
+    assert_eq!(metric(&gw, "safedelete_requests_in_flight").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_slow_upload_to_a_healthy_upstream_is_not_a_timeout() {
+    let up = fake().await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            upstream: "first_byte_timeout = \"400ms\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let body = br#"{"lead_list":[{"email":"slow@example.com"}]}"#;
+    s.write_all(
+        format!(
+            "POST /api/v1/campaigns/101/leads?api_key=sl_test_key HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // 1.2 s to send the body, three times the first-byte budget.
+    for piece in body.chunks(body.len() / 4 + 1) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(&up.requests()[0].body[..], body);
+}
+
+#[tokio::test]
+async fn a_stalled_upload_gets_a_408_and_is_not_delivered() {
+    let up = fake().await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            top: "body_idle_timeout = \"400ms\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/campaigns/101/leads?api_key=sl_test_key HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"lead_list\":",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut answer))
+        .await
+        .expect("the gateway answers a stalled upload")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("client_body_timeout"), "{answer}");
+    let rows = gw.wait_for_audit_rows(1).await;
+    assert_eq!(rows[0].error_kind.as_deref(), Some("client_body_timeout"));
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| !r.body_complete || r.method != "POST"));
+}
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_download_is_cut_after_the_idle_timeout() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(2_000))
+        .await
+        .unwrap();
+    up.fault(FaultRule {
+        method: Some("GET".into()),
+        path: "/api/v1/campaigns/*/leads-export".into(),
+        times: Some(1),
+        fault: Fault {
+            chunk_delay: Some(Duration::from_secs(5)),
+            ..Fault::default()
+        },
+    });
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            top: "body_idle_timeout = \"400ms\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let resp = client()
+        .request(
+            Request::get(gw.url("/api/v1/campaigns/101/leads-export?api_key=sl_test_key"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+    assert!(body.is_err(), "a stalled download must not look complete");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let rows = gw.wait_for_audit_rows(1).await;
+    assert_eq!(rows[0].error_kind.as_deref(), Some("upstream_body_timeout"));
+    still_serves(&gw).await;
+}
+
+#[tokio::test]
+async fn idle_and_silent_connections_are_closed() {
+    let up = fake().await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            top: "request_head_timeout = \"500ms\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    // A connection that never sends a byte.
+    let silent = raw_closes_within(gw.proxy, b"", Duration::from_secs(3)).await;
+    assert!(silent.is_some(), "a silent connection was kept open");
+    // A head dribbled in too slowly.
+    let mut s = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    s.write_all(b"GET /api/v1/campaigns HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a slow head was kept open");
+    // A keep-alive connection left idle after a request.
+    let mut s = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    s.write_all(b"GET /api/v1/campaigns?api_key=sl_test_key HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "an idle keep-alive connection was kept open"
+    );
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test]
@@ -250,7 +421,9 @@ async fn invalid_request_targets_and_headers_get_a_400_and_no_panic() {
         b"GET /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
     ];
     for case in cases {
-        let answer = raw(gw.proxy, case).await;
+        let answer = raw_closes_within(gw.proxy, case, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|| panic!("{:?} hung", String::from_utf8_lossy(case)));
         assert!(
             answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
             "{:?} -> {answer:?}",

@@ -168,7 +168,8 @@ async fn the_api_key_is_nowhere_in_logs_database_or_wal() {
             ..Extra::default()
         },
     );
-    let mut gw = Proc::start(&config, "debug");
+    // The most verbose logging, including every dependency's.
+    let mut gw = Proc::start(&config, "trace");
     let k = SECRET;
     for target in [
         format!("/api/v1/campaigns?api_key={k}"),
@@ -202,6 +203,18 @@ async fn the_api_key_is_nowhere_in_logs_database_or_wal() {
     .await;
     // The upstream saw the key (that is the point of a drop-in gateway)...
     assert!(up.requests().iter().any(|r| r.target.contains(SECRET)));
+    // A clean shutdown checkpoints the WAL into the database and deletes it,
+    // so read the WAL while the gateway still runs, once the trail is written.
+    let mut wal = Vec::new();
+    for _ in 0..100 {
+        wal = std::fs::read(format!("{}-wal", db.display())).unwrap_or_default();
+        if audit_rows(&db).await.len() >= 9 {
+            wal = std::fs::read(format!("{}-wal", db.display())).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!wal.is_empty(), "no WAL to inspect");
     assert!(gw.terminate().success());
 
     // ...but nothing the gateway wrote did.
@@ -214,6 +227,7 @@ async fn the_api_key_is_nowhere_in_logs_database_or_wal() {
     let encoded = k.replace('_', "%5F");
     for needle in [SECRET, encoded.as_str()] {
         assert!(!logs.contains(needle), "the key is in the logs:\n{logs}");
+        assert!(!contains(&wal, needle.as_bytes()), "the key is in the WAL");
         let mut checked = 0;
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let path = PathBuf::from(format!("{}{suffix}", db.display()));
@@ -432,4 +446,58 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
         !dir.path().join("data").exists(),
         "check-config must not create files"
     );
+}
+
+#[tokio::test]
+async fn pretty_logs_have_one_readable_access_line_per_request() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _db) = write_config(dir.path(), &up.url(), Extra::default());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SAFEDELETE_LOG_FORMAT", "pretty")
+        .env("SAFEDELETE_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = lines.next().unwrap().unwrap();
+    assert!(
+        listening.contains("INFO safedelete::server: safedelete listening"),
+        "{listening}"
+    );
+    let proxy = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("proxy="))
+        .unwrap()
+        .to_string();
+    let reply = get(&format!(
+        "http://{proxy}/api/v1/campaigns/102?api_key=sl_test_key"
+    ))
+    .await;
+    assert_eq!(reply.status, 200);
+    let id = reply.header("x-request-id").unwrap().to_string();
+    let access = lines.next().unwrap().unwrap();
+    assert!(
+        access.contains("INFO safedelete::access: request"),
+        "{access}"
+    );
+    for field in [
+        format!("request_id={id}"),
+        "method=GET".to_string(),
+        "path=/api/v1/campaigns/102".to_string(),
+        "query=\"api_key=[REDACTED]\"".to_string(),
+        "status=200".to_string(),
+        "duration_ms=".to_string(),
+    ] {
+        assert!(access.contains(&field), "{field} missing from {access}");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
 }

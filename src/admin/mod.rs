@@ -1,16 +1,21 @@
 //! The admin listener: liveness, readiness and Prometheus metrics, on its own
 //! (loopback by default) address so operators never share a port with clients.
+//! When `admin.token` is set, everything except `/healthz` and `/readyz` needs
+//! `Authorization: Bearer <token>`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use sha2::{Digest, Sha256};
 
 use crate::audit::AuditSink;
+use crate::config::Secret;
 use crate::metrics::Metrics;
 
 /// What the admin endpoints read.
@@ -21,15 +26,55 @@ pub struct AdminState {
     /// True once the database is open and both listeners are bound; false
     /// again while draining at shutdown.
     pub ready: Arc<AtomicBool>,
+    /// Bearer token required for everything but the health endpoints.
+    pub token: Option<Secret>,
 }
 
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(protected)
         .with_state(state)
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented, token.expose()) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [
+                (header::CONTENT_TYPE, "application/json; charset=utf-8"),
+                (header::WWW_AUTHENTICATE, "Bearer"),
+            ],
+            r#"{"error":"missing or wrong admin token"}"#,
+        )
+            .into_response()
+    }
+}
+
+/// Compares digests of both values, touching every byte, so the time taken
+/// says nothing about how much of the token was right.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (da, db) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -32,7 +32,9 @@ pub enum ErrorKind {
     UpstreamTimeout,
     UpstreamReset,
     UpstreamBodyError,
+    UpstreamBodyTimeout,
     ClientAborted,
+    ClientBodyTimeout,
     BadRequest,
     ShuttingDown,
 }
@@ -45,7 +47,9 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::UpstreamBodyError => "upstream_body_error",
+            ErrorKind::UpstreamBodyTimeout => "upstream_body_timeout",
             ErrorKind::ClientAborted => "client_aborted",
+            ErrorKind::ClientBodyTimeout => "client_body_timeout",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::ShuttingDown => "shutting_down",
         }
@@ -73,6 +77,31 @@ pub struct AuditRecord {
     pub bytes_out: u64,
     pub duration: Duration,
     pub error_kind: Option<ErrorKind>,
+}
+
+impl AuditRecord {
+    /// A record with nothing filled in yet.
+    pub fn empty(operation: OperationKind) -> AuditRecord {
+        AuditRecord {
+            time: SystemTime::now(),
+            request_id: String::new(),
+            method: String::new(),
+            path: String::new(),
+            query: None,
+            actor_fingerprint: None,
+            actor_label: None,
+            client_addr: None,
+            user_agent: None,
+            operation,
+            campaign_id: None,
+            upstream_status: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Duration::ZERO,
+            error_kind: None,
+        }
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds, the one time format of the trail.

@@ -34,14 +34,19 @@ pub fn redact_query(query: &str, params: &[String]) -> RedactedQuery {
             None => (pair, None),
         };
         let decoded_name = decode(name);
-        let secret = params.iter().any(|p| p.eq_ignore_ascii_case(&decoded_name));
+        // `api_key[]=` and `api_key[0]=` are the same parameter to many frameworks.
+        let base_name = match decoded_name.find('[') {
+            Some(i) => &decoded_name[..i],
+            None => decoded_name.as_str(),
+        };
+        let secret = params.iter().any(|p| p.eq_ignore_ascii_case(base_name));
         match value {
             Some(v) if secret => {
                 out.push_str(name);
                 out.push('=');
                 out.push_str(MARKER);
                 let decoded = decode(v);
-                if api_key.is_none() && decoded_name.eq_ignore_ascii_case("api_key") {
+                if api_key.is_none() && base_name.eq_ignore_ascii_case("api_key") {
                     api_key = Some(decoded.clone());
                 }
                 if !v.is_empty() {
@@ -113,6 +118,15 @@ mod tests {
             "API_KEY=[REDACTED]&api%5Fkey=[REDACTED]&token=[REDACTED]&api_key=[REDACTED]"
         );
         assert_eq!(r.api_key.as_deref(), Some("a1"));
+    }
+
+    #[test]
+    fn array_spellings_are_redacted() {
+        let r = redact_query("api_key[]=a1&api_key%5B0%5D=b2&api_keys=c3", &params());
+        assert_eq!(
+            r.query,
+            "api_key[]=[REDACTED]&api_key%5B0%5D=[REDACTED]&api_keys=c3"
+        );
     }
 
     #[test]

@@ -16,6 +16,13 @@ pub struct FileConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+    /// How long a client connection may take to send a request head,
+    /// including time idle on keep-alive.
+    #[serde(default, with = "humantime_serde")]
+    pub request_head_timeout: Option<Duration>,
+    /// The longest pause allowed inside a body, in either direction.
+    #[serde(default, with = "humantime_serde")]
+    pub body_idle_timeout: Option<Duration>,
     pub listen_tls: Option<FileListenTls>,
     #[serde(default)]
     pub upstream: FileUpstream,

@@ -95,6 +95,12 @@ pub struct Config {
     pub listen: SocketAddr,
     pub listen_tls: Option<ListenTls>,
     pub shutdown_grace: Duration,
+    /// A client connection that sends no complete request head within this
+    /// (idle keep-alive included) is closed.
+    pub request_head_timeout: Duration,
+    /// The longest pause inside a request or response body before the
+    /// transfer is abandoned.
+    pub body_idle_timeout: Duration,
     pub upstream: Upstream,
     pub database: PathBuf,
     pub audit: Audit,
@@ -247,6 +253,15 @@ impl Config {
             other => other.map(Secret::new),
         };
 
+        if token.is_none() && !admin_listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                format!(
+                    "{admin_listen} is reachable from other hosts; set admin.token (or SAFEDELETE_ADMIN_TOKEN) or listen on 127.0.0.1"
+                ),
+            ));
+        }
+
         let ca_file = file.upstream.ca_file;
         let extra_roots = match &ca_file {
             Some(path) => {
@@ -298,19 +313,29 @@ impl Config {
             }
         }
         let queue_capacity = file.audit.queue_capacity.unwrap_or(65_536);
-        if queue_capacity == 0 {
+        if !(1..=1_000_000).contains(&queue_capacity) {
             return Err(ConfigError::invalid(
                 "audit.queue_capacity",
-                "must be at least 1",
+                "must be between 1 and 1000000",
             ));
         }
         let batch_max = file.audit.batch_max.unwrap_or(1_000);
-        if batch_max == 0 {
+        if !(1..=10_000).contains(&batch_max) {
             return Err(ConfigError::invalid(
                 "audit.batch_max",
-                "must be at least 1",
+                "must be between 1 and 10000",
             ));
         }
+        let request_head_timeout = positive(
+            "request_head_timeout",
+            file.request_head_timeout,
+            Duration::from_secs(30),
+        )?;
+        let body_idle_timeout = positive(
+            "body_idle_timeout",
+            file.body_idle_timeout,
+            Duration::from_secs(60),
+        )?;
 
         let format = match pick(env, "SAFEDELETE_LOG_FORMAT", file.log.format, "log.format")? {
             None => LogFormat::Pretty,
@@ -332,6 +357,8 @@ impl Config {
             listen,
             listen_tls,
             shutdown_grace: file.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+            request_head_timeout,
+            body_idle_timeout,
             upstream: Upstream {
                 scheme,
                 authority,
@@ -372,6 +399,14 @@ impl Config {
         ));
         out.push_str(&format!("listen = {}\n", s(&self.listen.to_string())));
         out.push_str(&format!("shutdown_grace = {}\n", d(self.shutdown_grace)));
+        out.push_str(&format!(
+            "request_head_timeout = {}\n",
+            d(self.request_head_timeout)
+        ));
+        out.push_str(&format!(
+            "body_idle_timeout = {}\n",
+            d(self.body_idle_timeout)
+        ));
         if let Some(tls) = &self.listen_tls {
             out.push_str("\n[listen_tls]\n");
             out.push_str(&format!("cert_file = {}\n", p(&tls.cert_file)));

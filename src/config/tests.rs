@@ -148,3 +148,22 @@ fn the_example_config_is_valid_and_matches_the_defaults() {
     let defaults = load("", &[]).unwrap();
     assert_eq!(example.render_masked(), defaults.render_masked());
 }
+
+#[test]
+fn a_non_loopback_admin_listener_needs_a_token() {
+    let err = load("[admin]\nlisten = \"0.0.0.0:8081\"\n", &[]).unwrap_err();
+    assert!(err.to_string().starts_with("admin.listen:"), "{err}");
+    let ok = load(
+        "[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"0123456789abcdefXYZ\"\n",
+        &[],
+    );
+    assert!(ok.is_ok());
+}
+
+#[test]
+fn audit_queue_limits_are_bounded() {
+    let err = load("[audit]\nqueue_capacity = 9223372036854775807\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("queue_capacity"), "{err}");
+    let err = load("[audit]\nbatch_max = 100000000\n", &[]).unwrap_err();
+    assert!(err.to_string().starts_with("audit.batch_max:"), "{err}");
+}

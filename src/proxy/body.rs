@@ -1,25 +1,37 @@
 //! Bodies that stream through the gateway: the client's upload, counted, and
 //! the response, which closes the request's audit record when it ends — at the
-//! last byte, or when the client or SmartLead goes away mid-body.
+//! last byte, or when the client or SmartLead goes away or stalls mid-body.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use super::ProxyState;
-use crate::audit::{AuditRecord, ErrorKind};
+use crate::audit::{AuditRecord, ErrorKind, OperationKind};
+use crate::metrics::UpstreamError;
 
-/// What the upload did, shared between the body and the request's tracker.
+/// The error type of bodies the gateway streams.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the upload did, shared between the body, the forwarder and the tracker.
 #[derive(Default)]
 pub struct UploadState {
     pub bytes: AtomicU64,
+    /// The client's body failed (it went away or broke the framing).
     pub failed: AtomicBool,
+    /// Waiting on the client (rather than on SmartLead reading).
+    pub waiting_on_client: AtomicBool,
+    /// Notified once the body has ended, one way or another.
+    pub done: Notify,
 }
 
 /// The client's request body, counted as it streams upstream.
@@ -50,16 +62,24 @@ impl Body for CountedIncoming {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let state = &this.state;
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                state.waiting_on_client.store(false, Ordering::Relaxed);
                 if let Some(data) = frame.data_ref() {
-                    this.state
-                        .bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    state.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                // hyper may never poll again once the body says it has ended.
+                if this.inner.is_end_stream() {
+                    state.done.notify_one();
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.state.failed.store(true, Ordering::Relaxed),
-            _ => {}
+            Poll::Ready(Some(Err(_))) => {
+                state.failed.store(true, Ordering::Relaxed);
+                state.done.notify_one();
+            }
+            Poll::Ready(None) => state.done.notify_one(),
+            Poll::Pending => state.waiting_on_client.store(true, Ordering::Relaxed),
         }
         polled
     }
@@ -73,37 +93,42 @@ impl Body for CountedIncoming {
     }
 }
 
-/// Everything needed to finish a request's audit record and access log line.
+/// Finishes a request's audit record and access log line exactly once: when
+/// its response body ends, or when it is dropped (the client went away while
+/// the gateway waited, or shutdown cut the connection).
 pub struct Tracker {
-    pub state: Arc<ProxyState>,
+    state: Arc<ProxyState>,
     pub record: AuditRecord,
     pub method: Method,
-    pub started: Instant,
+    started: Instant,
     pub upload: Option<Arc<UploadState>>,
     bytes_out: u64,
-    body_failed: bool,
+    body_error: Option<ErrorKind>,
+    done: bool,
 }
 
 impl Tracker {
-    pub fn new(
-        state: Arc<ProxyState>,
-        record: AuditRecord,
-        method: Method,
-        started: Instant,
-    ) -> Self {
+    pub fn new(state: Arc<ProxyState>, record: AuditRecord, method: Method) -> Self {
+        state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         Tracker {
             state,
             record,
             method,
-            started,
+            started: Instant::now(),
             upload: None,
             bytes_out: 0,
-            body_failed: false,
+            body_error: None,
+            done: false,
         }
     }
 
     /// Records the request: metrics, one access log line, one audit record.
-    fn finish(mut self, complete: bool) {
+    fn finish(&mut self, complete: bool) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let state = &self.state;
         let r = &mut self.record;
         r.duration = self.started.elapsed();
         r.bytes_out = self.bytes_out;
@@ -111,17 +136,19 @@ impl Tracker {
             r.bytes_in = upload.bytes.load(Ordering::Relaxed);
         }
         if r.error_kind.is_none() {
-            if self.body_failed {
-                r.error_kind = Some(ErrorKind::UpstreamBodyError);
-                self.state
-                    .metrics
-                    .record_upstream_error(crate::metrics::UpstreamError::Body);
-            } else if !complete {
-                r.error_kind = Some(ErrorKind::ClientAborted);
-            }
+            r.error_kind = match self.body_error {
+                Some(kind) => Some(kind),
+                None if complete => None,
+                None if state.cutting.load(Ordering::Relaxed) => Some(ErrorKind::ShuttingDown),
+                None => Some(ErrorKind::ClientAborted),
+            };
         }
-        self.state.metrics.record_request(&self.method, r.status);
-        self.state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if r.status == 0 {
+            // Nothing was answered: the nginx convention for "client closed request".
+            r.status = 499;
+        }
+        state.metrics.record_request(&self.method, r.status);
+        state.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(
             target: "safedelete::access",
             request_id = %r.request_id,
@@ -135,30 +162,14 @@ impl Tracker {
             error_kind = r.error_kind.map(|e| e.as_str()).unwrap_or(""),
             "request"
         );
-        let record = std::mem::replace(r, placeholder());
-        self.state.audit.submit(record);
+        let record = std::mem::replace(r, AuditRecord::empty(OperationKind::Passthrough));
+        state.audit.submit(record);
     }
 }
 
-fn placeholder() -> AuditRecord {
-    AuditRecord {
-        time: std::time::UNIX_EPOCH,
-        request_id: String::new(),
-        method: String::new(),
-        path: String::new(),
-        query: None,
-        actor_fingerprint: None,
-        actor_label: None,
-        client_addr: None,
-        user_agent: None,
-        operation: crate::audit::OperationKind::Passthrough,
-        campaign_id: None,
-        upstream_status: None,
-        status: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        duration: std::time::Duration::ZERO,
-        error_kind: None,
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.finish(false);
     }
 }
 
@@ -167,17 +178,29 @@ enum Inner {
     Full(Option<Bytes>),
 }
 
+/// SmartLead's body went quiet for longer than `body_idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body stalled for {0:?}")]
+pub struct BodyStalled(Duration);
+
 /// The response body: SmartLead's, streamed, or one the gateway wrote.
 pub struct ResponseBody {
     inner: Inner,
     tracker: Option<Box<Tracker>>,
+    idle_timeout: Duration,
+    /// Armed while the upstream body is pending; reset on every frame.
+    idle: Option<Pin<Box<Sleep>>>,
+    idle_armed: bool,
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: Incoming, idle_timeout: Duration) -> Self {
         ResponseBody {
             inner: Inner::Upstream(body),
             tracker: None,
+            idle_timeout,
+            idle: None,
+            idle_armed: false,
         }
     }
 
@@ -185,6 +208,9 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Full(Some(bytes)),
             tracker: None,
+            idle_timeout: Duration::MAX,
+            idle: None,
+            idle_armed: false,
         }
     }
 
@@ -193,9 +219,26 @@ impl ResponseBody {
         self.tracker = Some(Box::new(tracker));
     }
 
-    fn finish(&mut self, complete: bool) {
-        if let Some(tracker) = self.tracker.take() {
+    fn finish(&mut self, complete: bool, error: Option<ErrorKind>) {
+        if let Some(mut tracker) = self.tracker.take() {
+            tracker.body_error = error;
             tracker.finish(complete);
+        }
+    }
+
+    /// Polls the idle deadline while the upstream body is pending.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = tokio::time::Instant::now() + self.idle_timeout;
+        if !self.idle_armed {
+            self.idle_armed = true;
+            match &mut self.idle {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match &mut self.idle {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
         }
     }
 }
@@ -208,34 +251,52 @@ impl From<Bytes> for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
             Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         };
-        match &polled {
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
+                this.idle_armed = false;
                 if let (Some(data), Some(t)) = (frame.data_ref(), this.tracker.as_mut()) {
                     t.bytes_out += data.len() as u64;
                 }
+                Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => {
                 tracing::warn!(error = %err, "upstream response body failed mid-stream");
-                if let Some(t) = this.tracker.as_mut() {
-                    t.body_failed = true;
+                if let Some(t) = &this.tracker {
+                    t.state.metrics.record_upstream_error(UpstreamError::Body);
                 }
-                this.finish(false);
+                this.finish(false, Some(ErrorKind::UpstreamBodyError));
+                Poll::Ready(Some(Err(err.into())))
             }
-            Poll::Ready(None) => this.finish(true),
-            Poll::Pending => {}
+            Poll::Ready(None) => {
+                this.finish(true, None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.poll_idle(cx).is_ready() {
+                    tracing::warn!(after = ?this.idle_timeout, "upstream response body stalled");
+                    if let Some(t) = &this.tracker {
+                        t.state.metrics.record_upstream_error(UpstreamError::Body);
+                    }
+                    this.finish(false, Some(ErrorKind::UpstreamBodyTimeout));
+                    // Ending the stream with an error makes hyper cut the client
+                    // connection: a short file must never look complete.
+                    this.inner = Inner::Full(None);
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle_timeout)))));
+                }
+                Poll::Pending
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -260,6 +321,6 @@ impl Drop for ResponseBody {
         // Dropped without being read to the end: either there was nothing to
         // read (HEAD, 204, 304) or the client went away mid-download.
         let complete = self.is_end_stream();
-        self.finish(complete);
+        self.finish(complete, None);
     }
 }

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
@@ -36,6 +37,7 @@ pub fn build(upstream: &Upstream, metrics: Arc<Metrics>) -> Result<UpstreamClien
     let connector = CountingConnector {
         inner: https,
         metrics,
+        timeout: upstream.connect_timeout,
     };
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
@@ -94,32 +96,47 @@ impl From<Incoming> for RequestBody {
     }
 }
 
-/// Wraps a connector so that every connection it makes is counted while open.
+/// Wraps a connector so that every connection it makes is counted while open,
+/// and so that the whole connect (DNS, TCP and the TLS handshake) fits in the
+/// connect timeout.
 #[derive(Clone)]
 pub struct CountingConnector<C> {
     inner: C,
     metrics: Arc<Metrics>,
+    timeout: Duration,
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl<C> tower_service::Service<Uri> for CountingConnector<C>
 where
     C: tower_service::Service<Uri> + Send,
     C::Future: Send + 'static,
     C::Response: Send,
+    C::Error: Into<BoxError>,
 {
     type Response = Counted<C::Response>;
-    type Error = C::Error;
+    type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let fut = self.inner.call(dst);
         let metrics = self.metrics.clone();
+        let timeout = self.timeout;
         Box::pin(async move {
-            let io = fut.await?;
+            let io = match tokio::time::timeout(timeout, fut).await {
+                Ok(result) => result.map_err(Into::into)?,
+                Err(_) => {
+                    return Err(Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect (DNS, TCP and TLS) timed out",
+                    )) as BoxError)
+                }
+            };
             metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
             metrics.upstream_connects.fetch_add(1, Ordering::Relaxed);
             Ok(Counted { io, metrics })

@@ -28,8 +28,12 @@ pub enum ProxyError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    #[error("upstream {upstream}: stopped reading the request body for {after:?}")]
+    UpstreamStalledReading { upstream: String, after: Duration },
     #[error("client went away while sending the request body")]
     ClientAborted,
+    #[error("client paused its request body for more than {after:?}")]
+    ClientBodyTimeout { after: Duration },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
 }
@@ -40,10 +44,11 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::UpstreamConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::UpstreamConnectTimeout { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamStalledReading { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientAborted | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -51,9 +56,12 @@ impl ProxyError {
         match self {
             ProxyError::UpstreamConnect { .. } => ErrorKind::UpstreamConnectFailed,
             ProxyError::UpstreamConnectTimeout { .. } => ErrorKind::UpstreamConnectTimeout,
-            ProxyError::UpstreamTimeout { .. } => ErrorKind::UpstreamTimeout,
+            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamStalledReading { .. } => {
+                ErrorKind::UpstreamTimeout
+            }
             ProxyError::UpstreamReset { .. } => ErrorKind::UpstreamReset,
             ProxyError::ClientAborted => ErrorKind::ClientAborted,
+            ProxyError::ClientBodyTimeout { .. } => ErrorKind::ClientBodyTimeout,
             ProxyError::BadRequest(_) => ErrorKind::BadRequest,
         }
     }
@@ -63,9 +71,13 @@ impl ProxyError {
         match self {
             ProxyError::UpstreamConnect { .. } => Some(UpstreamError::Connect),
             ProxyError::UpstreamConnectTimeout { .. } => Some(UpstreamError::ConnectTimeout),
-            ProxyError::UpstreamTimeout { .. } => Some(UpstreamError::Timeout),
+            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamStalledReading { .. } => {
+                Some(UpstreamError::Timeout)
+            }
             ProxyError::UpstreamReset { .. } => Some(UpstreamError::Reset),
-            ProxyError::ClientAborted | ProxyError::BadRequest(_) => None,
+            ProxyError::ClientAborted
+            | ProxyError::ClientBodyTimeout { .. }
+            | ProxyError::BadRequest(_) => None,
         }
     }
 
@@ -83,7 +95,13 @@ impl ProxyError {
             ProxyError::UpstreamReset { .. } => {
                 "safedelete: the connection to SmartLead failed before it answered"
             }
+            ProxyError::UpstreamStalledReading { .. } => {
+                "safedelete: SmartLead stopped reading the request; it may or may not have been applied"
+            }
             ProxyError::ClientAborted => "safedelete: the request body was cut off",
+            ProxyError::ClientBodyTimeout { .. } => {
+                "safedelete: the request body stalled and was not delivered to SmartLead"
+            }
             ProxyError::BadRequest(msg) => msg,
         }
     }

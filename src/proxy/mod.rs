@@ -13,9 +13,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -39,9 +39,13 @@ pub struct ProxyState {
     host_header: HeaderValue,
     pub first_byte_timeout: Duration,
     pub connect_timeout: Duration,
+    pub body_idle_timeout: Duration,
     pub redact_params: Vec<String>,
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
+    /// Set when the shutdown grace period ran out and connections are being
+    /// cut: unfinished requests are then recorded as `shutting_down`.
+    pub cutting: AtomicBool,
 }
 
 impl ProxyState {
@@ -62,9 +66,11 @@ impl ProxyState {
             host_header,
             first_byte_timeout: u.first_byte_timeout,
             connect_timeout: u.connect_timeout,
+            body_idle_timeout: config.body_idle_timeout,
             redact_params: config.audit.redact_params.clone(),
             audit,
             metrics,
+            cutting: AtomicBool::new(false),
         }
     }
 }
@@ -91,18 +97,21 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
 impl ProxyService {
     async fn handle(self, req: Request<Incoming>) -> Response<ResponseBody> {
-        let started = Instant::now();
         let state = self.state.clone();
-        state.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         let (mut parts, body) = req.into_parts();
         let request_id = headers::request_id(&parts.headers);
-        let mut record = self.new_record(&parts, &request_id);
-        let method = parts.method.clone();
+        // From here on the request is recorded exactly once, even if the
+        // client goes away while this future waits (the tracker's drop).
+        let mut tracker = Tracker::new(
+            state.clone(),
+            self.new_record(&parts, &request_id),
+            parts.method.clone(),
+        );
         let client_version = parts.version;
 
         let path_and_query = match target(&parts) {
             Ok(pq) => pq,
-            Err(err) => return self.fail(err, record, method, started, &request_id),
+            Err(err) => return self.fail(err, tracker, &request_id),
         };
 
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -125,19 +134,16 @@ impl ProxyService {
         // The upstream leg is always HTTP/1.1, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
 
-        let (body, upload) = if body.is_end_stream() {
-            (RequestBody::Empty, None)
+        let body = if body.is_end_stream() {
+            RequestBody::Empty
         } else {
             let counted = body::CountedIncoming::new(body);
-            let upload = counted.state();
-            (RequestBody::Client(counted), Some(upload))
+            tracker.upload = Some(counted.state());
+            RequestBody::Client(counted)
         };
 
         let sent = Instant::now();
-        let result = forward(&state, parts, body).await;
-        let mut tracker = Tracker::new(state.clone(), record, method, started);
-        tracker.upload = upload.clone();
-        match result {
+        match forward(&state, parts, body, tracker.upload.as_deref()).await {
             Ok(mut resp) => {
                 state.metrics.record_upstream_latency(sent.elapsed());
                 tracker.record.upstream_status = Some(resp.status().as_u16());
@@ -147,17 +153,16 @@ impl ProxyService {
                 resp.headers_mut()
                     .insert(headers::X_REQUEST_ID.clone(), request_id);
                 let (parts, incoming) = resp.into_parts();
-                let mut body = ResponseBody::upstream(incoming);
+                let mut body = ResponseBody::upstream(incoming, state.body_idle_timeout);
                 body.track(tracker);
                 Response::from_parts(parts, body)
             }
             Err(err) => {
-                let err = match &upload {
+                let err = match &tracker.upload {
                     Some(u) if u.failed.load(Ordering::Relaxed) => ProxyError::ClientAborted,
                     _ => err,
                 };
-                record = tracker.record;
-                self.fail(err, record, tracker.method, started, &request_id)
+                self.fail(err, tracker, &request_id)
             }
         }
     }
@@ -171,38 +176,28 @@ impl ProxyService {
             }
             None => (None, None, Vec::new()),
         };
+        // Scrub before truncating, so a key cut in half cannot survive.
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
-            .map(|v| truncate(&String::from_utf8_lossy(v.as_bytes()), 512))
-            .map(|ua| redact::scrub(&ua, &secrets));
-        AuditRecord {
-            time: SystemTime::now(),
-            request_id: request_id.to_str().unwrap_or("").to_string(),
-            method: parts.method.as_str().to_string(),
-            path: redact::scrub(&truncate(path, 2048), &secrets),
-            query: query.map(|q| truncate(&q, 4096)),
-            actor_fingerprint: api_key.as_deref().map(redact::fingerprint),
-            actor_label: None,
-            client_addr: Some(self.client_addr.ip().to_string()),
-            user_agent,
-            operation: OperationKind::Passthrough,
-            campaign_id: campaign_id(path),
-            upstream_status: None,
-            status: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            duration: Duration::ZERO,
-            error_kind: None,
-        }
+            .map(|v| redact::scrub(&String::from_utf8_lossy(v.as_bytes()), &secrets))
+            .map(|ua| truncate(&ua, 512));
+        let mut record = AuditRecord::empty(OperationKind::Passthrough);
+        record.request_id = request_id.to_str().unwrap_or("").to_string();
+        record.method = parts.method.as_str().to_string();
+        record.path = truncate(&redact::scrub(path, &secrets), 2048);
+        record.query = query.map(|q| truncate(&q, 4096));
+        record.actor_fingerprint = api_key.as_deref().map(redact::fingerprint);
+        record.client_addr = Some(self.client_addr.ip().to_string());
+        record.user_agent = user_agent;
+        record.campaign_id = campaign_id(path);
+        record
     }
 
     fn fail(
         &self,
         err: ProxyError,
-        mut record: AuditRecord,
-        method: Method,
-        started: Instant,
+        mut tracker: Tracker,
         request_id: &HeaderValue,
     ) -> Response<ResponseBody> {
         match err.upstream_metric() {
@@ -212,11 +207,10 @@ impl ProxyService {
             }
             None => tracing::debug!(request_id = ?request_id, error = %err, "request refused"),
         }
-        record.status = err.status().as_u16();
-        record.error_kind = Some(err.kind());
+        tracker.record.status = err.status().as_u16();
+        tracker.record.error_kind = Some(err.kind());
         let mut resp: Response<ResponseBody> = err.to_response(request_id);
-        resp.body_mut()
-            .track(Tracker::new(self.state.clone(), record, method, started));
+        resp.body_mut().track(tracker);
         resp
     }
 }
@@ -236,14 +230,15 @@ fn target(parts: &http::request::Parts) -> Result<PathAndQuery, ProxyError> {
     }
 }
 
-/// Sends the request upstream within the time-to-first-byte budget. A bodiless
-/// GET or HEAD whose connection died before any answer is tried once more; the
-/// pooled client itself retries requests that never left on a reused
-/// connection. Nothing else is ever retried.
+/// Sends the request upstream. A bodiless GET or HEAD whose connection died
+/// before any answer is tried once more (both are safe to repeat); the pooled
+/// client itself retries requests that never left on a reused connection.
+/// Nothing else is ever retried.
 async fn forward(
     state: &ProxyState,
     parts: http::request::Parts,
     body: RequestBody,
+    upload: Option<&body::UploadState>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let retryable = matches!(parts.method, Method::GET | Method::HEAD) && body.is_end_stream();
     let copy = retryable.then(|| {
@@ -256,41 +251,80 @@ async fn forward(
         }
         b
     });
-    let first = send(state, Request::from_parts(parts, body)).await;
+    let first = send(state, Request::from_parts(parts, body), upload).await;
     match (first, copy) {
         (Err(ProxyError::UpstreamReset { .. }), Some(copy)) => {
             tracing::debug!("upstream connection died before answering; retrying once");
             let req = copy
                 .body(RequestBody::Empty)
                 .expect("a copy of a valid request is valid");
-            send(state, req).await
+            send(state, req, None).await
         }
         (result, _) => result,
     }
 }
 
+/// One attempt. While the client's body is still streaming, the request may
+/// take as long as the body keeps moving (each pause at most
+/// `body_idle_timeout`); the time-to-first-byte budget starts once it has all
+/// been sent.
 async fn send(
     state: &ProxyState,
     req: Request<RequestBody>,
+    upload: Option<&body::UploadState>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let upstream = || state.upstream_url.clone();
-    match tokio::time::timeout(state.first_byte_timeout, state.client.request(req)).await {
+    let response = state.client.request(req);
+    tokio::pin!(response);
+    if let Some(upload) = upload {
+        let mut last = upload.bytes.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut response => return map_result(state, result),
+                _ = upload.done.notified() => break,
+                _ = tokio::time::sleep(state.body_idle_timeout) => {
+                    let now = upload.bytes.load(Ordering::Relaxed);
+                    if now != last {
+                        last = now;
+                        continue;
+                    }
+                    let after = state.body_idle_timeout;
+                    return Err(if upload.waiting_on_client.load(Ordering::Relaxed) {
+                        ProxyError::ClientBodyTimeout { after }
+                    } else {
+                        ProxyError::UpstreamStalledReading { upstream: state.upstream_url.clone(), after }
+                    });
+                }
+            }
+        }
+    }
+    match tokio::time::timeout(state.first_byte_timeout, response).await {
         Err(_) => Err(ProxyError::UpstreamTimeout {
-            upstream: upstream(),
+            upstream: state.upstream_url.clone(),
             after: state.first_byte_timeout,
         }),
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(err)) if err.is_connect() && is_timeout(&err) => {
+        Ok(result) => map_result(state, result),
+    }
+}
+
+fn map_result(
+    state: &ProxyState,
+    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let upstream = || state.upstream_url.clone();
+    match result {
+        Ok(resp) => Ok(resp),
+        Err(err) if err.is_connect() && is_timeout(&err) => {
             Err(ProxyError::UpstreamConnectTimeout {
                 upstream: upstream(),
                 after: state.connect_timeout,
             })
         }
-        Ok(Err(err)) if err.is_connect() => Err(ProxyError::UpstreamConnect {
+        Err(err) if err.is_connect() => Err(ProxyError::UpstreamConnect {
             upstream: upstream(),
             source: err,
         }),
-        Ok(Err(err)) => Err(ProxyError::UpstreamReset {
+        Err(err) => Err(ProxyError::UpstreamReset {
             upstream: upstream(),
             source: err,
         }),

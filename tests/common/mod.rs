@@ -110,15 +110,22 @@ impl Gateway {
 pub struct Extra<'a> {
     pub top: &'a str,
     pub upstream: &'a str,
+    pub admin: &'a str,
     pub tables: &'a str,
 }
 
 pub fn config_text(upstream: &str, db_path: &Path, extra: Extra<'_>) -> String {
     format!(
-        "listen = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{top}\n\
+        "listen = \"127.0.0.1:0\"\n{grace}{top}\n\
          [upstream]\nurl = \"{upstream}\"\n{upstream_extra}\n\
          [database]\npath = {db:?}\n\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\n{tables}\n",
+         [admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n{tables}\n",
+        admin = extra.admin,
+        grace = if extra.top.contains("shutdown_grace") {
+            ""
+        } else {
+            "shutdown_grace = \"5s\"\n"
+        },
         top = extra.top,
         upstream_extra = extra.upstream,
         tables = extra.tables,
@@ -213,6 +220,30 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes raw bytes and waits up to `within` for the server to answer and
+/// close; `None` if it neither answered nor closed in time (a hang).
+pub async fn raw_closes_within(addr: SocketAddr, bytes: &[u8], within: Duration) -> Option<String> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    match tokio::time::timeout(within, s.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// A metric's value from the admin listener's `/metrics`.
+pub async fn metric(gw: &Gateway, name: &str) -> f64 {
+    let text = get(&gw.admin_url("/metrics")).await;
+    let text = String::from_utf8_lossy(&text.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// An address on which nothing listens.
