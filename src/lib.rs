@@ -11,6 +11,8 @@
 //! - [`audit`]: audit records, secret redaction, the batch writer and queries.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: lock-free counters rendered as Prometheus text.
+//! - [`guard`]: the deletion guard: classification, policy, the guarded pipeline.
+//! - [`snapshot`]: capturing a campaign's data into checksummed, compressed chunks.
 //! - [`db`]: the SQLite pool and embedded migrations.
 //! - [`tls`]: rustls configs for the upstream client and the proxy listener.
 //! - [`logging`]: tracing setup (JSON or pretty).
@@ -20,8 +22,10 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod snapshot;
 pub mod tls;

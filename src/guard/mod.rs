@@ -1,0 +1,5 @@
+//! The deletion guard: which requests are destructive ([`classify`]), the
+//! team's policy ([`policy`]), and the ordered pipeline that captures a
+//! campaign's data before anything destroys it.
+
+pub mod policy;

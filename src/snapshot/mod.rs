@@ -1,0 +1,4 @@
+//! Snapshots: what a destructive call would destroy, captured into SQLite as
+//! zstd-compressed, checksummed chunks before the call is allowed.
+
+pub mod store;
