@@ -112,7 +112,10 @@ pub async fn run(
         client,
         audit.clone(),
         metrics.clone(),
+        pool.clone(),
     ));
+    recover_unfinished(&pool).await;
+    let reload_task = tokio::spawn(reload_on_sighup(config.clone(), state.clone()));
 
     let ready = Arc::new(AtomicBool::new(false));
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -175,6 +178,7 @@ pub async fn run(
     while connections.join_next().await.is_some() {}
     drop(state);
 
+    reload_task.abort();
     let _ = admin_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
     let audit_records_written = writer.close().await;
@@ -184,6 +188,49 @@ pub async fn run(
         connections_cut,
         audit_records_written,
     })
+}
+
+/// Operations and snapshots a crash left unfinished are marked, never
+/// reported as complete.
+async fn recover_unfinished(pool: &sqlx::SqlitePool) {
+    match crate::guard::operations::mark_interrupted(pool).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            operations = n,
+            "marked operations left unfinished by a crash as interrupted"
+        ),
+        Err(err) => tracing::error!(error = %err, "cannot mark unfinished operations"),
+    }
+    match crate::snapshot::store::mark_interrupted(pool).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            snapshots = n,
+            "marked snapshots left unfinished by a crash as incomplete"
+        ),
+        Err(err) => tracing::error!(error = %err, "cannot mark unfinished snapshots"),
+    }
+}
+
+/// SIGHUP reloads the policy and actors: validate, swap, or keep the old
+/// ones and log why the new ones were refused.
+async fn reload_on_sighup(config: Config, state: Arc<ProxyState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; policy reload is off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match config.reload_policy(&crate::config::ProcessEnv) {
+            Ok(new) => {
+                let revision = new.policy.revision().to_string();
+                state.set_policy(new);
+                tracing::info!(policy_revision = %revision, "policy reloaded");
+            }
+            Err(err) => {
+                tracing::error!(error = %err, kept = %state.policy().policy.revision(), "policy reload refused; keeping the current policy");
+            }
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` resolves, then turns readiness off and

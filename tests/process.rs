@@ -201,6 +201,14 @@ async fn the_api_key_is_nowhere_in_logs_database_or_wal() {
         format!("GET /bad target?api_key={k} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
     )
     .await;
+    // A guarded delete: the operation, the snapshot and its audit record.
+    let guarded = send(
+        Request::delete(gw.url(&format!("/api/v1/campaigns/103?api_key={k}")))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(guarded.header("x-safedelete-action"), Some("archived"));
     // The upstream saw the key (that is the point of a drop-in gateway)...
     assert!(up.requests().iter().any(|r| r.target.contains(SECRET)));
     // A clean shutdown checkpoints the WAL into the database and deletes it,
@@ -208,7 +216,7 @@ async fn the_api_key_is_nowhere_in_logs_database_or_wal() {
     let mut wal = Vec::new();
     for _ in 0..100 {
         wal = std::fs::read(format!("{}-wal", db.display())).unwrap_or_default();
-        if audit_rows(&db).await.len() >= 9 {
+        if audit_rows(&db).await.len() >= 10 {
             wal = std::fs::read(format!("{}-wal", db.display())).unwrap();
             break;
         }
@@ -500,4 +508,89 @@ async fn pretty_logs_have_one_readable_access_line_per_request() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_snapshot_restarts_with_the_operation_interrupted() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(2_000))
+        .await
+        .unwrap();
+    up.fault(FaultRule {
+        method: Some("GET".into()),
+        path: "/api/v1/campaigns/101/leads-export".into(),
+        times: Some(1),
+        fault: Fault {
+            chunk_delay: Some(Duration::from_millis(200)),
+            ..Fault::default()
+        },
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db) = write_config(dir.path(), &up.url(), Extra::default());
+    let mut gw = Proc::start(&config, "info");
+    let url = gw.url("/api/v1/campaigns/101?api_key=sl_test_key");
+    let pending = tokio::spawn(async move {
+        client()
+            .request(Request::delete(url).body(Full::default()).unwrap())
+            .await
+    });
+    // Wait until the slow export has started and some of it is stored.
+    let pool = safedelete::db::open_existing(&db).await.unwrap();
+    let mut stored = 0i64;
+    for _ in 0..100 {
+        stored = sqlx::query_scalar("SELECT COUNT(*) FROM snapshot_chunks")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        let exporting = up
+            .requests()
+            .iter()
+            .any(|r| r.path().ends_with("/leads-export"));
+        if exporting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stored;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.child.kill().unwrap();
+    gw.child.wait().unwrap();
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the client saw its connection die"
+    );
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| r.method != "DELETE" && !r.path().ends_with("/status")));
+
+    // Restart on the same database.
+    let gw2 = Proc::start(&config, "info");
+    let (state,): (String,) = sqlx::query_as("SELECT state FROM operations ORDER BY id LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "interrupted");
+    let (snap_state,): (String,) =
+        sqlx::query_as("SELECT state FROM snapshots ORDER BY id LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(snap_state, "incomplete");
+    assert!(gw2.logs().contains("interrupted"));
+    // A fresh delete works (the unique claim was released).
+    let reply = send(
+        Request::delete(gw2.url("/api/v1/campaigns/101?api_key=sl_test_key"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.header("x-safedelete-action"), Some("archived"));
+    let complete: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE state = 'complete'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(complete, 1);
+    pool.close().await;
 }

@@ -14,12 +14,14 @@ pub use writer::{AuditSink, AuditWriter};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperationKind {
     Passthrough,
+    DeleteCampaign,
 }
 
 impl OperationKind {
     pub fn as_str(self) -> &'static str {
         match self {
             OperationKind::Passthrough => "passthrough",
+            OperationKind::DeleteCampaign => "delete_campaign",
         }
     }
 }
@@ -37,6 +39,12 @@ pub enum ErrorKind {
     ClientBodyTimeout,
     BadRequest,
     ShuttingDown,
+    PolicyDenied,
+    SnapshotFailed,
+    FactsFailed,
+    ArchiveFailed,
+    Conflict,
+    StorageFailed,
 }
 
 impl ErrorKind {
@@ -52,6 +60,12 @@ impl ErrorKind {
             ErrorKind::ClientBodyTimeout => "client_body_timeout",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::PolicyDenied => "policy_denied",
+            ErrorKind::SnapshotFailed => "snapshot_failed",
+            ErrorKind::FactsFailed => "facts_failed",
+            ErrorKind::ArchiveFailed => "archive_failed",
+            ErrorKind::Conflict => "operation_in_progress",
+            ErrorKind::StorageFailed => "storage_failed",
         }
     }
 }
@@ -71,6 +85,12 @@ pub struct AuditRecord {
     pub user_agent: Option<String>,
     pub operation: OperationKind,
     pub campaign_id: Option<i64>,
+    /// What the guard did: allowed, archived, denied, refused.
+    pub action: Option<&'static str>,
+    pub would_action: Option<String>,
+    pub rule: Option<String>,
+    pub policy_revision: Option<String>,
+    pub snapshot_id: Option<i64>,
     pub upstream_status: Option<u16>,
     pub status: u16,
     pub bytes_in: u64,
@@ -94,6 +114,11 @@ impl AuditRecord {
             user_agent: None,
             operation,
             campaign_id: None,
+            action: None,
+            would_action: None,
+            rule: None,
+            policy_revision: None,
+            snapshot_id: None,
             upstream_status: None,
             status: 0,
             bytes_in: 0,

@@ -18,6 +18,11 @@ pub struct StoredEvent {
     pub user_agent: Option<String>,
     pub operation: String,
     pub campaign_id: Option<i64>,
+    pub action: Option<String>,
+    pub would_action: Option<String>,
+    pub rule: Option<String>,
+    pub policy_revision: Option<String>,
+    pub snapshot_id: Option<i64>,
     pub upstream_status: Option<i64>,
     pub status: i64,
     pub bytes_in: i64,
@@ -30,7 +35,8 @@ pub struct StoredEvent {
 pub async fn recent(pool: &SqlitePool, limit: u32) -> Result<Vec<StoredEvent>, sqlx::Error> {
     sqlx::query_as::<_, StoredEvent>(
         "SELECT id, time, request_id, method, path, query, actor_fingerprint, actor_label, \
-         client_addr, user_agent, operation, campaign_id, upstream_status, status, bytes_in, \
+         client_addr, user_agent, operation, campaign_id, action, would_action, rule, \
+         policy_revision, snapshot_id, upstream_status, status, bytes_in, \
          bytes_out, duration_ms, error_kind \
          FROM audit_events ORDER BY id DESC LIMIT ?",
     )

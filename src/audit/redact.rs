@@ -15,6 +15,8 @@ pub struct RedactedQuery {
     pub query: String,
     /// The first `api_key` value, percent-decoded (to fingerprint it).
     pub api_key: Option<String>,
+    /// The same value exactly as sent (for the guard's own reads).
+    pub api_key_raw: Option<String>,
     /// Raw and decoded forms of every secret value seen, to scrub elsewhere.
     pub secrets: Vec<String>,
 }
@@ -24,6 +26,7 @@ pub struct RedactedQuery {
 pub fn redact_query(query: &str, params: &[String]) -> RedactedQuery {
     let mut out = String::with_capacity(query.len());
     let mut api_key = None;
+    let mut api_key_raw = None;
     let mut secrets = Vec::new();
     for (i, pair) in query.split('&').enumerate() {
         if i > 0 {
@@ -48,6 +51,7 @@ pub fn redact_query(query: &str, params: &[String]) -> RedactedQuery {
                 let decoded = decode(v);
                 if api_key.is_none() && base_name.eq_ignore_ascii_case("api_key") {
                     api_key = Some(decoded.clone());
+                    api_key_raw = Some(v.to_string());
                 }
                 if !v.is_empty() {
                     secrets.push(v.to_string());
@@ -62,6 +66,7 @@ pub fn redact_query(query: &str, params: &[String]) -> RedactedQuery {
     RedactedQuery {
         query: out,
         api_key,
+        api_key_raw,
         secrets,
     }
 }
@@ -76,6 +81,14 @@ pub fn scrub(text: &str, secrets: &[String]) -> String {
         }
     }
     text
+}
+
+/// The full SHA-256 of a key, lower-case hex (how `[[actors]]` name keys).
+pub fn key_sha256(api_key: &str) -> String {
+    Sha256::digest(api_key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The actor fingerprint of a key: the first 16 hex characters of its SHA-256.

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::{format_time, AuditRecord};
 use crate::metrics::Metrics;
 
-/// Rows per INSERT statement; SQLite allows 32,766 bound variables and a row has 23.
+/// Rows per INSERT statement; SQLite allows 32,766 bound variables and a row has 22.
 const ROWS_PER_STATEMENT: usize = 200;
 
 /// The proxy's side of the queue. Cheap to clone.
@@ -168,14 +168,33 @@ async fn write_with_retry(pool: &SqlitePool, batch: &[AuditRecord], metrics: &Me
     0
 }
 
+/// Inserts one record now (guarded requests) and returns its id.
+pub async fn write_one(pool: &SqlitePool, record: &AuditRecord) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let id = insert(&mut tx, std::slice::from_ref(record)).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
 /// Inserts records in one transaction.
 pub async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
+    insert(&mut tx, batch).await?;
+    tx.commit().await
+}
+
+/// Inserts rows on a transaction; returns the last row's id.
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    batch: &[AuditRecord],
+) -> Result<i64, sqlx::Error> {
+    let mut last = 0;
     for rows in batch.chunks(ROWS_PER_STATEMENT) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO audit_events (time, request_id, method, path, query, actor_fingerprint, \
-             actor_label, client_addr, user_agent, operation, campaign_id, upstream_status, \
-             status, bytes_in, bytes_out, duration_ms, error_kind) ",
+             actor_label, client_addr, user_agent, operation, campaign_id, action, would_action, \
+             rule, policy_revision, snapshot_id, upstream_status, status, bytes_in, bytes_out, \
+             duration_ms, error_kind) ",
         );
         q.push_values(rows, |mut b, r| {
             b.push_bind(format_time(r.time))
@@ -189,6 +208,11 @@ pub async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(),
                 .push_bind(&r.user_agent)
                 .push_bind(r.operation.as_str())
                 .push_bind(r.campaign_id)
+                .push_bind(r.action)
+                .push_bind(&r.would_action)
+                .push_bind(&r.rule)
+                .push_bind(&r.policy_revision)
+                .push_bind(r.snapshot_id)
                 .push_bind(r.upstream_status.map(i64::from))
                 .push_bind(i64::from(r.status))
                 .push_bind(r.bytes_in as i64)
@@ -196,9 +220,9 @@ pub async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(),
                 .push_bind(r.duration.as_micros() as f64 / 1000.0)
                 .push_bind(r.error_kind.map(|e| e.as_str()));
         });
-        q.build().execute(&mut *tx).await?;
+        last = q.build().execute(&mut **tx).await?.last_insert_rowid();
     }
-    tx.commit().await
+    Ok(last)
 }
 
 fn unix_secs() -> u64 {

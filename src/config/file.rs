@@ -34,6 +34,30 @@ pub struct FileConfig {
     pub admin: FileAdmin,
     #[serde(default)]
     pub log: FileLog,
+    /// Known keys: a label for each, by the SHA-256 of the key.
+    #[serde(default)]
+    pub actors: Vec<FileActor>,
+    /// The deletion policy (validated by `guard::policy`).
+    pub policy: Option<crate::guard::policy::PolicyFile>,
+    #[serde(default)]
+    pub guard: FileGuard,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileActor {
+    pub name: String,
+    pub key_sha256: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGuard {
+    /// Total time a snapshot may take, retries and backoff included.
+    #[serde(default, with = "humantime_serde")]
+    pub snapshot_budget: Option<Duration>,
+    /// How a delete is turned into an archive: "METHOD STATUS" entries tried in order.
+    pub archive_attempts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

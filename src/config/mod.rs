@@ -15,6 +15,8 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::guard::policy::Policy;
+
 pub use env::{Env, NoEnv, ProcessEnv};
 use file::FileConfig;
 
@@ -43,6 +45,8 @@ pub enum ConfigError {
     },
     #[error("{key}: {problem}")]
     Invalid { key: String, problem: String },
+    #[error(transparent)]
+    Policy(#[from] crate::guard::policy::PolicyError),
     #[error("{key}: cannot read {path}: {source}")]
     File {
         key: String,
@@ -106,6 +110,47 @@ pub struct Config {
     pub audit: Audit,
     pub admin: Admin,
     pub log: Log,
+    /// The deletion policy and the actors it can name.
+    pub policy: GuardPolicy,
+    pub guard: GuardSettings,
+}
+
+/// The parts of the config that SIGHUP reloads together.
+#[derive(Debug, Clone)]
+pub struct GuardPolicy {
+    pub policy: Policy,
+    pub actors: Vec<Actor>,
+}
+
+impl GuardPolicy {
+    /// The label of the key with this SHA-256 (full hex), or `unknown`.
+    pub fn actor_label(&self, key_sha256: Option<&str>) -> &str {
+        key_sha256
+            .and_then(|k| self.actors.iter().find(|a| a.key_sha256 == k))
+            .map(|a| a.name.as_str())
+            .unwrap_or("unknown")
+    }
+}
+
+/// A known key, by the SHA-256 of its value (lower-case hex).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub name: String,
+    pub key_sha256: String,
+}
+
+/// How the guard acts.
+#[derive(Debug, Clone)]
+pub struct GuardSettings {
+    pub snapshot_budget: Duration,
+    pub archive_attempts: Vec<ArchiveAttempt>,
+}
+
+/// One way of archiving a campaign: `METHOD /campaigns/{id}/status {"status": STATUS}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveAttempt {
+    pub method: http::Method,
+    pub status: String,
 }
 
 /// TLS on the proxy listener, files already read and parsed.
@@ -352,6 +397,13 @@ impl Config {
             .map(|(_, v)| v)
             .unwrap_or_else(|| "info".into());
 
+        let policy = match &file.policy {
+            Some(p) => Policy::from_file(p)?,
+            None => Policy::builtin(),
+        };
+        let actors = load_actors(file.actors)?;
+        let guard = load_guard(file.guard)?;
+
         Ok(Config {
             source: None,
             listen,
@@ -380,7 +432,14 @@ impl Config {
                 token,
             },
             log: Log { format, filter },
+            policy: GuardPolicy { policy, actors },
+            guard,
         })
+    }
+
+    /// Re-reads only the policy and actors from the same file (SIGHUP).
+    pub fn reload_policy(&self, env: &dyn Env) -> Result<GuardPolicy, ConfigError> {
+        Ok(Config::load(self.source.as_deref(), env)?.policy)
     }
 
     /// The effective configuration as TOML, secrets masked (`check-config`).
@@ -437,6 +496,31 @@ impl Config {
         if self.admin.token.is_some() {
             out.push_str("token = \"***\"\n");
         }
+        out.push_str("\n[guard]\n");
+        out.push_str(&format!(
+            "snapshot_budget = {}\n",
+            d(self.guard.snapshot_budget)
+        ));
+        let attempts: Vec<String> = self
+            .guard
+            .archive_attempts
+            .iter()
+            .map(|a| s(&format!("{} {}", a.method, a.status)))
+            .collect();
+        out.push_str(&format!("archive_attempts = [{}]\n", attempts.join(", ")));
+        out.push_str(&format!(
+            "# policy: default {}, {} rule(s), revision {}\n",
+            self.policy.policy.default_action().as_str(),
+            self.policy.policy.rules().len(),
+            self.policy.policy.revision()
+        ));
+        for a in &self.policy.actors {
+            out.push_str(&format!(
+                "# actor: {} (key sha256 {}…)\n",
+                a.name,
+                &a.key_sha256[..12]
+            ));
+        }
         out.push_str("\n[log]\n");
         let format = match self.log.format {
             LogFormat::Pretty => "pretty",
@@ -446,6 +530,90 @@ impl Config {
         out.push_str(&format!("filter = {}\n", s(&self.log.filter)));
         out
     }
+}
+
+fn load_actors(actors: Vec<file::FileActor>) -> Result<Vec<Actor>, ConfigError> {
+    let mut out: Vec<Actor> = Vec::new();
+    for (i, a) in actors.into_iter().enumerate() {
+        let key = format!("actors[{i}]");
+        if a.name.trim().is_empty() || a.name == "unknown" {
+            return Err(ConfigError::invalid(
+                format!("{key}.name"),
+                "must be a non-empty label other than `unknown`",
+            ));
+        }
+        let sha = a.key_sha256.trim().to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.key_sha256"),
+                "must be the 64 hex characters of the key's SHA-256 (`printf %s \"$KEY\" | sha256sum`)",
+            ));
+        }
+        if out.iter().any(|o| o.key_sha256 == sha) {
+            return Err(ConfigError::invalid(
+                format!("{key}.key_sha256"),
+                "the same key is listed twice",
+            ));
+        }
+        out.push(Actor {
+            name: a.name,
+            key_sha256: sha,
+        });
+    }
+    Ok(out)
+}
+
+fn load_guard(g: file::FileGuard) -> Result<GuardSettings, ConfigError> {
+    let snapshot_budget = positive(
+        "guard.snapshot_budget",
+        g.snapshot_budget,
+        Duration::from_secs(300),
+    )?;
+    let attempts = g
+        .archive_attempts
+        .unwrap_or_else(|| vec!["PATCH ARCHIVED".into(), "POST ARCHIVED".into()]);
+    if attempts.is_empty() {
+        return Err(ConfigError::invalid(
+            "guard.archive_attempts",
+            "needs at least one entry like \"POST ARCHIVED\"",
+        ));
+    }
+    let mut archive_attempts = Vec::new();
+    for (i, a) in attempts.iter().enumerate() {
+        let key = format!("guard.archive_attempts[{i}]");
+        let mut words = a.split_whitespace();
+        let (method, status) = match (words.next(), words.next(), words.next()) {
+            (Some(m), Some(s), None) => (m.to_ascii_uppercase(), s.to_ascii_uppercase()),
+            _ => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("`{a}` is not \"METHOD STATUS\" (for example \"POST ARCHIVED\")"),
+                ))
+            }
+        };
+        let method = match method.as_str() {
+            "POST" => http::Method::POST,
+            "PATCH" => http::Method::PATCH,
+            "PUT" => http::Method::PUT,
+            _ => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("`{method}` is not POST, PATCH or PUT"),
+                ))
+            }
+        };
+        if !matches!(status.as_str(), "ARCHIVED" | "PAUSED" | "STOPPED") {
+            return Err(ConfigError::invalid(
+                key,
+                format!("`{status}` is not ARCHIVED, PAUSED or STOPPED"),
+            ));
+        }
+        archive_attempts.push(ArchiveAttempt { method, status });
+    }
+    Ok(GuardSettings {
+        snapshot_budget,
+        archive_attempts,
+    })
 }
 
 /// The environment variable wins over the file key; returns which one was used.

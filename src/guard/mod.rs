@@ -2,4 +2,7 @@
 //! team's policy ([`policy`]), and the ordered pipeline that captures a
 //! campaign's data before anything destroys it.
 
+pub mod classify;
+pub mod operations;
+pub mod pipeline;
 pub mod policy;

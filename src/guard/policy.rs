@@ -1,1 +1,652 @@
-//! Placeholder: being written.
+//! The deletion policy: the `[policy]` config table validated into an immutable
+//! [`Policy`], and [`evaluate`], the pure function (no I/O) that decides what
+//! happens to a campaign someone asked to delete.
+//!
+//! Rules are walked in order and the first matching `enforce` rule decides;
+//! matching `shadow` rules met on the way are recorded, not enforced. Every
+//! decision names the policy [revision](Policy::revision), a SHA-256 of the
+//! canonical policy, so an audit row says which policy made it.
+
+use std::collections::HashSet;
+use std::fmt::{self, Write as _};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The raw `[policy]` table, as written in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// `allow`, `archive` or `deny`; `archive` when absent.
+    pub default: Option<String>,
+    /// The ordered `[[policy.rules]]`.
+    #[serde(default)]
+    pub rules: Vec<RuleFile>,
+}
+
+/// One raw `[[policy.rules]]` entry.
+///
+/// `name` is the rule's own name; the campaign-name glob is `campaign_name`
+/// (not `name`, which would clash). Absent match fields are not checked;
+/// present ones must all match (AND), and a list matches when any element does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub name: String,
+    pub action: String,
+    /// `enforce` (default) or `shadow`.
+    pub mode: Option<String>,
+    /// `required` (default) or `off`; ignored for `deny`.
+    pub snapshot: Option<String>,
+    /// Stop the campaign before deleting it; only valid for `allow`.
+    pub stop_first: Option<bool>,
+    pub campaign_ids: Option<Vec<u64>>,
+    /// Glob on the campaign name: `*` any run of characters, `?` one, case-insensitive.
+    pub campaign_name: Option<String>,
+    /// Campaign statuses, case-insensitive.
+    pub statuses: Option<Vec<String>>,
+    pub client_ids: Option<Vec<u64>>,
+    /// Actor labels from `[[actors]]` (`unknown` for unlisted keys), case-sensitive.
+    pub actors: Option<Vec<String>>,
+}
+
+/// What happens to the campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Snapshot, then forward the delete.
+    Allow,
+    /// Snapshot, then archive the campaign instead of deleting it.
+    Archive,
+    /// Refuse with 403.
+    Deny,
+}
+
+impl Action {
+    /// The config spelling: `allow`, `archive` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Archive => "archive",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a rule decides (`enforce`) or is only recorded (`shadow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Shadow,
+}
+
+impl Mode {
+    /// The config spelling: `enforce` or `shadow`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+/// Whether the campaign's data is captured before acting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMode {
+    Required,
+    Off,
+}
+
+/// A validated rule. List matchers are sorted and deduplicated, statuses upper-cased.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub action: Action,
+    pub mode: Mode,
+    /// Always `Required` for `deny` rules, where it has no effect.
+    pub snapshot: SnapshotMode,
+    pub stop_first: bool,
+    pub campaign_ids: Option<Vec<u64>>,
+    /// The glob as written; matched case-insensitively.
+    pub campaign_name: Option<String>,
+    pub statuses: Option<Vec<String>>,
+    pub client_ids: Option<Vec<u64>>,
+    pub actors: Option<Vec<String>>,
+}
+
+/// The validated, immutable policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    default: Action,
+    rules: Vec<Rule>,
+    revision: String,
+}
+
+/// A problem with the `[policy]` table, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl PolicyError {
+    fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        PolicyError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Policy {
+    /// Validates the raw table. Error keys index rules from 0, as in
+    /// `policy.rules[2] ("foo").action`.
+    pub fn from_file(file: &PolicyFile) -> Result<Policy, PolicyError> {
+        let default = match &file.default {
+            Some(v) => choose("policy.default".into(), v, "an action", ACTIONS)?,
+            None => Action::Archive,
+        };
+        let mut seen = HashSet::new();
+        let mut rules = Vec::with_capacity(file.rules.len());
+        for (i, raw) in file.rules.iter().enumerate() {
+            if raw.name.trim().is_empty() {
+                return Err(PolicyError::invalid(
+                    format!("policy.rules[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            let key = |field: &str| format!("policy.rules[{i}] ({:?}).{field}", raw.name);
+            if !seen.insert(raw.name.as_str()) {
+                return Err(PolicyError::invalid(
+                    key("name"),
+                    "is used by an earlier rule; rule names must be unique",
+                ));
+            }
+            rules.push(rule_from_file(raw, key)?);
+        }
+        Ok(Policy::new(default, rules))
+    }
+
+    /// The policy when the config has none: archive everything.
+    pub fn builtin() -> Policy {
+        Policy::new(Action::Archive, Vec::new())
+    }
+
+    fn new(default: Action, rules: Vec<Rule>) -> Policy {
+        let revision = hex(&Sha256::digest(canonical(default, &rules)));
+        Policy {
+            default,
+            rules,
+            revision,
+        }
+    }
+
+    /// SHA-256 (lower-case hex) of the canonical encoding: compact JSON of the
+    /// validated policy with defaults filled in, rule order kept and match
+    /// lists sorted and deduplicated, so comments, whitespace and key order in
+    /// the TOML do not change it but any change in behaviour or rule names does.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// The action when no enforce rule matches.
+    pub fn default_action(&self) -> Action {
+        self.default
+    }
+
+    /// The rules, in evaluation order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+fn rule_from_file(raw: &RuleFile, key: impl Fn(&str) -> String) -> Result<Rule, PolicyError> {
+    let action = choose(key("action"), &raw.action, "an action", ACTIONS)?;
+    let mode = match &raw.mode {
+        Some(v) => choose(key("mode"), v, "a mode", MODES)?,
+        None => Mode::Enforce,
+    };
+    let snapshot = match &raw.snapshot {
+        Some(v) => choose(key("snapshot"), v, "a snapshot mode", SNAPSHOTS)?,
+        None => SnapshotMode::Required,
+    };
+    let stop_first = raw.stop_first.unwrap_or(false);
+    if stop_first && action != Action::Allow {
+        return Err(PolicyError::invalid(
+            key("stop_first"),
+            format!("only applies to allow rules (this rule's action is {action}); remove it"),
+        ));
+    }
+    let strings = |field: &str, list: &Option<Vec<String>>, upper: bool| {
+        list.as_ref()
+            .map(|l| {
+                if l.iter().any(|s| s.trim().is_empty()) {
+                    return Err(PolicyError::invalid(
+                        key(field),
+                        "entries must not be empty",
+                    ));
+                }
+                let l = l.iter().map(|s| {
+                    if upper {
+                        s.to_ascii_uppercase()
+                    } else {
+                        s.clone()
+                    }
+                });
+                non_empty(&key(field), l.collect())
+            })
+            .transpose()
+    };
+    let campaign_name = match &raw.campaign_name {
+        Some(g) if g.is_empty() => {
+            return Err(PolicyError::invalid(
+                key("campaign_name"),
+                "must not be empty (use \"*\" for any name, or remove the key)",
+            ))
+        }
+        other => other.clone(),
+    };
+    Ok(Rule {
+        name: raw.name.clone(),
+        action,
+        mode,
+        // Deny captures nothing, so its snapshot setting is normalised away.
+        snapshot: if action == Action::Deny {
+            SnapshotMode::Required
+        } else {
+            snapshot
+        },
+        stop_first,
+        campaign_ids: raw
+            .campaign_ids
+            .clone()
+            .map(|l| non_empty(&key("campaign_ids"), l))
+            .transpose()?,
+        campaign_name,
+        statuses: strings("statuses", &raw.statuses, true)?,
+        client_ids: raw
+            .client_ids
+            .clone()
+            .map(|l| non_empty(&key("client_ids"), l))
+            .transpose()?,
+        actors: strings("actors", &raw.actors, false)?,
+    })
+}
+
+const ACTIONS: &[(&str, Action)] = &[
+    ("allow", Action::Allow),
+    ("archive", Action::Archive),
+    ("deny", Action::Deny),
+];
+const MODES: &[(&str, Mode)] = &[("enforce", Mode::Enforce), ("shadow", Mode::Shadow)];
+const SNAPSHOTS: &[(&str, SnapshotMode)] = &[
+    ("required", SnapshotMode::Required),
+    ("off", SnapshotMode::Off),
+];
+
+/// Reads a config word, case-insensitively; the error lists the choices.
+fn choose<T: Copy>(
+    key: String,
+    value: &str,
+    what: &str,
+    choices: &[(&str, T)],
+) -> Result<T, PolicyError> {
+    if let Some(&(_, v)) = choices.iter().find(|(w, _)| w.eq_ignore_ascii_case(value)) {
+        return Ok(v);
+    }
+    let words: Vec<&str> = choices.iter().map(|&(w, _)| w).collect();
+    let (last, rest) = words.split_last().expect("every choice table is non-empty");
+    let problem = format!(
+        "{value:?} is not {what} (use {} or {last})",
+        rest.join(", ")
+    );
+    Err(PolicyError::invalid(key, problem))
+}
+
+/// Sorts and dedupes a match list; an empty one would match nothing, which is
+/// never what the author meant.
+fn non_empty<T: Ord>(key: &str, mut list: Vec<T>) -> Result<Vec<T>, PolicyError> {
+    if list.is_empty() {
+        return Err(PolicyError::invalid(
+            key,
+            "is empty, so the rule could never match; list at least one value or remove the key",
+        ));
+    }
+    list.sort();
+    list.dedup();
+    Ok(list)
+}
+
+/// The canonical encoding hashed into the revision: compact JSON of
+/// `{"format":"safedelete-policy/1","default":..,"rules":[..]}` with every rule's
+/// fields in a fixed order, defaults filled in, rule order kept, match lists
+/// sorted and deduplicated, statuses upper-cased and the name glob lower-cased
+/// (both match case-insensitively). Comments, whitespace and key order in the
+/// TOML therefore do not change it; any change in behaviour or rule names does.
+fn canonical(default: Action, rules: &[Rule]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Canon<'a> {
+        format: &'static str,
+        default: Action,
+        rules: Vec<CanonRule<'a>>,
+    }
+    #[derive(Serialize)]
+    struct CanonRule<'a> {
+        name: &'a str,
+        action: Action,
+        mode: &'static str,
+        snapshot: bool,
+        stop_first: bool,
+        campaign_ids: Option<&'a [u64]>,
+        campaign_name: Option<String>,
+        statuses: Option<&'a [String]>,
+        client_ids: Option<&'a [u64]>,
+        actors: Option<&'a [String]>,
+    }
+    let canon = Canon {
+        format: "safedelete-policy/1",
+        default,
+        rules: rules
+            .iter()
+            .map(|r| CanonRule {
+                name: &r.name,
+                action: r.action,
+                mode: r.mode.as_str(),
+                snapshot: r.snapshot == SnapshotMode::Required,
+                stop_first: r.stop_first,
+                campaign_ids: r.campaign_ids.as_deref(),
+                campaign_name: r.campaign_name.as_ref().map(|g| g.to_lowercase()),
+                statuses: r.statuses.as_deref(),
+                client_ids: r.client_ids.as_deref(),
+                actors: r.actors.as_deref(),
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&canon).expect("plain structs of strings and numbers always serialize")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Facts the decision needs. A fact that is `None` never matches a rule that
+/// checks that field.
+#[derive(Debug, Clone, Default)]
+pub struct Facts<'a> {
+    pub campaign_id: u64,
+    pub name: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub client_id: Option<u64>,
+    /// The actor label (`unknown` when the key is not listed).
+    pub actor: &'a str,
+}
+
+/// What the policy decided, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub action: Action,
+    /// The deciding rule; `None` when the default decided.
+    pub rule: Option<String>,
+    /// False for `deny`, and when the deciding rule says `snapshot = "off"`.
+    pub snapshot_required: bool,
+    /// Stop the campaign before forwarding the delete (allow rules only).
+    pub stop_first: bool,
+    /// Matching shadow rules met before the decision, in order.
+    pub would: Vec<ShadowOutcome>,
+    /// The [`Policy::revision`] that decided.
+    pub revision: String,
+}
+
+/// What a shadow rule would have done had it been enforced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowOutcome {
+    pub rule: String,
+    pub action: Action,
+}
+
+impl Decision {
+    /// The shadow outcomes as `rule=action, rule2=action`, for the audit
+    /// `would_action` column; `None` when no shadow rule matched.
+    pub fn would_action(&self) -> Option<String> {
+        if self.would.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .would
+            .iter()
+            .map(|w| format!("{}={}", w.rule, w.action))
+            .collect();
+        Some(parts.join(", "))
+    }
+}
+
+/// Decides: walks the rules in order, records matching shadow rules, and stops
+/// at the first matching enforce rule (first match wins, so shadow rules after
+/// it are not evaluated). When none matches, the default decides.
+pub fn evaluate(policy: &Policy, facts: &Facts<'_>) -> Decision {
+    let mut would = Vec::new();
+    for rule in &policy.rules {
+        if !rule.matches(facts) {
+            continue;
+        }
+        if rule.mode == Mode::Shadow {
+            would.push(ShadowOutcome {
+                rule: rule.name.clone(),
+                action: rule.action,
+            });
+            continue;
+        }
+        return Decision {
+            action: rule.action,
+            rule: Some(rule.name.clone()),
+            snapshot_required: rule.action != Action::Deny
+                && rule.snapshot == SnapshotMode::Required,
+            stop_first: rule.stop_first,
+            would,
+            revision: policy.revision.clone(),
+        };
+    }
+    Decision {
+        action: policy.default,
+        rule: None,
+        snapshot_required: policy.default != Action::Deny,
+        stop_first: false,
+        would,
+        revision: policy.revision.clone(),
+    }
+}
+
+/// A human-readable account of [`evaluate`]: each rule and whether it matched
+/// (naming the first failing field), the decision, the shadow outcomes and the
+/// revision.
+pub fn explain(policy: &Policy, facts: &Facts<'_>) -> String {
+    let decision = evaluate(policy, facts);
+    let mut out = String::new();
+    let mut reached = true;
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let _ = write!(
+            out,
+            "rule {} `{}` ({}, {}): ",
+            i + 1,
+            rule.name,
+            rule.action,
+            rule.mode.as_str()
+        );
+        if !reached {
+            out.push_str("(not reached)\n");
+            continue;
+        }
+        let mut matched = Vec::new();
+        let mut failed = None;
+        for field in FIELDS {
+            match rule.field_matches(field, facts) {
+                None => {}
+                Some(true) => matched.push(rule.describe(field, facts, true)),
+                Some(false) => {
+                    failed = Some(rule.describe(field, facts, false));
+                    break;
+                }
+            }
+        }
+        match &failed {
+            Some(why) => {
+                let _ = writeln!(out, "does not match — {why}");
+            }
+            None if matched.is_empty() => {
+                out.push_str("matches — no match fields, so every campaign\n")
+            }
+            None => {
+                let _ = writeln!(out, "matches — {}", matched.join("; "));
+            }
+        }
+        if failed.is_none() && rule.mode == Mode::Enforce {
+            reached = false;
+        }
+    }
+    match &decision.rule {
+        Some(name) => {
+            let _ = writeln!(out, "decision: {} by rule `{name}`", decision.action);
+        }
+        None => {
+            let _ = writeln!(out, "decision: {} by the default", decision.action);
+        }
+    }
+    for w in &decision.would {
+        let _ = writeln!(out, "shadow: rule `{}` would {}", w.rule, w.action);
+    }
+    let _ = writeln!(out, "policy revision: {}", policy.revision);
+    out
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    CampaignId,
+    Name,
+    Status,
+    ClientId,
+    Actor,
+}
+
+const FIELDS: [Field; 5] = [
+    Field::CampaignId,
+    Field::Name,
+    Field::Status,
+    Field::ClientId,
+    Field::Actor,
+];
+
+impl Rule {
+    fn matches(&self, facts: &Facts<'_>) -> bool {
+        FIELDS
+            .iter()
+            .all(|&f| self.field_matches(f, facts) != Some(false))
+    }
+
+    /// `None` when the rule does not check `field`.
+    fn field_matches(&self, field: Field, facts: &Facts<'_>) -> Option<bool> {
+        Some(match field {
+            Field::CampaignId => self
+                .campaign_ids
+                .as_ref()?
+                .binary_search(&facts.campaign_id)
+                .is_ok(),
+            Field::Name => {
+                let glob = self.campaign_name.as_ref()?;
+                facts.name.is_some_and(|n| glob_match(glob, n))
+            }
+            Field::Status => {
+                let list = self.statuses.as_ref()?;
+                facts
+                    .status
+                    .is_some_and(|s| list.iter().any(|l| l.eq_ignore_ascii_case(s)))
+            }
+            Field::ClientId => {
+                let list = self.client_ids.as_ref()?;
+                facts
+                    .client_id
+                    .is_some_and(|c| list.binary_search(&c).is_ok())
+            }
+            Field::Actor => self.actors.as_ref()?.iter().any(|a| a == facts.actor),
+        })
+    }
+
+    fn describe(&self, field: Field, facts: &Facts<'_>, ok: bool) -> String {
+        let verb = if ok { "in" } else { "not in" };
+        let list = |l: &Option<Vec<String>>| l.as_deref().unwrap_or_default().join(", ");
+        let nums = |l: &Option<Vec<u64>>| {
+            l.as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match field {
+            Field::CampaignId => format!(
+                "campaign_id {} {verb} [{}]",
+                facts.campaign_id,
+                nums(&self.campaign_ids)
+            ),
+            Field::Name => {
+                let glob = self.campaign_name.as_deref().unwrap_or_default();
+                match facts.name {
+                    None => format!("campaign has no name, so it cannot match {glob:?}"),
+                    Some(n) if ok => format!("name {n:?} matches {glob:?}"),
+                    Some(n) => format!("name {n:?} does not match {glob:?}"),
+                }
+            }
+            Field::Status => match facts.status {
+                None => format!("status unknown, so not in [{}]", list(&self.statuses)),
+                Some(s) => format!("status {s} {verb} [{}]", list(&self.statuses)),
+            },
+            Field::ClientId => match facts.client_id {
+                None => format!(
+                    "campaign has no client_id, so not in [{}]",
+                    nums(&self.client_ids)
+                ),
+                Some(c) => format!("client_id {c} {verb} [{}]", nums(&self.client_ids)),
+            },
+            Field::Actor => format!("actor {} {verb} [{}]", facts.actor, list(&self.actors)),
+        }
+    }
+}
+
+/// Glob match, case-insensitive: `*` matches any run of characters (including
+/// none), `?` exactly one; everything else matches itself. Backtracks only to
+/// the last `*`, so the cost is at most pattern × name, never exponential.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let same = |a: char, b: char| a == b || a.to_lowercase().eq(b.to_lowercase());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || same(p[pi], t[ti])) {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests;

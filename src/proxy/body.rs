@@ -105,6 +105,8 @@ pub struct Tracker {
     bytes_out: u64,
     body_error: Option<ErrorKind>,
     done: bool,
+    /// The guard wrote this request's audit record itself.
+    pub audited: bool,
 }
 
 impl Tracker {
@@ -119,6 +121,7 @@ impl Tracker {
             bytes_out: 0,
             body_error: None,
             done: false,
+            audited: false,
         }
     }
 
@@ -162,8 +165,10 @@ impl Tracker {
             error_kind = r.error_kind.map(|e| e.as_str()).unwrap_or(""),
             "request"
         );
-        let record = std::mem::replace(r, AuditRecord::empty(OperationKind::Passthrough));
-        state.audit.submit(record);
+        if !self.audited {
+            let record = std::mem::replace(r, AuditRecord::empty(OperationKind::Passthrough));
+            state.audit.submit(record);
+        }
     }
 }
 

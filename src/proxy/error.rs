@@ -36,6 +36,8 @@ pub enum ProxyError {
     ClientBodyTimeout { after: Duration },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("refused: {0}")]
+    Refused(#[from] crate::guard::classify::ClassifyError),
 }
 
 impl ProxyError {
@@ -47,7 +49,9 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamStalledReading { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ClientAborted | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientAborted | ProxyError::BadRequest(_) | ProxyError::Refused(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -62,7 +66,7 @@ impl ProxyError {
             ProxyError::UpstreamReset { .. } => ErrorKind::UpstreamReset,
             ProxyError::ClientAborted => ErrorKind::ClientAborted,
             ProxyError::ClientBodyTimeout { .. } => ErrorKind::ClientBodyTimeout,
-            ProxyError::BadRequest(_) => ErrorKind::BadRequest,
+            ProxyError::BadRequest(_) | ProxyError::Refused(_) => ErrorKind::BadRequest,
         }
     }
 
@@ -77,11 +81,19 @@ impl ProxyError {
             ProxyError::UpstreamReset { .. } => Some(UpstreamError::Reset),
             ProxyError::ClientAborted
             | ProxyError::ClientBodyTimeout { .. }
-            | ProxyError::BadRequest(_) => None,
+            | ProxyError::BadRequest(_)
+            | ProxyError::Refused(_) => None,
         }
     }
 
-    fn public_message(&self) -> &'static str {
+    fn public_message(&self) -> std::borrow::Cow<'static, str> {
+        if let ProxyError::Refused(reason) = self {
+            return format!("safedelete: {reason}").into();
+        }
+        self.static_message().into()
+    }
+
+    fn static_message(&self) -> &'static str {
         match self {
             ProxyError::UpstreamConnect { .. } => {
                 "safedelete: could not connect to SmartLead; the request was not sent"
@@ -103,6 +115,7 @@ impl ProxyError {
                 "safedelete: the request body stalled and was not delivered to SmartLead"
             }
             ProxyError::BadRequest(msg) => msg,
+            ProxyError::Refused(_) => "safedelete: refused",
         }
     }
 

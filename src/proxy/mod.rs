@@ -14,16 +14,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response};
 use hyper::body::{Body, Incoming};
+use sqlx::SqlitePool;
 
 use crate::audit::{redact, AuditRecord, AuditSink, OperationKind};
-use crate::config::Config;
+use crate::config::{Config, GuardPolicy, GuardSettings};
+use crate::guard::classify::{classify, Operation};
+use crate::guard::pipeline::{self, GuardBody, GuardInput};
 use crate::metrics::Metrics;
 use body::{ResponseBody, Tracker};
 use client::{RequestBody, UpstreamClient};
@@ -46,6 +49,11 @@ pub struct ProxyState {
     /// Set when the shutdown grace period ran out and connections are being
     /// cut: unfinished requests are then recorded as `shutting_down`.
     pub cutting: AtomicBool,
+    /// The database: operations, snapshots, guarded audit records.
+    pub pool: SqlitePool,
+    /// The deletion policy and actors; swapped whole on SIGHUP.
+    policy: RwLock<Arc<GuardPolicy>>,
+    pub guard: GuardSettings,
 }
 
 impl ProxyState {
@@ -54,6 +62,7 @@ impl ProxyState {
         client: UpstreamClient,
         audit: AuditSink,
         metrics: Arc<Metrics>,
+        pool: SqlitePool,
     ) -> Self {
         let u = &config.upstream;
         let host_header = HeaderValue::from_str(u.authority.as_str())
@@ -71,7 +80,34 @@ impl ProxyState {
             audit,
             metrics,
             cutting: AtomicBool::new(false),
+            pool,
+            policy: RwLock::new(Arc::new(config.policy.clone())),
+            guard: config.guard.clone(),
         }
+    }
+}
+
+impl ProxyState {
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<GuardPolicy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a new, already validated policy.
+    pub fn set_policy(&self, policy: GuardPolicy) {
+        let new = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut p) => *p = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    /// `Host` for requests to the upstream.
+    pub fn host_header(&self) -> HeaderValue {
+        self.host_header.clone()
     }
 }
 
@@ -113,6 +149,15 @@ impl ProxyService {
             Ok(pq) => pq,
             Err(err) => return self.fail(err, tracker, &request_id),
         };
+        let operation = match classify(
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+        ) {
+            Ok(op) => op,
+            Err(err) => return self.fail(err.into(), tracker, &request_id),
+        };
 
         headers::strip_hop_by_hop(&mut parts.headers);
         // The gateway answers `Expect: 100-continue` itself (hyper sends the
@@ -133,6 +178,14 @@ impl ProxyService {
             .expect("scheme, authority and a parsed path make a valid URI");
         // The upstream leg is always HTTP/1.1, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
+
+        if let Operation::DeleteCampaign { campaign_id } = operation {
+            // The body of a campaign DELETE is not forwarded: the route takes none.
+            drop(body);
+            return self
+                .guarded(campaign_id, parts, tracker, request_id, client_version)
+                .await;
+        }
 
         let body = if body.is_end_stream() {
             RequestBody::Empty
@@ -165,6 +218,54 @@ impl ProxyService {
                 self.fail(err, tracker, &request_id)
             }
         }
+    }
+
+    /// Runs the guard pipeline and turns its answer into the response.
+    async fn guarded(
+        &self,
+        campaign_id: u64,
+        parts: http::request::Parts,
+        mut tracker: Tracker,
+        request_id: HeaderValue,
+        client_version: http::Version,
+    ) -> Response<ResponseBody> {
+        let state = self.state.clone();
+        let key = parts
+            .uri
+            .query()
+            .map(|q| redact::redact_query(q, &state.redact_params));
+        let api_key_raw = key.as_ref().and_then(|k| k.api_key_raw.clone());
+        let api_key_sha256 = key
+            .as_ref()
+            .and_then(|k| k.api_key.as_deref())
+            .map(redact::key_sha256);
+        let input = GuardInput {
+            campaign_id,
+            user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+            parts,
+            api_key_raw,
+            api_key_sha256,
+            record: tracker.record.clone(),
+        };
+        // The pipeline writes this request's audit record itself, durably.
+        tracker.audited = true;
+        tracker.record.operation = OperationKind::DeleteCampaign;
+        let answer = pipeline::run(state.clone(), input).await;
+        tracker.record.status = answer.status.as_u16();
+        let mut body = match answer.body {
+            GuardBody::Json(bytes) => ResponseBody::full(bytes),
+            GuardBody::Upstream(incoming) => {
+                ResponseBody::upstream(incoming, state.body_idle_timeout)
+            }
+        };
+        body.track(tracker);
+        let mut resp = Response::new(body);
+        *resp.status_mut() = answer.status;
+        *resp.headers_mut() = answer.headers;
+        *resp.version_mut() = client_version;
+        resp.headers_mut()
+            .insert(headers::X_REQUEST_ID.clone(), request_id);
+        resp
     }
 
     fn new_record(&self, parts: &http::request::Parts, request_id: &HeaderValue) -> AuditRecord {

@@ -1,4 +1,5 @@
 //! Snapshots: what a destructive call would destroy, captured into SQLite as
 //! zstd-compressed, checksummed chunks before the call is allowed.
 
+pub mod fetch;
 pub mod store;

@@ -55,14 +55,29 @@ impl Gateway {
             .await
             .expect("gateway runs")
         });
-        Gateway {
+        let gw = Gateway {
             proxy,
             admin,
             dir,
             db_path,
             stop: Some(stop_tx),
             task: Some(task),
+        };
+        // Ready once the database is open and migrated: no test races it.
+        for _ in 0..200 {
+            let ready = client()
+                .request(
+                    Request::get(gw.admin_url("/readyz"))
+                        .body(Full::default())
+                        .unwrap(),
+                )
+                .await;
+            if matches!(ready, Ok(r) if r.status() == StatusCode::OK) {
+                return gw;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        panic!("the gateway did not become ready");
     }
 
     pub fn url(&self, target: &str) -> String {

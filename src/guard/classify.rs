@@ -1,0 +1,236 @@
+//! Classification: which requests are destructive. The guard must act on what
+//! SmartLead will act on, and SmartLead's router is lenient (case-insensitive,
+//! trailing slashes ignored, percent-decoding, and a CDN in front that resolves
+//! dot segments and merges slashes; its id parsing may accept `0108` or
+//! `108abc`). So the path is canonicalised the way such a stack might read it;
+//! a DELETE that canonicalises onto a campaign is guarded only when it is
+//! spelled exactly `/api/v1/campaigns/{id}`, and refused otherwise. Method
+//! overrides are refused on every request.
+
+use http::{HeaderMap, Method};
+use percent_encoding::percent_decode_str;
+
+/// What a request is, as far as the guard cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Forwarded as it is.
+    Passthrough,
+    /// `DELETE /api/v1/campaigns/{id}`: guarded.
+    DeleteCampaign { campaign_id: u64 },
+}
+
+impl Operation {
+    /// The name stored in `operations.kind` and `audit_events.operation`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operation::Passthrough => "passthrough",
+            Operation::DeleteCampaign { .. } => "delete_campaign",
+        }
+    }
+}
+
+/// Why a request is refused before anything else happens (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("method overrides are not accepted ({0}); send the real method instead")]
+    MethodOverride(&'static str),
+    #[error(
+        "this request would delete a campaign but is not spelled `DELETE /api/v1/campaigns/{{id}}` \
+         (it reads as `{canonical}`); send exactly that form so the guard can check it"
+    )]
+    AmbiguousDelete { canonical: String },
+}
+
+const OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+];
+
+/// Classifies a request by method, raw path, raw query and headers.
+pub fn classify(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Operation, ClassifyError> {
+    for name in OVERRIDE_HEADERS {
+        if headers.contains_key(name) {
+            return Err(ClassifyError::MethodOverride(name));
+        }
+    }
+    if let Some(q) = query {
+        if has_method_param(q) {
+            return Err(ClassifyError::MethodOverride("_method query parameter"));
+        }
+    }
+    if !method.as_str().eq_ignore_ascii_case("DELETE") {
+        return Ok(Operation::Passthrough);
+    }
+    let segments = canonical_segments(path);
+    let is_campaign_item = segments.len() == 4
+        && segments[0] == "api"
+        && segments[1] == "v1"
+        && segments[2] == "campaigns";
+    if !is_campaign_item {
+        return Ok(Operation::Passthrough);
+    }
+    let id = &segments[3];
+    let exact = *method == Method::DELETE
+        && path.strip_prefix("/api/v1/campaigns/") == Some(id.as_str())
+        && is_canonical_id(id);
+    match id.parse::<u64>() {
+        Ok(campaign_id) if exact => Ok(Operation::DeleteCampaign { campaign_id }),
+        _ => Err(ClassifyError::AmbiguousDelete {
+            canonical: format!("DELETE /{}", segments.join("/")),
+        }),
+    }
+}
+
+/// A decimal id without leading zeros (what SmartLead issues).
+fn is_canonical_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 19
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && !(id.len() > 1 && id.starts_with('0'))
+}
+
+/// The path as a lenient stack might read it: backslashes as slashes, matrix
+/// parameters dropped, percent-decoding repeated (double encoding), empty and
+/// `.` segments dropped, `..` resolved, lower case.
+pub fn canonical_segments(path: &str) -> Vec<String> {
+    let mut decoded = path.to_string();
+    for _ in 0..3 {
+        let next = percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let mut out: Vec<String> = Vec::new();
+    for raw in decoded.split(['/', '\\']) {
+        let segment = raw.split(';').next().unwrap_or("").trim();
+        match segment {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s.to_ascii_lowercase()),
+        }
+    }
+    out
+}
+
+fn has_method_param(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        let name = percent_decode_str(name).decode_utf8_lossy();
+        name.trim().eq_ignore_ascii_case("_method")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delete(path: &str) -> Result<Operation, ClassifyError> {
+        classify(&Method::DELETE, path, None, &HeaderMap::new())
+    }
+
+    #[test]
+    fn the_exact_spelling_is_guarded() {
+        assert_eq!(
+            delete("/api/v1/campaigns/108"),
+            Ok(Operation::DeleteCampaign { campaign_id: 108 })
+        );
+    }
+
+    #[test]
+    fn every_other_spelling_of_a_campaign_delete_is_refused() {
+        for path in [
+            "/api/v1/campaigns/108/",
+            "/API/v1/campaigns/108",
+            "/api/v1/Campaigns/108",
+            "/api/v1/campaigns/%31%30%38",
+            "/api/v1/campaigns/%2531%2530%2538",
+            "/api/v1//campaigns/108",
+            "//api/v1/campaigns/108",
+            "/api/v1/x/../campaigns/108",
+            "/api/v1/./campaigns/108",
+            "/api/v1/campaigns/0108",
+            "/api/v1/campaigns/108;x=1",
+            "/api/v1/campaigns/108abc",
+            "/api/v1/campaigns/%20108",
+            "/api/v1/campaigns%2F108",
+            "/api/v1\\campaigns\\108",
+            "/api/v1/campaigns/99999999999999999999999",
+            "/api/v1/campaigns/abc",
+        ] {
+            let result = delete(path);
+            assert!(
+                matches!(result, Err(ClassifyError::AmbiguousDelete { .. })),
+                "{path}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lowercase_delete_method_is_refused_on_a_campaign() {
+        let m = Method::from_bytes(b"delete").unwrap();
+        assert!(classify(&m, "/api/v1/campaigns/108", None, &HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn other_deletes_and_other_methods_pass_through() {
+        assert_eq!(
+            delete("/api/v1/campaigns/108/webhooks"),
+            Ok(Operation::Passthrough)
+        );
+        assert_eq!(delete("/api/v1/campaigns"), Ok(Operation::Passthrough));
+        assert_eq!(
+            delete("/api/v1/campaigns/108/.."),
+            Ok(Operation::Passthrough)
+        );
+        let get = classify(
+            &Method::GET,
+            "/api/v1/campaigns/108/",
+            None,
+            &HeaderMap::new(),
+        );
+        assert_eq!(get, Ok(Operation::Passthrough));
+    }
+
+    #[test]
+    fn method_overrides_are_refused_on_any_request() {
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-method-override",
+            "X-HTTP-Method",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_static("DELETE"),
+            );
+            let r = classify(&Method::POST, "/api/v1/campaigns/108", None, &h);
+            assert!(matches!(r, Err(ClassifyError::MethodOverride(_))), "{name}");
+        }
+        for q in [
+            "_method=DELETE",
+            "api_key=x&_METHOD=delete",
+            "%5Fmethod=DELETE",
+        ] {
+            let r = classify(
+                &Method::POST,
+                "/api/v1/campaigns/108",
+                Some(q),
+                &HeaderMap::new(),
+            );
+            assert!(matches!(r, Err(ClassifyError::MethodOverride(_))), "{q}");
+        }
+        let ok = classify(&Method::GET, "/x", Some("my_method=1"), &HeaderMap::new());
+        assert_eq!(ok, Ok(Operation::Passthrough));
+    }
+}

@@ -1,0 +1,680 @@
+//! The guard pipeline for `DELETE /api/v1/campaigns/{id}`, one function per
+//! phase, in the order that is the product: identify the actor, claim the
+//! campaign (single flight), read the facts, decide, snapshot, act, record.
+//! It runs as its own task, so a client that hangs up cannot stop it halfway.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::operations::{self, BeginError, DecisionRow, NewOperation, State};
+use super::policy::{self, Action, Decision, Facts};
+use crate::audit::{AuditRecord, ErrorKind, OperationKind};
+use crate::proxy::client::RequestBody;
+use crate::proxy::ProxyState;
+use crate::snapshot::fetch::{FetchError, Source};
+use crate::snapshot::store::{self, PartKind};
+
+/// The most of a campaign object the gateway reads into memory.
+const FACTS_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+pub static X_SAFEDELETE_ACTION: HeaderName = HeaderName::from_static("x-safedelete-action");
+pub static X_SAFEDELETE_AUDIT_ID: HeaderName = HeaderName::from_static("x-safedelete-audit-id");
+pub static X_SAFEDELETE_SNAPSHOT_ID: HeaderName =
+    HeaderName::from_static("x-safedelete-snapshot-id");
+
+/// A guarded request, cleaned and pointed at the upstream.
+pub struct GuardInput {
+    pub campaign_id: u64,
+    /// The client's DELETE, ready to forward if the policy allows it.
+    pub parts: http::request::Parts,
+    /// The `api_key` as the client sent it, for the guard's own reads.
+    pub api_key_raw: Option<String>,
+    /// Full SHA-256 hex of the key, to find the actor.
+    pub api_key_sha256: Option<String>,
+    pub user_agent: Option<HeaderValue>,
+    /// The request's audit record so far (redacted).
+    pub record: AuditRecord,
+}
+
+/// What the client gets back.
+pub struct GuardResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: GuardBody,
+}
+
+pub enum GuardBody {
+    Json(Bytes),
+    Upstream(Incoming),
+}
+
+/// Runs the pipeline in its own task and waits for its answer.
+pub async fn run(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
+    let task = tokio::spawn(pipeline(state, input));
+    match task.await {
+        Ok(resp) => resp,
+        Err(err) => {
+            tracing::error!(error = %err, "guard pipeline task failed");
+            let body = json!({
+                "ok": false, "success": false,
+                "error": "safedelete: internal error in the deletion guard; nothing was deleted",
+                "error_kind": "internal",
+            });
+            GuardResponse {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                headers: json_headers("refused"),
+                body: GuardBody::Json(Bytes::from(body.to_string())),
+            }
+        }
+    }
+}
+
+/// Everything the phases share.
+struct Run {
+    state: Arc<ProxyState>,
+    campaign_id: u64,
+    operation_id: Option<i64>,
+    snapshot_id: Option<i64>,
+    decision: Option<Decision>,
+    record: AuditRecord,
+    started: Instant,
+}
+
+/// How the pipeline ended when the gateway answers itself.
+struct Refusal {
+    status: StatusCode,
+    kind: ErrorKind,
+    state: State,
+    message: String,
+    upstream_status: Option<u16>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, kind: ErrorKind, state: State, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            kind,
+            state,
+            message: message.into(),
+            upstream_status: None,
+        }
+    }
+}
+
+async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
+    let guard_policy = state.policy();
+    let actor = guard_policy
+        .actor_label(input.api_key_sha256.as_deref())
+        .to_string();
+    let mut record = input.record;
+    record.operation = OperationKind::DeleteCampaign;
+    record.campaign_id = Some(input.campaign_id as i64);
+    record.actor_label = Some(actor.clone());
+    let mut run = Run {
+        state: state.clone(),
+        campaign_id: input.campaign_id,
+        operation_id: None,
+        snapshot_id: None,
+        decision: None,
+        record,
+        started: Instant::now(),
+    };
+
+    // Single flight: the durable intent, before anything else.
+    let new = NewOperation {
+        kind: OperationKind::DeleteCampaign.as_str(),
+        campaign_id: input.campaign_id,
+        request_id: &run.record.request_id,
+        actor_fingerprint: run.record.actor_fingerprint.as_deref(),
+        actor_label: &actor,
+    };
+    match operations::begin(&state.pool, &new).await {
+        Ok(id) => run.operation_id = Some(id),
+        Err(BeginError::InFlight { campaign_id }) => {
+            let refusal = Refusal::new(
+                StatusCode::CONFLICT,
+                ErrorKind::Conflict,
+                State::Denied,
+                format!("another deletion of campaign {campaign_id} is in progress; retry shortly. Nothing was deleted by this request."),
+            );
+            return run.refuse(refusal).await;
+        }
+        Err(BeginError::Db(err)) => {
+            tracing::error!(error = %err, "cannot record a guarded operation");
+            let refusal = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::StorageFailed,
+                State::Interrupted,
+                "the gateway cannot write its database, so it cannot protect this deletion. Nothing was deleted.",
+            );
+            return run.refuse(refusal).await;
+        }
+    }
+
+    let source = Source {
+        state: &state,
+        pool: &state.pool,
+        campaign_id: input.campaign_id,
+        api_key_raw: input.api_key_raw.as_deref(),
+        user_agent: input.user_agent.clone(),
+        deadline: tokio::time::Instant::now() + state.guard.snapshot_budget,
+        budget: state.guard.snapshot_budget,
+    };
+
+    let facts = match run.facts(&source).await {
+        Ok(FactsOutcome::Read(facts)) => facts,
+        Ok(FactsOutcome::Relay(resp)) => return run.relay_not_found(resp).await,
+        Err(refusal) => return run.refuse(refusal).await,
+    };
+
+    let decision = policy::evaluate(
+        &guard_policy.policy,
+        &Facts {
+            campaign_id: input.campaign_id,
+            name: facts.name.as_deref(),
+            status: facts.status.as_deref(),
+            client_id: facts.client_id,
+            actor: &actor,
+        },
+    );
+    run.record_decision(&decision).await;
+    run.decision = Some(decision.clone());
+    if decision.action == Action::Deny {
+        return run.deny().await;
+    }
+
+    if decision.snapshot_required {
+        if let Err(refusal) = run.snapshot(&source, &facts.raw).await {
+            return run.refuse(refusal).await;
+        }
+    }
+
+    run.set_state(State::Acting).await;
+    match decision.action {
+        Action::Archive => run.archive(&source).await,
+        Action::Allow => run.allow(&source, input.parts, decision.stop_first).await,
+        Action::Deny => unreachable!("deny returned above"),
+    }
+}
+
+/// What the campaign read told us.
+struct CampaignFacts {
+    raw: Bytes,
+    name: Option<String>,
+    status: Option<String>,
+    client_id: Option<u64>,
+}
+
+enum FactsOutcome {
+    Read(CampaignFacts),
+    Relay(GuardResponse),
+}
+
+impl Run {
+    async fn set_state(&self, state: State) {
+        if let Some(id) = self.operation_id {
+            if let Err(err) = operations::set_state(&self.state.pool, id, state).await {
+                tracing::error!(error = %err, operation_id = id, "cannot update operation state");
+            }
+        }
+    }
+
+    async fn finish_operation(
+        &self,
+        state: State,
+        upstream_status: Option<u16>,
+        error: Option<&str>,
+    ) {
+        if let Some(id) = self.operation_id {
+            if let Err(err) =
+                operations::finish(&self.state.pool, id, state, upstream_status, error).await
+            {
+                tracing::error!(error = %err, operation_id = id, "cannot finish operation");
+            }
+        }
+    }
+
+    async fn record_decision(&self, d: &Decision) {
+        let Some(id) = self.operation_id else { return };
+        let would = d.would_action();
+        let row = DecisionRow {
+            action: d.action.as_str(),
+            would_action: would.as_deref(),
+            rule: d.rule.as_deref(),
+            policy_revision: &d.revision,
+        };
+        if let Err(err) = operations::record_decision(&self.state.pool, id, &row).await {
+            tracing::error!(error = %err, operation_id = id, "cannot record the decision");
+        }
+    }
+
+    /// Phase: read the campaign (`GET /campaigns/{id}`) with the caller's key.
+    async fn facts(&mut self, source: &Source<'_>) -> Result<FactsOutcome, Refusal> {
+        self.set_state(State::Deciding).await;
+        let failed = |msg: String| {
+            Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::FactsFailed,
+                State::UpstreamFailed,
+                msg,
+            )
+        };
+        let req = source.request(Method::GET, "", None);
+        let resp = source.send(PartKind::Campaign, req).await.map_err(|e| {
+            failed(format!(
+                "could not read campaign {} from SmartLead ({e}). Nothing was deleted.",
+                self.campaign_id
+            ))
+        })?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND || status == StatusCode::UNAUTHORIZED {
+            let (parts, body) = resp.into_parts();
+            let bytes = read_limited(body).await.unwrap_or_default();
+            self.record.upstream_status = Some(status.as_u16());
+            let mut headers = HeaderMap::new();
+            if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+                headers.insert(header::CONTENT_TYPE, ct.clone());
+            }
+            headers.insert(
+                X_SAFEDELETE_ACTION.clone(),
+                HeaderValue::from_static("refused"),
+            );
+            return Ok(FactsOutcome::Relay(GuardResponse {
+                status,
+                headers,
+                body: GuardBody::Json(bytes),
+            }));
+        }
+        if !status.is_success() {
+            let mut r = failed(format!(
+                "reading campaign {} from SmartLead failed ({status}). Nothing was deleted.",
+                self.campaign_id
+            ));
+            r.upstream_status = Some(status.as_u16());
+            return Err(r);
+        }
+        let raw = read_limited(resp.into_body()).await.map_err(|_| {
+            failed(format!(
+                "the campaign {} could not be read completely. Nothing was deleted.",
+                self.campaign_id
+            ))
+        })?;
+        let value: Value = serde_json::from_slice(&raw).map_err(|_| {
+            failed(format!(
+                "SmartLead's answer for campaign {} is not JSON. Nothing was deleted.",
+                self.campaign_id
+            ))
+        })?;
+        // Some SmartLead pages wrap objects in {"data": {...}}.
+        let object = match value.get("data") {
+            Some(d) if d.is_object() && value.get("id").is_none() => d.clone(),
+            _ => value,
+        };
+        Ok(FactsOutcome::Read(CampaignFacts {
+            name: object
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            status: object
+                .get("status")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            client_id: object.get("client_id").and_then(Value::as_u64),
+            raw,
+        }))
+    }
+
+    /// Phase: capture every part; the snapshot is complete only when all are stored.
+    async fn snapshot(&mut self, source: &Source<'_>, campaign: &Bytes) -> Result<(), Refusal> {
+        self.set_state(State::Snapshotting).await;
+        let pool = &self.state.pool;
+        let storage = |msg: String| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::StorageFailed,
+                State::SnapshotFailed,
+                msg,
+            )
+        };
+        let id = store::create_snapshot(pool, self.operation_id, self.campaign_id as i64)
+            .await
+            .map_err(|e| {
+                storage(format!(
+                    "cannot start a snapshot ({e}). Nothing was deleted."
+                ))
+            })?;
+        self.snapshot_id = Some(id);
+        self.record.snapshot_id = Some(id);
+        if let Some(op) = self.operation_id {
+            let _ = operations::set_snapshot(pool, op, id).await;
+        }
+        let result = async {
+            source
+                .store_bytes(id, PartKind::Campaign, Some("application/json"), campaign)
+                .await?;
+            for kind in [
+                PartKind::LeadsCsv,
+                PartKind::Sequences,
+                PartKind::EmailAccounts,
+                PartKind::Webhooks,
+                PartKind::Analytics,
+            ] {
+                let part = source.capture(id, kind).await?;
+                tracing::info!(campaign_id = self.campaign_id, snapshot_id = id, %kind, bytes = part.bytes, "snapshot part stored");
+            }
+            Ok::<(), FetchError>(())
+        }
+        .await;
+        if let Err(err) = result {
+            let message = format!(
+                "could not capture campaign {} before deleting it: {err}. Nothing was deleted.",
+                self.campaign_id
+            );
+            let _ = store::fail_snapshot(pool, id, &err.to_string()).await;
+            return Err(if err.is_storage() {
+                storage(message)
+            } else {
+                Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorKind::SnapshotFailed,
+                    State::SnapshotFailed,
+                    message,
+                )
+            });
+        }
+        if let Err(err) = store::complete_snapshot(pool, id).await {
+            let _ = store::fail_snapshot(pool, id, &err.to_string()).await;
+            return Err(storage(format!(
+                "could not complete the snapshot ({err}). Nothing was deleted."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Phase: archive instead of deleting, trying each configured way in order.
+    async fn archive(mut self, source: &Source<'_>) -> GuardResponse {
+        let mut failures = Vec::new();
+        for attempt in &self.state.guard.archive_attempts {
+            let body = Bytes::from(json!({ "status": attempt.status }).to_string());
+            let req = source.request(attempt.method.clone(), "/status", Some(body));
+            match source.send(PartKind::Campaign, req).await {
+                Ok(resp) if resp.status().is_success() => {
+                    let status = resp.status().as_u16();
+                    self.record.upstream_status = Some(status);
+                    self.finish_operation(State::Done, Some(status), None).await;
+                    let rule = self.rule_label();
+                    let message =
+                        format!("Campaign archived instead of deleted (policy rule {rule})");
+                    return self
+                        .answer(StatusCode::OK, "archived", None, |extra| {
+                            json!({"ok": true, "success": true, "message": message, "safedelete": extra})
+                        })
+                        .await;
+                }
+                Ok(resp) => {
+                    self.record.upstream_status = Some(resp.status().as_u16());
+                    failures.push(format!(
+                        "{} {} -> {}",
+                        attempt.method,
+                        attempt.status,
+                        resp.status()
+                    ));
+                }
+                Err(e) => failures.push(format!("{} {} -> {e}", attempt.method, attempt.status)),
+            }
+        }
+        let mut refusal = Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::ArchiveFailed,
+            State::UpstreamFailed,
+            format!(
+                "the policy says archive, but every archive attempt failed ({}). Nothing was deleted.",
+                failures.join("; ")
+            ),
+        );
+        refusal.upstream_status = self.record.upstream_status;
+        self.refuse(refusal).await
+    }
+
+    /// Phase: forward the client's DELETE (optionally stopping the campaign first).
+    async fn allow(
+        mut self,
+        source: &Source<'_>,
+        mut parts: http::request::Parts,
+        stop_first: bool,
+    ) -> GuardResponse {
+        if stop_first {
+            let body = Bytes::from(r#"{"status":"STOPPED"}"#);
+            let req = source.request(Method::POST, "/status", Some(body));
+            let stopped = match source.send(PartKind::Campaign, req).await {
+                Ok(resp) if resp.status().is_success() => Ok(()),
+                Ok(resp) => Err(resp.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(why) = stopped {
+                let refusal = Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorKind::UpstreamReset,
+                    State::UpstreamFailed,
+                    format!("stopping the campaign before deleting it failed ({why}). Nothing was deleted."),
+                );
+                return self.refuse(refusal).await;
+            }
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let req = Request::from_parts(parts, RequestBody::Empty);
+        let state = self.state.clone();
+        let sent = tokio::time::timeout(state.first_byte_timeout, state.client.request(req)).await;
+        match sent {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                self.record.upstream_status = Some(status.as_u16());
+                let final_state = if status.is_success() {
+                    State::Done
+                } else {
+                    State::UpstreamFailed
+                };
+                self.finish_operation(final_state, Some(status.as_u16()), None)
+                    .await;
+                let (mut parts, body) = resp.into_parts();
+                crate::proxy::headers::strip_hop_by_hop(&mut parts.headers);
+                self.record.status = status.as_u16();
+                let audit_id = self.write_audit("allowed", None).await;
+                add_guard_headers(&mut parts.headers, "allowed", audit_id, self.snapshot_id);
+                GuardResponse {
+                    status,
+                    headers: parts.headers,
+                    body: GuardBody::Upstream(body),
+                }
+            }
+            Ok(Err(err)) if err.is_connect() => {
+                let refusal = Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorKind::UpstreamConnectFailed,
+                    State::UpstreamFailed,
+                    "could not connect to SmartLead to delete the campaign. Nothing was deleted.",
+                );
+                self.refuse(refusal).await
+            }
+            Ok(Err(_)) => {
+                let refusal = Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorKind::UpstreamReset,
+                    State::UpstreamFailed,
+                    "the connection to SmartLead failed during the delete; it may or may not have been applied (the snapshot is complete)",
+                );
+                self.refuse(refusal).await
+            }
+            Err(_) => {
+                let refusal = Refusal::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ErrorKind::UpstreamTimeout,
+                    State::UpstreamFailed,
+                    "SmartLead did not answer the delete in time; it may or may not have been applied (the snapshot is complete)",
+                );
+                self.refuse(refusal).await
+            }
+        }
+    }
+
+    async fn deny(mut self) -> GuardResponse {
+        self.finish_operation(State::Denied, None, None).await;
+        self.record.error_kind = Some(ErrorKind::PolicyDenied);
+        let rule = self.rule_label();
+        let message = format!(
+            "Deleting campaign {} is denied by policy rule {rule}. Nothing was deleted.",
+            self.campaign_id
+        );
+        self.answer(StatusCode::FORBIDDEN, "denied", Some(ErrorKind::PolicyDenied), |extra| {
+            json!({"ok": false, "success": false, "error": message, "message": message, "safedelete": extra})
+        })
+        .await
+    }
+
+    async fn refuse(mut self, r: Refusal) -> GuardResponse {
+        self.finish_operation(r.state, r.upstream_status, Some(&r.message))
+            .await;
+        if r.upstream_status.is_some() {
+            self.record.upstream_status = r.upstream_status;
+        }
+        tracing::warn!(campaign_id = self.campaign_id, error_kind = r.kind.as_str(), message = %r.message, "guarded delete refused");
+        let message = format!("safedelete: {}", r.message);
+        let kind = r.kind;
+        let mut resp = self
+            .answer(r.status, "refused", Some(kind), |extra| {
+                json!({"ok": false, "success": false, "error": message, "error_kind": kind.as_str(), "message": message, "safedelete": extra})
+            })
+            .await;
+        if r.status == StatusCode::CONFLICT {
+            resp.headers
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+
+    async fn relay_not_found(mut self, mut resp: GuardResponse) -> GuardResponse {
+        self.finish_operation(State::NotFound, Some(resp.status.as_u16()), None)
+            .await;
+        self.record.status = resp.status.as_u16();
+        let audit_id = self.write_audit("refused", None).await;
+        add_guard_headers(&mut resp.headers, "refused", audit_id, None);
+        resp
+    }
+
+    fn rule_label(&self) -> String {
+        match self.decision.as_ref().and_then(|d| d.rule.as_deref()) {
+            Some(rule) => format!("`{rule}`"),
+            None => "default".to_string(),
+        }
+    }
+
+    /// Records and builds a JSON answer with the `safedelete` block.
+    async fn answer(
+        &mut self,
+        status: StatusCode,
+        action: &'static str,
+        error: Option<ErrorKind>,
+        body: impl FnOnce(Value) -> Value,
+    ) -> GuardResponse {
+        self.record.status = status.as_u16();
+        let audit_id = self.write_audit(action, error).await;
+        let d = self.decision.as_ref();
+        let extra = json!({
+            "action": action,
+            "campaign_id": self.campaign_id,
+            "rule": d.and_then(|d| d.rule.clone()),
+            "would_action": d.and_then(|d| d.would_action()),
+            "policy_revision": d.map(|d| d.revision.clone()),
+            "operation_id": self.operation_id,
+            "snapshot_id": self.snapshot_id,
+            "audit_id": audit_id,
+        });
+        let mut headers = json_headers(action);
+        add_guard_headers(&mut headers, action, audit_id, self.snapshot_id);
+        GuardResponse {
+            status,
+            headers,
+            body: GuardBody::Json(Bytes::from(body(extra).to_string())),
+        }
+    }
+
+    /// Writes this request's audit record now, durably, and returns its id.
+    async fn write_audit(&mut self, action: &'static str, error: Option<ErrorKind>) -> Option<i64> {
+        let r = &mut self.record;
+        r.action = Some(action);
+        if error.is_some() {
+            r.error_kind = error;
+        }
+        if let Some(d) = &self.decision {
+            r.rule = d.rule.clone();
+            r.would_action = d.would_action();
+            r.policy_revision = Some(d.revision.clone());
+        }
+        r.snapshot_id = self.snapshot_id;
+        r.duration = self.started.elapsed();
+        match crate::audit::writer::write_one(&self.state.pool, r).await {
+            Ok(id) => Some(id),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot write the audit record of a guarded request");
+                None
+            }
+        }
+    }
+}
+
+fn json_headers(action: &'static str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(
+        X_SAFEDELETE_ACTION.clone(),
+        HeaderValue::from_static(action),
+    );
+    h
+}
+
+fn add_guard_headers(
+    h: &mut HeaderMap,
+    action: &'static str,
+    audit_id: Option<i64>,
+    snapshot_id: Option<i64>,
+) {
+    h.insert(
+        X_SAFEDELETE_ACTION.clone(),
+        HeaderValue::from_static(action),
+    );
+    if let Some(id) = audit_id {
+        h.insert(X_SAFEDELETE_AUDIT_ID.clone(), HeaderValue::from(id));
+    }
+    if let Some(id) = snapshot_id {
+        h.insert(X_SAFEDELETE_SNAPSHOT_ID.clone(), HeaderValue::from(id));
+    }
+}
+
+/// Reads a small body whole, refusing one over [`FACTS_MAX_BYTES`].
+async fn read_limited(body: Incoming) -> Result<Bytes, ()> {
+    let limited = http_body_util::Limited::new(body, FACTS_MAX_BYTES);
+    limited
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| ())
+}
+
+impl From<GuardResponse> for Response<GuardBody> {
+    fn from(g: GuardResponse) -> Self {
+        let mut resp = Response::new(g.body);
+        *resp.status_mut() = g.status;
+        *resp.headers_mut() = g.headers;
+        resp
+    }
+}

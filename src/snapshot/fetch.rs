@@ -1,0 +1,277 @@
+//! Reading what a destructive call would destroy from SmartLead, with the
+//! client's own key: each part is streamed through [`PartWriter`] (hashed,
+//! compressed, stored in chunks), and reads that hit 429/5xx, drop mid-body or
+//! stall are retried with backoff that honours `Retry-After`, all within one
+//! time budget for the whole snapshot.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sqlx::SqlitePool;
+use tokio::time::Instant;
+
+use super::store::{PartKind, PartSummary, PartWriter, StoreError};
+use crate::proxy::client::RequestBody;
+use crate::proxy::ProxyState;
+
+/// Why a part could not be captured.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{kind}: the snapshot budget of {budget:?} ran out")]
+    Budget { kind: PartKind, budget: Duration },
+    #[error("{kind}: SmartLead answered {status}")]
+    Status { kind: PartKind, status: StatusCode },
+    #[error("{kind}: could not reach SmartLead: {source}")]
+    Upstream {
+        kind: PartKind,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{kind}: the download failed mid-body: {source}")]
+    Body {
+        kind: PartKind,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{kind}: the download stalled")]
+    Stalled { kind: PartKind },
+    #[error("{kind}: cannot store it: {source}")]
+    Store {
+        kind: PartKind,
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl FetchError {
+    /// True when the database, not SmartLead, failed.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, FetchError::Store { .. })
+    }
+}
+
+/// Where and how to read: the campaign, the caller's key, the budget.
+pub struct Source<'a> {
+    pub state: &'a ProxyState,
+    pub pool: &'a SqlitePool,
+    pub campaign_id: u64,
+    /// The `api_key` value exactly as the client sent it (still encoded).
+    pub api_key_raw: Option<&'a str>,
+    pub user_agent: Option<HeaderValue>,
+    pub deadline: Instant,
+    pub budget: Duration,
+}
+
+/// The route of each part under `/api/v1/campaigns/{id}`.
+fn suffix(kind: PartKind) -> &'static str {
+    match kind {
+        PartKind::Campaign => "",
+        PartKind::LeadsCsv => "/leads-export",
+        PartKind::Sequences => "/sequences",
+        PartKind::EmailAccounts => "/email-accounts",
+        PartKind::Webhooks => "/webhooks",
+        PartKind::Analytics => "/analytics",
+    }
+}
+
+impl Source<'_> {
+    /// A request to SmartLead on the campaign (never logged: it holds the key).
+    pub fn request(
+        &self,
+        method: Method,
+        route: &str,
+        body: Option<Bytes>,
+    ) -> Request<RequestBody> {
+        let s = self.state;
+        let mut target = format!("/api/v1/campaigns/{}{}", self.campaign_id, route);
+        if let Some(key) = self.api_key_raw {
+            target.push_str("?api_key=");
+            target.push_str(key);
+        }
+        let uri = Uri::builder()
+            .scheme(s.upstream_scheme.clone())
+            .authority(s.upstream_authority.clone())
+            .path_and_query(target)
+            .build();
+        let mut builder = Request::builder().method(method);
+        builder = match uri {
+            Ok(uri) => builder.uri(uri),
+            // A key that is not a valid query string cannot reach SmartLead either.
+            Err(_) => builder.uri(format!("{}://{}/", s.upstream_scheme, s.upstream_authority)),
+        };
+        builder = builder.header(header::HOST, s.host_header());
+        if let Some(ua) = &self.user_agent {
+            builder = builder.header(header::USER_AGENT, ua.clone());
+        } else {
+            builder = builder.header(
+                header::USER_AGENT,
+                concat!("safedelete/", env!("CARGO_PKG_VERSION")),
+            );
+        }
+        let body = match body {
+            Some(b) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                RequestBody::Full(Some(b))
+            }
+            None => RequestBody::Empty,
+        };
+        builder
+            .body(body)
+            .expect("a request built from valid parts")
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Sends one request, waiting for its head at most the first-byte timeout
+    /// and never past the deadline.
+    pub async fn send(
+        &self,
+        kind: PartKind,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, FetchError> {
+        let wait = self.remaining().min(self.state.first_byte_timeout);
+        match tokio::time::timeout(wait, self.state.client.request(req)).await {
+            Err(_) if self.remaining().is_zero() => Err(FetchError::Budget {
+                kind,
+                budget: self.budget,
+            }),
+            Err(_) => Err(FetchError::Stalled { kind }),
+            Ok(Err(source)) => Err(FetchError::Upstream { kind, source }),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Captures one part, retrying within the budget.
+    pub async fn capture(
+        &self,
+        snapshot_id: i64,
+        kind: PartKind,
+    ) -> Result<PartSummary, FetchError> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            if self.remaining().is_zero() {
+                return Err(FetchError::Budget {
+                    kind,
+                    budget: self.budget,
+                });
+            }
+            let req = self.request(Method::GET, suffix(kind), None);
+            let outcome = match self.send(kind, req).await {
+                Ok(resp) => self.store(snapshot_id, kind, resp).await,
+                Err(e) => Err(Retry::Transient(e, None)),
+            };
+            let (err, retry_after) = match outcome {
+                Ok(summary) => return Ok(summary),
+                Err(Retry::Fatal(e)) => return Err(e),
+                Err(Retry::Transient(e, retry_after)) => (e, retry_after),
+            };
+            if matches!(err, FetchError::Budget { .. }) {
+                return Err(err);
+            }
+            let backoff = Duration::from_millis(250) * 2u32.saturating_pow(attempt - 1).min(32);
+            let wait = retry_after.unwrap_or(backoff);
+            if wait >= self.remaining() {
+                tracing::warn!(campaign_id = self.campaign_id, %kind, error = %err, ?wait, "snapshot read failed; no budget left to retry");
+                return Err(err);
+            }
+            tracing::info!(campaign_id = self.campaign_id, %kind, attempt, error = %err, ?wait, "snapshot read failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn store(
+        &self,
+        snapshot_id: i64,
+        kind: PartKind,
+        resp: Response<Incoming>,
+    ) -> Result<PartSummary, Retry> {
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            let retry_after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(Retry::Transient(
+                FetchError::Status { kind, status },
+                retry_after,
+            ));
+        }
+        if !status.is_success() {
+            return Err(Retry::Fatal(FetchError::Status { kind, status }));
+        }
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let store_err = |source| Retry::Fatal(FetchError::Store { kind, source });
+        let mut writer = PartWriter::begin(
+            self.pool,
+            snapshot_id,
+            kind,
+            content_type.as_deref(),
+            status.as_u16(),
+        )
+        .await
+        .map_err(store_err)?;
+        let mut body = resp.into_body();
+        loop {
+            let wait = self.remaining().min(self.state.body_idle_timeout);
+            let frame = match tokio::time::timeout(wait, body.frame()).await {
+                Err(_) => {
+                    let err = if self.remaining().is_zero() {
+                        FetchError::Budget {
+                            kind,
+                            budget: self.budget,
+                        }
+                    } else {
+                        FetchError::Stalled { kind }
+                    };
+                    let _ = writer.fail(&err.to_string()).await;
+                    return Err(Retry::Transient(err, None));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(source))) => {
+                    let err = FetchError::Body { kind, source };
+                    let _ = writer.fail(&err.to_string()).await;
+                    return Err(Retry::Transient(err, None));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                writer.write(&data).await.map_err(store_err)?;
+            }
+        }
+        writer.finish().await.map_err(store_err)
+    }
+
+    /// Stores bytes already read (the campaign object from the facts call).
+    pub async fn store_bytes(
+        &self,
+        snapshot_id: i64,
+        kind: PartKind,
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<PartSummary, FetchError> {
+        let store_err = |source| FetchError::Store { kind, source };
+        let mut writer = PartWriter::begin(self.pool, snapshot_id, kind, content_type, 200)
+            .await
+            .map_err(store_err)?;
+        writer.write(bytes).await.map_err(store_err)?;
+        writer.finish().await.map_err(store_err)
+    }
+}
+
+enum Retry {
+    Transient(FetchError, Option<Duration>),
+    Fatal(FetchError),
+}

@@ -1,0 +1,635 @@
+//! The deletion guard end to end: a real gateway, the fake SmartLead (which
+//! records what reached it), a real SQLite file. What matters is what reached
+//! SmartLead and in which order, what the client got, and what was stored.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fake_smartlead::{FakeHandle, Fault, FaultRule, RecordedRequest};
+use http::Request;
+use http_body_util::Full;
+
+const DELETE_101: &str = "/api/v1/campaigns/101?api_key=sl_test_key";
+
+async fn fake(leads: usize) -> FakeHandle {
+    fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(leads))
+        .await
+        .unwrap()
+}
+
+async fn delete(gw: &Gateway, target: &str) -> Reply {
+    send(
+        Request::delete(gw.url(target))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+}
+
+/// Requests that change or destroy something on SmartLead.
+fn destructive(r: &RecordedRequest) -> bool {
+    r.method == "DELETE"
+        || (r.path().ends_with("/status") && (r.method == "POST" || r.method == "PATCH"))
+}
+
+fn destructive_calls(up: &FakeHandle) -> Vec<RecordedRequest> {
+    up.requests().into_iter().filter(destructive).collect()
+}
+
+fn index_of(up: &FakeHandle, pred: impl Fn(&RecordedRequest) -> bool) -> Option<usize> {
+    up.requests().iter().position(pred)
+}
+
+const PART_ROUTES: [&str; 5] = [
+    "/leads-export",
+    "/sequences",
+    "/email-accounts",
+    "/webhooks",
+    "/analytics",
+];
+
+#[derive(Debug, sqlx::FromRow)]
+struct OperationRow {
+    state: String,
+    action: Option<String>,
+    rule: Option<String>,
+    policy_revision: Option<String>,
+    snapshot_id: Option<i64>,
+    error: Option<String>,
+    actor_label: Option<String>,
+}
+
+async fn operations(gw: &Gateway) -> Vec<OperationRow> {
+    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let rows = sqlx::query_as::<_, OperationRow>(
+        "SELECT state, action, rule, policy_revision, snapshot_id, error, actor_label FROM operations ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+async fn snapshot_state(gw: &Gateway, id: i64) -> (String, Vec<(String, String)>) {
+    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let info = safedelete::snapshot::store::get_snapshot(&pool, id)
+        .await
+        .unwrap();
+    pool.close().await;
+    (
+        info.state,
+        info.parts.into_iter().map(|p| (p.kind, p.state)).collect(),
+    )
+}
+
+async fn export_leads(gw: &Gateway, id: i64) -> Vec<u8> {
+    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let mut out = Vec::new();
+    safedelete::snapshot::store::export_part(
+        &pool,
+        id,
+        safedelete::snapshot::store::PartKind::LeadsCsv,
+        &mut out,
+    )
+    .await
+    .unwrap();
+    pool.close().await;
+    out
+}
+
+#[tokio::test]
+async fn by_default_a_delete_is_archived_after_the_data_is_captured() {
+    let up = fake(1_500).await;
+    let expected_csv = up.expected_leads_csv(101);
+    let gw = Gateway::start(&up.url()).await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["success"], true);
+    assert_eq!(body["ok"], true);
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("archived instead of deleted"));
+    assert_eq!(reply.header("x-safedelete-action"), Some("archived"));
+    let snapshot_id: i64 = reply
+        .header("x-safedelete-snapshot-id")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reply.header("x-safedelete-audit-id").is_some());
+
+    // Nothing was deleted; the campaign is archived.
+    assert!(up.requests().iter().all(|r| r.method != "DELETE"));
+    assert_eq!(up.campaign(101).unwrap()["status"], "ARCHIVED");
+    let calls = destructive_calls(&up);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].method, "PATCH");
+    assert_eq!(&calls[0].body[..], br#"{"status":"ARCHIVED"}"#);
+    // Every part was read before the archive.
+    let archive_at = index_of(&up, destructive).unwrap();
+    for route in PART_ROUTES {
+        let at = index_of(&up, |r| r.method == "GET" && r.path().ends_with(route))
+            .unwrap_or_else(|| panic!("{route} was never read"));
+        assert!(at < archive_at, "{route} read after the archive");
+    }
+    let (state, parts) = snapshot_state(&gw, snapshot_id).await;
+    assert_eq!(state, "complete");
+    assert_eq!(parts.len(), 6);
+    assert!(parts.iter().all(|(_, s)| s == "complete"));
+    assert!(
+        export_leads(&gw, snapshot_id).await == expected_csv,
+        "the stored export differs from what SmartLead served"
+    );
+
+    let ops = operations(&gw).await;
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].state, "done");
+    assert_eq!(ops[0].action.as_deref(), Some("archive"));
+    assert_eq!(ops[0].rule, None);
+    assert_eq!(ops[0].policy_revision.as_ref().unwrap().len(), 64);
+    assert_eq!(ops[0].snapshot_id, Some(snapshot_id));
+    assert_eq!(ops[0].actor_label.as_deref(), Some("unknown"));
+    let rows = gw.wait_for_audit_rows(1).await;
+    let row = rows.iter().find(|r| r.method == "DELETE").unwrap();
+    assert_eq!(row.operation, "delete_campaign");
+    assert_eq!(row.status, 200);
+    assert_eq!(row.campaign_id, Some(101));
+}
+
+#[tokio::test]
+async fn allow_stores_every_part_before_the_one_delete_and_relays_smartlead() {
+    let up = fake(500).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"allow\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"ok": true}),
+        "SmartLead's own answer"
+    );
+    assert_eq!(reply.header("x-safedelete-action"), Some("allowed"));
+    let snapshot_id: i64 = reply
+        .header("x-safedelete-snapshot-id")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deletes: Vec<_> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].target, DELETE_101);
+    let delete_at = index_of(&up, |r| r.method == "DELETE").unwrap();
+    for route in PART_ROUTES {
+        let at = index_of(&up, |r| r.method == "GET" && r.path().ends_with(route)).unwrap();
+        assert!(at < delete_at, "{route} read after the delete");
+    }
+    assert!(
+        up.campaign(101).is_none(),
+        "the campaign was really deleted"
+    );
+    let (state, _) = snapshot_state(&gw, snapshot_id).await;
+    assert_eq!(state, "complete");
+    assert_eq!(operations(&gw).await[0].state, "done");
+}
+
+#[tokio::test]
+async fn deny_answers_403_naming_the_rule_and_touches_nothing() {
+    let up = fake(50).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[[policy.rules]]\nname = \"protect-q1\"\naction = \"deny\"\ncampaign_ids = [101]\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.header("x-safedelete-action"), Some("denied"));
+    let body = reply.json();
+    assert_eq!(body["success"], false);
+    assert!(
+        body["error"].as_str().unwrap().contains("protect-q1"),
+        "{body}"
+    );
+    assert!(destructive_calls(&up).is_empty());
+    assert!(up.campaign(101).is_some());
+    let ops = operations(&gw).await;
+    assert_eq!(ops[0].state, "denied");
+    assert_eq!(ops[0].rule.as_deref(), Some("protect-q1"));
+    // Campaign 102 falls to the default (archive).
+    let other = delete(&gw, "/api/v1/campaigns/102?api_key=sl_test_key").await;
+    assert_eq!(other.header("x-safedelete-action"), Some("archived"));
+}
+
+#[tokio::test]
+async fn no_spelling_or_method_override_reaches_smartlead_as_an_unguarded_delete() {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"deny\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let q = "?api_key=sl_test_key";
+    for path in [
+        "/api/v1/campaigns/101/",
+        "/API/v1/campaigns/101",
+        "/api/v1/campaigns/%31%30%31",
+        "/api/v1//campaigns/101",
+        "/api/v1/x/../campaigns/101",
+        "/api/v1/campaigns/0101",
+        "/api/v1/campaigns/101;x=1",
+        "/api/v1/./campaigns/101",
+        "/api/v1/campaigns/101abc",
+    ] {
+        let reply = raw(
+            gw.proxy,
+            format!("DELETE {path}{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let status = reply.get(9..12).unwrap_or("");
+        assert!(status == "400" || status == "403", "{path}: {reply}");
+    }
+    for (header, value) in [
+        ("x-http-method-override", "DELETE"),
+        ("x-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+    ] {
+        let reply = send(
+            Request::post(gw.url(&format!("/api/v1/campaigns/101{q}")))
+                .header(header, value)
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, 400, "{header}");
+    }
+    let reply = send(
+        Request::post(gw.url(&format!("/api/v1/campaigns/101{q}&_method=DELETE")))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        up.requests().iter().all(|r| r.method != "DELETE"
+            && r.header("x-http-method-override").is_none()
+            && !r.target.contains("_method")),
+        "{:?}",
+        up.requests()
+    );
+    assert!(up.campaign(101).is_some());
+}
+
+/// Runs one failure case: the client gets a 5xx that says nothing was
+/// deleted, nothing destructive reached SmartLead, and the operation records
+/// the failure.
+async fn fails_closed(gw: &Gateway, up: &FakeHandle, expected_state: &str) -> serde_json::Value {
+    let reply = delete(gw, DELETE_101).await;
+    assert!(
+        reply.status.is_server_error(),
+        "{}: {:?}",
+        reply.status,
+        reply.body
+    );
+    assert_eq!(reply.header("x-safedelete-action"), Some("refused"));
+    let body = reply.json();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Nothing was deleted"),
+        "{body}"
+    );
+    assert!(
+        destructive_calls(up).is_empty(),
+        "{:?}",
+        destructive_calls(up)
+    );
+    assert!(up.campaign(101).is_some());
+    let ops = operations(gw).await;
+    assert_eq!(ops.last().unwrap().state, expected_state, "{ops:?}");
+    assert!(ops.last().unwrap().error.is_some());
+    if let Some(id) = ops.last().unwrap().snapshot_id {
+        let (state, _) = snapshot_state(gw, id).await;
+        assert_ne!(state, "complete");
+    }
+    body
+}
+
+fn fault(path: &str, fault: Fault) -> FaultRule {
+    FaultRule {
+        method: Some("GET".into()),
+        path: path.into(),
+        times: None,
+        fault,
+    }
+}
+
+async fn guarded_gateway(up: &FakeHandle, budget: &str) -> Gateway {
+    let tables = format!("[guard]\nsnapshot_budget = \"{budget}\"\n");
+    Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: Box::leak(tables.into_boxed_str()),
+            ..Extra::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_failing_campaign_read_fails_closed() {
+    let up = fake(20).await;
+    up.fault(fault(
+        "/api/v1/campaigns/101",
+        Fault {
+            status: Some(500),
+            ..Fault::default()
+        },
+    ));
+    let gw = guarded_gateway(&up, "3s").await;
+    let body = fails_closed(&gw, &up, "upstream_failed").await;
+    assert_eq!(body["error_kind"], "facts_failed");
+}
+
+#[tokio::test]
+async fn an_export_that_keeps_failing_fails_closed() {
+    let up = fake(20).await;
+    up.fault(fault(
+        "/api/v1/campaigns/101/leads-export",
+        Fault {
+            status: Some(500),
+            ..Fault::default()
+        },
+    ));
+    let gw = guarded_gateway(&up, "2s").await;
+    let body = fails_closed(&gw, &up, "snapshot_failed").await;
+    assert_eq!(body["error_kind"], "snapshot_failed");
+    let tries = up
+        .requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/leads-export"))
+        .count();
+    assert!(
+        tries >= 2,
+        "a 500 is retried within the budget ({tries} tries)"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_beyond_the_budget_fails_closed() {
+    let up = fake(20).await;
+    up.fault(fault(
+        "/api/v1/campaigns/101/leads-export",
+        Fault {
+            status: Some(429),
+            retry_after: Some(30),
+            ..Fault::default()
+        },
+    ));
+    let gw = guarded_gateway(&up, "2s").await;
+    let started = std::time::Instant::now();
+    fails_closed(&gw, &up, "snapshot_failed").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a Retry-After past the budget gives up at once"
+    );
+}
+
+#[tokio::test]
+async fn a_short_rate_limit_is_waited_out() {
+    let up = fake(20).await;
+    up.fault(FaultRule {
+        times: Some(1),
+        ..fault(
+            "/api/v1/campaigns/101/leads-export",
+            Fault {
+                status: Some(429),
+                retry_after: Some(1),
+                ..Fault::default()
+            },
+        )
+    });
+    let gw = guarded_gateway(&up, "10s").await;
+    let started = std::time::Instant::now();
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was not honoured"
+    );
+}
+
+#[tokio::test]
+async fn an_export_dropped_mid_body_fails_closed() {
+    let up = fake(3_000).await;
+    up.fault(fault(
+        "/api/v1/campaigns/101/leads-export",
+        Fault {
+            drop_after_bytes: Some(20_000),
+            ..Fault::default()
+        },
+    ));
+    let gw = guarded_gateway(&up, "2s").await;
+    fails_closed(&gw, &up, "snapshot_failed").await;
+}
+
+#[tokio::test]
+async fn an_export_slower_than_the_budget_fails_closed() {
+    let up = fake(3_000).await;
+    up.fault(fault(
+        "/api/v1/campaigns/101/leads-export",
+        Fault {
+            chunk_delay: Some(Duration::from_millis(300)),
+            ..Fault::default()
+        },
+    ));
+    let gw = guarded_gateway(&up, "1500ms").await;
+    let started = std::time::Instant::now();
+    fails_closed(&gw, &up, "snapshot_failed").await;
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn a_database_that_refuses_writes_fails_closed() {
+    let up = fake(200).await;
+    let gw = guarded_gateway(&up, "5s").await;
+    // A real write failure inside SQLite: every chunk insert is refused.
+    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_chunks BEFORE INSERT ON snapshot_chunks \
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let body = fails_closed(&gw, &up, "snapshot_failed").await;
+    assert_eq!(body["error_kind"], "storage_failed");
+}
+
+#[tokio::test]
+async fn when_every_archive_attempt_fails_nothing_is_deleted() {
+    let up = fake(20).await;
+    up.fault(FaultRule {
+        method: None,
+        path: "/api/v1/campaigns/101/status".into(),
+        times: None,
+        fault: Fault {
+            status: Some(500),
+            ..Fault::default()
+        },
+    });
+    let gw = guarded_gateway(&up, "5s").await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["error_kind"], "archive_failed");
+    assert!(reply.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("Nothing was deleted"));
+    // Both attempts were made, in order; nothing was deleted.
+    let attempts: Vec<String> = up
+        .requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/status"))
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(attempts, vec!["PATCH", "POST"]);
+    assert!(up.requests().iter().all(|r| r.method != "DELETE"));
+    assert_eq!(operations(&gw).await[0].state, "upstream_failed");
+    // The snapshot is complete even though the archive failed.
+    let id = operations(&gw).await[0].snapshot_id.unwrap();
+    assert_eq!(snapshot_state(&gw, id).await.0, "complete");
+}
+
+#[tokio::test]
+async fn a_missing_campaign_is_relayed_as_smartlead_said() {
+    let up = fake(20).await;
+    let gw = Gateway::start(&up.url()).await;
+    let reply = delete(&gw, "/api/v1/campaigns/424242?api_key=sl_test_key").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(
+        reply.json()["error"],
+        "Campaign not found - Invalid campaign_id."
+    );
+    let wrong_key = delete(&gw, "/api/v1/campaigns/101?api_key=nope").await;
+    assert_eq!(wrong_key.status, 401);
+    assert_eq!(wrong_key.json()["message"], "Invalid API Key");
+    assert!(destructive_calls(&up).is_empty());
+    assert_eq!(operations(&gw).await[0].state, "not_found");
+}
+
+#[tokio::test]
+async fn twenty_concurrent_deletes_make_one_destructive_call() {
+    let up = fake(500).await;
+    up.fault(fault(
+        "/api/v1/campaigns/101/leads-export",
+        Fault {
+            delay: Some(Duration::from_millis(800)),
+            ..Fault::default()
+        },
+    ));
+    let gw = Gateway::start(&up.url()).await;
+    let url = gw.url(DELETE_101);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            send(Request::delete(url).body(Full::default()).unwrap()).await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let reply = t.await.unwrap();
+        if reply.status == 409 {
+            assert!(reply.header("retry-after").is_some());
+            assert_eq!(reply.header("x-safedelete-action"), Some("refused"));
+        }
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        19,
+        "{statuses:?}"
+    );
+    assert_eq!(destructive_calls(&up).len(), 1);
+    assert_eq!(
+        up.requests()
+            .iter()
+            .filter(|r| r.path().ends_with("/leads-export"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn shadow_rules_are_recorded_but_not_enforced() {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[[policy.rules]]\nname = \"would-deny-active\"\naction = \"deny\"\nmode = \"shadow\"\nstatuses = [\"ACTIVE\"]\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-safedelete-action"), Some("archived"));
+    assert_eq!(
+        reply.json()["safedelete"]["would_action"],
+        "would-deny-active=deny"
+    );
+    let rows = gw.wait_for_audit_rows(1).await;
+    assert!(rows.iter().any(|r| r.method == "DELETE"));
+}
+
+#[tokio::test]
+async fn actors_are_labelled_from_the_config() {
+    use sha2::{Digest, Sha256};
+    let up = fake(20).await;
+    let sha: String = Sha256::digest(b"sl_test_key")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tables = format!(
+        "[[actors]]\nname = \"alice\"\nkey_sha256 = \"{sha}\"\n\n\
+         [[policy.rules]]\nname = \"alice-may-delete\"\naction = \"allow\"\nactors = [\"alice\"]\n"
+    );
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: &tables,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.header("x-safedelete-action"), Some("allowed"));
+    let ops = operations(&gw).await;
+    assert_eq!(ops[0].actor_label.as_deref(), Some("alice"));
+    assert_eq!(ops[0].rule.as_deref(), Some("alice-may-delete"));
+}
