@@ -1,5 +1,11 @@
-//! The command line: `serve`, `check-config` and `audit`, all resolving the
-//! config (and so the database) the same way.
+//! The command line: `serve`, `check-config`, `health`, `audit`, `policy` and
+//! `snapshots`, all resolving the config (and so the database) the same way.
+//!
+//! This file holds the command table, [`CliError`] and the gateway-facing
+//! commands; `policy` and `snapshots` hold the operator commands of those names.
+
+mod policy;
+mod snapshots;
 
 use std::path::PathBuf;
 
@@ -9,6 +15,10 @@ use crate::audit::query::{self, StoredEvent};
 use crate::config::{Config, ConfigError, ProcessEnv};
 use crate::db::{self, DbError};
 use crate::server::{self, Listeners, ServeError};
+use crate::snapshot::store::{PartKind, StoreError};
+
+pub use policy::PolicyCommand;
+pub use snapshots::{ExportError, SnapshotsCommand};
 
 /// safedelete: a drop-in gateway for the SmartLead API that captures campaign
 /// data before anything is deleted, and audits every request.
@@ -45,6 +55,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the configured deletion policy what it would decide, offline.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// List and export the campaign snapshots the gateway captured.
+    Snapshots {
+        #[command(subcommand)]
+        command: SnapshotsCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,24 +74,46 @@ pub struct ConfigArg {
     pub config: Option<PathBuf>,
 }
 
-/// A command that failed; `main` prints it and exits non-zero.
+/// A command that failed; `main` prints it with its chain of causes (so no
+/// message here repeats its source) and exits non-zero.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("cannot read the audit trail: {0}")]
+    #[error("cannot read the audit trail")]
     Query(#[from] sqlx::Error),
-    #[error("cannot write output: {0}")]
+    #[error("cannot write output")]
     Output(#[from] std::io::Error),
-    #[error("gateway at {url} is not ready: {source}")]
+    #[error("gateway at {url} is not ready")]
     NotReady {
         url: String,
         #[source]
         source: HealthError,
+    },
+    #[error("cannot read the snapshots")]
+    Snapshots(#[source] StoreError),
+    /// `path` is left as it was: the export went to a temporary file that is
+    /// removed again.
+    #[error("cannot export part {kind} of snapshot {snapshot_id} to {} (left unchanged)", .path.display())]
+    ExportFile {
+        snapshot_id: i64,
+        kind: PartKind,
+        path: PathBuf,
+        #[source]
+        source: ExportError,
+    },
+    /// Bytes already written to stdout cannot be taken back, so the message
+    /// says to discard them.
+    #[error("export of part {kind} of snapshot {snapshot_id} failed; discard what was written to stdout")]
+    ExportStdout {
+        snapshot_id: i64,
+        kind: PartKind,
+        #[source]
+        source: StoreError,
     },
 }
 
@@ -103,6 +145,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             json,
         } => audit(config, limit, json).await,
         Command::Health { config, url } => health(config, url).await,
+        Command::Policy { command } => policy::run(command),
+        Command::Snapshots { command } => snapshots::run(command).await,
     }
 }
 

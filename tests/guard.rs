@@ -633,3 +633,91 @@ async fn actors_are_labelled_from_the_config() {
     assert_eq!(ops[0].actor_label.as_deref(), Some("alice"));
     assert_eq!(ops[0].rule.as_deref(), Some("alice-may-delete"));
 }
+
+#[tokio::test]
+async fn allow_with_stop_first_stops_the_campaign_before_deleting_it() {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[[policy.rules]]\nname = \"stop-then-delete\"\naction = \"allow\"\nstop_first = true\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-safedelete-action"), Some("allowed"));
+    let calls = destructive_calls(&up);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].method, "POST");
+    assert_eq!(&calls[0].body[..], br#"{"status":"STOPPED"}"#);
+    assert_eq!(calls[1].method, "DELETE");
+}
+
+#[tokio::test]
+async fn snapshot_off_skips_the_capture() {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[[policy.rules]]\nname = \"drafts-go\"\naction = \"allow\"\nsnapshot = \"off\"\nstatuses = [\"DRAFTED\"]\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = delete(&gw, "/api/v1/campaigns/103?api_key=sl_test_key").await;
+    assert_eq!(reply.header("x-safedelete-action"), Some("allowed"));
+    assert!(reply.header("x-safedelete-snapshot-id").is_none());
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| !r.path().ends_with("/leads-export")));
+    assert!(up.campaign(103).is_none());
+}
+
+#[tokio::test]
+async fn the_archive_attempts_are_configurable() {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[guard]\narchive_attempts = [\"POST PAUSED\"]\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 200);
+    let calls = destructive_calls(&up);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].method, "POST");
+    assert_eq!(&calls[0].body[..], br#"{"status":"PAUSED"}"#);
+    assert_eq!(up.campaign(101).unwrap()["status"], "PAUSED");
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_stop_the_operation() {
+    let up = fake(500).await;
+    up.fault(fault(
+        "/api/v1/campaigns/101/leads-export",
+        Fault {
+            delay: Some(Duration::from_millis(500)),
+            ..Fault::default()
+        },
+    ));
+    let gw = Gateway::start(&up.url()).await;
+    let impatient = tokio::time::timeout(Duration::from_millis(150), delete(&gw, DELETE_101)).await;
+    assert!(impatient.is_err());
+    for _ in 0..100 {
+        if operations(&gw).await.first().map(|o| o.state.as_str()) == Some("done") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ops = operations(&gw).await;
+    assert_eq!(ops[0].state, "done", "{ops:?}");
+    assert_eq!(up.campaign(101).unwrap()["status"], "ARCHIVED");
+    let rows = gw.wait_for_audit_rows(1).await;
+    assert_eq!(rows.iter().filter(|r| r.method == "DELETE").count(), 1);
+}

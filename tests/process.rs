@@ -594,3 +594,112 @@ async fn a_gateway_killed_mid_snapshot_restarts_with_the_operation_interrupted()
     assert_eq!(complete, 1);
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_snapshot_keeps_memory_flat() {
+    // The yardstick: a 500,000-lead export (~180 MB of CSV).
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(500_000))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db) = write_config(
+        dir.path(),
+        &up.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"allow\"\n",
+            ..Extra::default()
+        },
+    );
+    let mut gw = Proc::start(&config, "warn,safedelete::server=info");
+    let warm = get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")).await;
+    assert_eq!(warm.status, 200);
+    let before = gw.peak_rss_kib();
+    let reply = send(
+        Request::delete(gw.url("/api/v1/campaigns/101?api_key=sl_test_key"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.header("x-safedelete-action"), Some("allowed"));
+    let after = gw.peak_rss_kib();
+    let grew_mib = after.saturating_sub(before) as f64 / 1024.0;
+    let pool = safedelete::db::open_existing(&db).await.unwrap();
+    let csv_bytes: i64 =
+        sqlx::query_scalar("SELECT byte_count FROM snapshot_parts WHERE kind = 'leads_csv'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    eprintln!(
+        "snapshot of {:.0} MB of leads CSV: peak RSS before {before} KiB, after {after} KiB (+{grew_mib:.1} MiB)",
+        csv_bytes as f64 / 1e6
+    );
+    assert!(csv_bytes > 150_000_000);
+    assert!(grew_mib < 64.0, "peak RSS grew by {grew_mib:.1} MiB");
+    assert!(gw.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_policy_and_keeps_it_when_the_new_one_is_invalid() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, db) = write_config(dir.path(), &up.url(), Extra::default());
+    let gw = Proc::start(&config, "info");
+    let hup = |gw: &Proc| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &gw.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    let deny = config_text(
+        &up.url(),
+        &db,
+        Extra {
+            tables: "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n",
+            ..Extra::default()
+        },
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", gw.proxy),
+    );
+    std::fs::write(&config, deny).unwrap();
+    hup(&gw);
+    let mut status = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if gw.logs().contains("policy reloaded") {
+            let r = send(
+                Request::delete(gw.url("/api/v1/campaigns/102?api_key=sl_test_key"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+            status = r.status.as_u16();
+            break;
+        }
+    }
+    assert_eq!(status, 403, "the reloaded deny rule was not enforced");
+
+    std::fs::write(&config, "[policy]\ndefault = \"nuke\"\n").unwrap();
+    hup(&gw);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if gw.logs().contains("policy reload refused") {
+            break;
+        }
+    }
+    assert!(gw.logs().contains("policy reload refused"), "{}", gw.logs());
+    let r = send(
+        Request::delete(gw.url("/api/v1/campaigns/101?api_key=sl_test_key"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 403, "the old policy must stay in force");
+    assert!(up.requests().iter().all(|r| r.method != "DELETE"));
+}
