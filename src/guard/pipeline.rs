@@ -409,9 +409,10 @@ impl Run {
                     let status = resp.status().as_u16();
                     self.record.upstream_status = Some(status);
                     self.finish_operation(State::Done, Some(status), None).await;
-                    let rule = self.rule_label();
-                    let message =
-                        format!("Campaign archived instead of deleted (policy rule {rule})");
+                    let message = format!(
+                        "Campaign archived instead of deleted (policy {})",
+                        self.rule_label()
+                    );
                     return self
                         .answer(StatusCode::OK, "archived", None, |extra| {
                             json!({"ok": true, "success": true, "message": message, "safedelete": extra})
@@ -529,7 +530,7 @@ impl Run {
         self.record.error_kind = Some(ErrorKind::PolicyDenied);
         let rule = self.rule_label();
         let message = format!(
-            "Deleting campaign {} is denied by policy rule {rule}. Nothing was deleted.",
+            "Deleting campaign {} is denied by policy {rule}. Nothing was deleted.",
             self.campaign_id
         );
         self.answer(StatusCode::FORBIDDEN, "denied", Some(ErrorKind::PolicyDenied), |extra| {
@@ -570,7 +571,7 @@ impl Run {
 
     fn rule_label(&self) -> String {
         match self.decision.as_ref().and_then(|d| d.rule.as_deref()) {
-            Some(rule) => format!("`{rule}`"),
+            Some(rule) => format!("rule `{rule}`"),
             None => "default".to_string(),
         }
     }
