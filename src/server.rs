@@ -176,6 +176,21 @@ pub async fn run(
         };
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+    // Guard pipelines whose clients went away still run to the end (they may
+    // be mid-snapshot or mid-archive); the database must outlive them.
+    let pipelines = state.guard_tasks.running();
+    if pipelines > 0 {
+        tracing::info!(pipelines, "waiting for deletion guard pipelines to finish");
+        let wait = config.shutdown_grace.max(Duration::from_secs(5));
+        if tokio::time::timeout(wait, state.guard_tasks.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "guard pipelines still running; they will be marked interrupted at the next start"
+            );
+        }
+    }
     drop(state);
 
     reload_task.abort();
@@ -193,21 +208,14 @@ pub async fn run(
 /// Operations and snapshots a crash left unfinished are marked, never
 /// reported as complete.
 async fn recover_unfinished(pool: &sqlx::SqlitePool) {
-    match crate::guard::operations::mark_interrupted(pool).await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            operations = n,
-            "marked operations left unfinished by a crash as interrupted"
+    match crate::guard::operations::recover_stale(pool).await {
+        Ok((0, 0)) => {}
+        Ok((operations, snapshots)) => tracing::warn!(
+            operations,
+            snapshots,
+            "operations left unfinished by a stopped gateway marked interrupted, their snapshots incomplete"
         ),
-        Err(err) => tracing::error!(error = %err, "cannot mark unfinished operations"),
-    }
-    match crate::snapshot::store::mark_interrupted(pool).await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            snapshots = n,
-            "marked snapshots left unfinished by a crash as incomplete"
-        ),
-        Err(err) => tracing::error!(error = %err, "cannot mark unfinished snapshots"),
+        Err(err) => tracing::error!(error = %err, "cannot recover unfinished operations"),
     }
 }
 

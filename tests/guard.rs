@@ -235,68 +235,6 @@ async fn deny_answers_403_naming_the_rule_and_touches_nothing() {
     assert_eq!(other.header("x-safedelete-action"), Some("archived"));
 }
 
-#[tokio::test]
-async fn no_spelling_or_method_override_reaches_smartlead_as_an_unguarded_delete() {
-    let up = fake(20).await;
-    let gw = Gateway::start_with(
-        &up.url(),
-        Extra {
-            tables: "[policy]\ndefault = \"deny\"\n",
-            ..Extra::default()
-        },
-    )
-    .await;
-    let q = "?api_key=sl_test_key";
-    for path in [
-        "/api/v1/campaigns/101/",
-        "/API/v1/campaigns/101",
-        "/api/v1/campaigns/%31%30%31",
-        "/api/v1//campaigns/101",
-        "/api/v1/x/../campaigns/101",
-        "/api/v1/campaigns/0101",
-        "/api/v1/campaigns/101;x=1",
-        "/api/v1/./campaigns/101",
-        "/api/v1/campaigns/101abc",
-    ] {
-        let reply = raw(
-            gw.proxy,
-            format!("DELETE {path}{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await;
-        let status = reply.get(9..12).unwrap_or("");
-        assert!(status == "400" || status == "403", "{path}: {reply}");
-    }
-    for (header, value) in [
-        ("x-http-method-override", "DELETE"),
-        ("x-method-override", "DELETE"),
-        ("x-http-method", "DELETE"),
-    ] {
-        let reply = send(
-            Request::post(gw.url(&format!("/api/v1/campaigns/101{q}")))
-                .header(header, value)
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(reply.status, 400, "{header}");
-    }
-    let reply = send(
-        Request::post(gw.url(&format!("/api/v1/campaigns/101{q}&_method=DELETE")))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 400);
-    assert!(
-        up.requests().iter().all(|r| r.method != "DELETE"
-            && r.header("x-http-method-override").is_none()
-            && !r.target.contains("_method")),
-        "{:?}",
-        up.requests()
-    );
-    assert!(up.campaign(101).is_some());
-}
-
 /// Runs one failure case: the client gets a 5xx that says nothing was
 /// deleted, nothing destructive reached SmartLead, and the operation records
 /// the failure.
@@ -505,13 +443,15 @@ async fn when_every_archive_attempt_fails_nothing_is_deleted() {
         .as_str()
         .unwrap()
         .contains("Nothing was deleted"));
-    // Both attempts were made, in order; nothing was deleted.
-    let attempts: Vec<String> = up
+    // Both attempts were made (each retried), in order; nothing was deleted.
+    let mut attempts: Vec<String> = up
         .requests()
         .iter()
         .filter(|r| r.path().ends_with("/status"))
         .map(|r| r.method.clone())
         .collect();
+    assert_eq!(attempts.len(), 6, "{attempts:?}");
+    attempts.dedup();
     assert_eq!(attempts, vec!["PATCH", "POST"]);
     assert!(up.requests().iter().all(|r| r.method != "DELETE"));
     assert_eq!(operations(&gw).await[0].state, "upstream_failed");
@@ -720,4 +660,205 @@ async fn a_client_that_hangs_up_does_not_stop_the_operation() {
     assert_eq!(up.campaign(101).unwrap()["status"], "ARCHIVED");
     let rows = gw.wait_for_audit_rows(1).await;
     assert_eq!(rows.iter().filter(|r| r.method == "DELETE").count(), 1);
+}
+
+/// Under an `allow` policy a spelling that slipped through the guard would
+/// really delete; each must be refused with 400 and reach nothing.
+async fn spelling_is_refused(path: &str) {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"allow\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = raw(
+        gw.proxy,
+        format!(
+            "DELETE {path}?api_key=sl_test_key HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("x-safedelete-action: refused"),
+        "{reply}"
+    );
+    assert!(
+        up.requests().is_empty(),
+        "{path} reached SmartLead: {:?}",
+        up.requests()
+    );
+    assert!(up.campaign(101).is_some());
+}
+
+macro_rules! spelling_tests {
+    ($($name:ident: $path:expr,)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            spelling_is_refused($path).await;
+        }
+    )*};
+}
+
+spelling_tests! {
+    spelling_with_a_trailing_slash_is_refused: "/api/v1/campaigns/101/",
+    spelling_in_upper_case_is_refused: "/API/v1/campaigns/101",
+    spelling_percent_encoded_is_refused: "/api/v1/campaigns/%31%30%31",
+    spelling_with_a_double_slash_is_refused: "/api/v1//campaigns/101",
+    spelling_with_a_dot_dot_segment_is_refused: "/api/v1/x/../campaigns/101",
+    spelling_with_a_leading_zero_is_refused: "/api/v1/campaigns/0101",
+    spelling_with_a_matrix_parameter_is_refused: "/api/v1/campaigns/101;x=1",
+    spelling_with_a_dot_segment_is_refused: "/api/v1/./campaigns/101",
+    spelling_with_trailing_garbage_is_refused: "/api/v1/campaigns/101abc",
+}
+
+#[tokio::test]
+async fn a_lower_case_delete_method_is_refused() {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"allow\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = raw(
+        gw.proxy,
+        b"delete /api/v1/campaigns/101?api_key=sl_test_key HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(up.requests().is_empty());
+}
+
+async fn override_is_refused(build: impl FnOnce(&Gateway) -> Request<Full<bytes::Bytes>>) {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"allow\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = send(build(&gw)).await;
+    assert_eq!(reply.status, 400, "{:?}", reply.body);
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+}
+
+#[tokio::test]
+async fn x_http_method_override_is_refused() {
+    override_is_refused(|gw| {
+        Request::post(gw.url(DELETE_101))
+            .header("x-http-method-override", "DELETE")
+            .body(Full::default())
+            .unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn x_method_override_is_refused() {
+    override_is_refused(|gw| {
+        Request::post(gw.url(DELETE_101))
+            .header("x-method-override", "DELETE")
+            .body(Full::default())
+            .unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_method_query_parameter_is_refused() {
+    for q in ["&_method=DELETE", "&%5Fmethod=delete", "&_method[]=DELETE"] {
+        override_is_refused(|gw| {
+            Request::post(gw.url(&format!("{DELETE_101}{q}")))
+                .body(Full::default())
+                .unwrap()
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_form_body_on_the_campaign_route_is_refused() {
+    override_is_refused(|gw| {
+        Request::post(gw.url(DELETE_101))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(bytes::Bytes::from_static(b"_method=DELETE")))
+            .unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_fact_that_a_deny_rule_needs_fails_closed() {
+    let up = fake(20).await;
+    // SmartLead's answer without a status: the deny rule cannot be checked.
+    up.fault(FaultRule {
+        method: Some("GET".into()),
+        path: "/api/v1/campaigns/101".into(),
+        times: None,
+        fault: Fault {
+            status: Some(200),
+            ..Fault::default()
+        },
+    });
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"allow\"\n\n[[policy.rules]]\nname = \"keep-active\"\naction = \"deny\"\nstatuses = [\"ACTIVE\"]\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 502, "{:?}", reply.body);
+    assert!(reply.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("keep-active"));
+    assert!(destructive_calls(&up).is_empty());
+}
+
+#[tokio::test]
+async fn archiving_waits_out_a_rate_limit_and_has_its_own_time() {
+    let up = fake(3_000).await;
+    // The export uses most of the snapshot budget...
+    up.fault(fault(
+        "/api/v1/campaigns/101/leads-export",
+        Fault {
+            delay: Some(Duration::from_millis(1200)),
+            ..Fault::default()
+        },
+    ));
+    // ...and the first archive attempt is rate limited.
+    up.fault(FaultRule {
+        method: Some("PATCH".into()),
+        path: "/api/v1/campaigns/101/status".into(),
+        times: Some(1),
+        fault: Fault {
+            status: Some(429),
+            retry_after: Some(1),
+            ..Fault::default()
+        },
+    });
+    let gw = guarded_gateway(&up, "2s").await;
+    let reply = delete(&gw, DELETE_101).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.header("x-safedelete-action"), Some("archived"));
+    let patches = up
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path().ends_with("/status"))
+        .count();
+    assert_eq!(patches, 2, "the rate-limited PATCH is retried, not skipped");
+    assert!(up.requests().iter().all(|r| r.method != "DELETE"));
 }

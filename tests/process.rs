@@ -165,6 +165,7 @@ async fn the_api_key_is_nowhere_in_logs_database_or_wal() {
         &up.url(),
         Extra {
             upstream: "first_byte_timeout = \"2s\"\n",
+            tables: "[guard]\nsnapshot_budget = \"1s\"\n",
             ..Extra::default()
         },
     );
@@ -209,6 +210,26 @@ async fn the_api_key_is_nowhere_in_logs_database_or_wal() {
     )
     .await;
     assert_eq!(guarded.header("x-safedelete-action"), Some("archived"));
+    // A refused one (its failure is stored in the operation's error column),
+    // with the key spelled the other ways SmartLead's parser might accept.
+    for target in [
+        format!("/api/v1/campaigns/102?API_KEY={k}"),
+        format!("/api/v1/campaigns/102?api%5Fkey={k}"),
+        format!("/api/v1/campaigns/102/?api_key={k}"),
+    ] {
+        let refused = send(
+            Request::delete(gw.url(&target))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert!(
+            refused.status.is_server_error() || refused.status == 400,
+            "{}",
+            refused.status
+        );
+        assert!(!String::from_utf8_lossy(&refused.body).contains(SECRET));
+    }
     // The upstream saw the key (that is the point of a drop-in gateway)...
     assert!(up.requests().iter().any(|r| r.target.contains(SECRET)));
     // A clean shutdown checkpoints the WAL into the database and deletes it,
@@ -216,7 +237,7 @@ async fn the_api_key_is_nowhere_in_logs_database_or_wal() {
     let mut wal = Vec::new();
     for _ in 0..100 {
         wal = std::fs::read(format!("{}-wal", db.display())).unwrap_or_default();
-        if audit_rows(&db).await.len() >= 10 {
+        if audit_rows(&db).await.len() >= 13 {
             wal = std::fs::read(format!("{}-wal", db.display())).unwrap();
             break;
         }
@@ -512,7 +533,8 @@ async fn pretty_logs_have_one_readable_access_line_per_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_killed_mid_snapshot_restarts_with_the_operation_interrupted() {
-    let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(2_000))
+    // ~3.6 MB of CSV served slowly: several 1 MiB chunks get stored first.
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(10_000))
         .await
         .unwrap();
     up.fault(FaultRule {
@@ -520,7 +542,7 @@ async fn a_gateway_killed_mid_snapshot_restarts_with_the_operation_interrupted()
         path: "/api/v1/campaigns/101/leads-export".into(),
         times: Some(1),
         fault: Fault {
-            chunk_delay: Some(Duration::from_millis(200)),
+            chunk_delay: Some(Duration::from_millis(20)),
             ..Fault::default()
         },
     });
@@ -533,25 +555,27 @@ async fn a_gateway_killed_mid_snapshot_restarts_with_the_operation_interrupted()
             .request(Request::delete(url).body(Full::default()).unwrap())
             .await
     });
-    // Wait until the slow export has started and some of it is stored.
+    // Kill it once part of the export is stored and the operation is mid-snapshot.
     let pool = safedelete::db::open_existing(&db).await.unwrap();
     let mut stored = 0i64;
-    for _ in 0..100 {
+    let mut state = String::new();
+    for _ in 0..200 {
         stored = sqlx::query_scalar("SELECT COUNT(*) FROM snapshot_chunks")
             .fetch_one(&pool)
             .await
             .unwrap_or(0);
-        let exporting = up
-            .requests()
-            .iter()
-            .any(|r| r.path().ends_with("/leads-export"));
-        if exporting {
+        state = sqlx::query_scalar("SELECT state FROM operations ORDER BY id LIMIT 1")
+            .fetch_optional(&pool)
+            .await
+            .unwrap_or(None)
+            .unwrap_or_default();
+        if stored >= 1 && state == "snapshotting" {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = stored;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(stored >= 1, "no chunk was stored before the kill");
+    assert_eq!(state, "snapshotting");
     gw.child.kill().unwrap();
     gw.child.wait().unwrap();
     assert!(
@@ -702,4 +726,56 @@ async fn sighup_reloads_the_policy_and_keeps_it_when_the_new_one_is_invalid() {
     .await;
     assert_eq!(r.status, 403, "the old policy must stay in force");
     assert!(up.requests().iter().all(|r| r.method != "DELETE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_database_respects_a_live_claim() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(200))
+        .await
+        .unwrap();
+    up.fault(FaultRule {
+        method: Some("GET".into()),
+        path: "/api/v1/campaigns/101/leads-export".into(),
+        times: Some(1),
+        fault: Fault {
+            delay: Some(Duration::from_millis(1500)),
+            ..Fault::default()
+        },
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _db) = write_config(dir.path(), &up.url(), Extra::default());
+    let first = Proc::start(&config, "info");
+    let url = first.url("/api/v1/campaigns/101?api_key=sl_test_key");
+    let slow =
+        tokio::spawn(
+            async move { send(Request::delete(url).body(Full::default()).unwrap()).await },
+        );
+    for _ in 0..100 {
+        if up
+            .requests()
+            .iter()
+            .any(|r| r.path().ends_with("/leads-export"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A second gateway starts on the same database while the first is mid-snapshot.
+    let second = Proc::start(&config, "info");
+    let reply = send(
+        Request::delete(second.url("/api/v1/campaigns/101?api_key=sl_test_key"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 409, "{:?}", reply.body);
+    let done = slow.await.unwrap();
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.header("x-safedelete-action"), Some("archived"));
+    let archives = up
+        .requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/status"))
+        .count();
+    assert_eq!(archives, 1);
 }

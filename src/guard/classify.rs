@@ -34,11 +34,17 @@ impl Operation {
 pub enum ClassifyError {
     #[error("method overrides are not accepted ({0}); send the real method instead")]
     MethodOverride(&'static str),
+    // The message never repeats the path: it could hold a pasted key.
     #[error(
-        "this request would delete a campaign but is not spelled `DELETE /api/v1/campaigns/{{id}}` \
-         (it reads as `{canonical}`); send exactly that form so the guard can check it"
+        "this request could delete a campaign but is not spelled exactly \
+         `DELETE /api/v1/campaigns/{{id}}`; send exactly that form so the guard can check it"
     )]
-    AmbiguousDelete { canonical: String },
+    AmbiguousDelete,
+    #[error(
+        "form-encoded bodies are not accepted on a campaign's own route (a `_method` field \
+         could turn them into a delete); SmartLead's API takes JSON"
+    )]
+    FormOnCampaign,
 }
 
 const OVERRIDE_HEADERS: [&str; 3] = [
@@ -65,14 +71,13 @@ pub fn classify(
         }
     }
     if !method.as_str().eq_ignore_ascii_case("DELETE") {
+        if is_form(headers) && is_campaign_item(&canonical_segments(path)) {
+            return Err(ClassifyError::FormOnCampaign);
+        }
         return Ok(Operation::Passthrough);
     }
     let segments = canonical_segments(path);
-    let is_campaign_item = segments.len() == 4
-        && segments[0] == "api"
-        && segments[1] == "v1"
-        && segments[2] == "campaigns";
-    if !is_campaign_item {
+    if !is_campaign_item(&segments) {
         return Ok(Operation::Passthrough);
     }
     let id = &segments[3];
@@ -81,10 +86,25 @@ pub fn classify(
         && is_canonical_id(id);
     match id.parse::<u64>() {
         Ok(campaign_id) if exact => Ok(Operation::DeleteCampaign { campaign_id }),
-        _ => Err(ClassifyError::AmbiguousDelete {
-            canonical: format!("DELETE /{}", segments.join("/")),
-        }),
+        _ => Err(ClassifyError::AmbiguousDelete),
     }
+}
+
+/// `/api/v1/campaigns/{one segment}`, after canonicalisation.
+fn is_campaign_item(segments: &[String]) -> bool {
+    segments.len() == 4 && segments[0] == "api" && segments[1] == "v1" && segments[2] == "campaigns"
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let v = v.trim_start().to_ascii_lowercase();
+            v.starts_with("application/x-www-form-urlencoded")
+                || v.starts_with("multipart/form-data")
+        })
+        .unwrap_or(false)
 }
 
 /// A decimal id without leading zeros (what SmartLead issues).
@@ -127,7 +147,8 @@ fn has_method_param(query: &str) -> bool {
     query.split('&').any(|pair| {
         let name = pair.split('=').next().unwrap_or("");
         let name = percent_decode_str(name).decode_utf8_lossy();
-        name.trim().eq_ignore_ascii_case("_method")
+        // `_method`, and framework spellings such as `_method[]`.
+        name.trim().to_ascii_lowercase().starts_with("_method")
     })
 }
 
@@ -170,7 +191,7 @@ mod tests {
         ] {
             let result = delete(path);
             assert!(
-                matches!(result, Err(ClassifyError::AmbiguousDelete { .. })),
+                matches!(result, Err(ClassifyError::AmbiguousDelete)),
                 "{path}: {result:?}"
             );
         }
@@ -232,5 +253,20 @@ mod tests {
         }
         let ok = classify(&Method::GET, "/x", Some("my_method=1"), &HeaderMap::new());
         assert_eq!(ok, Ok(Operation::Passthrough));
+    }
+
+    #[test]
+    fn form_bodies_on_a_campaign_route_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        for path in ["/api/v1/campaigns/101", "/API/v1/campaigns/101/"] {
+            let r = classify(&Method::POST, path, None, &h);
+            assert_eq!(r, Err(ClassifyError::FormOnCampaign), "{path}");
+        }
+        let leads = classify(&Method::POST, "/api/v1/campaigns/101/leads", None, &h);
+        assert_eq!(leads, Ok(Operation::Passthrough));
     }
 }

@@ -6,3 +6,4 @@ pub mod classify;
 pub mod operations;
 pub mod pipeline;
 pub mod policy;
+pub mod tasks;

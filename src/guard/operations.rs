@@ -3,11 +3,64 @@
 //! states as the pipeline runs. A unique index on unfinished rows gives
 //! single flight per campaign across threads and processes.
 
-use std::time::SystemTime;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
 use sqlx::SqlitePool;
 
 use crate::audit::format_time;
+
+/// How often a running operation refreshes its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// An unfinished operation whose heartbeat is older than this has lost its
+/// gateway (on another host, where liveness cannot be checked directly).
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// This gateway process: `host:pid:instance`.
+pub fn owner() -> &'static str {
+    static OWNER: OnceLock<String> = OnceLock::new();
+    OWNER.get_or_init(|| {
+        format!(
+            "{}:{}:{:016x}",
+            hostname(),
+            std::process::id(),
+            fastrand::u64(..)
+        )
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether the gateway that owns an operation is certainly gone.
+fn owner_is_gone(owned_by: Option<&str>, heartbeat_at: Option<&str>, stale_before: &str) -> bool {
+    let Some(owned_by) = owned_by else {
+        return true;
+    };
+    if heartbeat_at.is_none_or(|h| h < stale_before) {
+        return true;
+    }
+    let mut parts = owned_by.splitn(3, ':');
+    let (Some(host), Some(pid), Some(instance)) = (parts.next(), parts.next(), parts.next()) else {
+        return true;
+    };
+    if host != hostname() {
+        return false;
+    }
+    let me = owner();
+    if owned_by == me {
+        return false;
+    }
+    let my_pid = std::process::id().to_string();
+    if pid == my_pid && !me.ends_with(instance) {
+        // Our pid, another instance: an earlier process that had this pid.
+        return true;
+    }
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
 
 /// Where an operation is in the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,26 +121,94 @@ fn now() -> String {
 /// unfinished operation for the same campaign exists.
 pub async fn begin(pool: &SqlitePool, op: &NewOperation<'_>) -> Result<i64, BeginError> {
     let now = now();
-    let result = sqlx::query(
-        "INSERT INTO operations (kind, campaign_id, state, request_id, actor_fingerprint, \
-         actor_label, created_at, updated_at) VALUES (?, ?, 'received', ?, ?, ?, ?, ?)",
-    )
-    .bind(op.kind)
-    .bind(op.campaign_id as i64)
-    .bind(op.request_id)
-    .bind(op.actor_fingerprint)
-    .bind(op.actor_label)
-    .bind(&now)
-    .bind(&now)
-    .execute(pool)
-    .await;
-    match result {
-        Ok(done) => Ok(done.last_insert_rowid()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(BeginError::InFlight {
-            campaign_id: op.campaign_id,
-        }),
-        Err(e) => Err(BeginError::Db(e)),
+    let mut recovered = false;
+    loop {
+        let result = sqlx::query(
+            "INSERT INTO operations (kind, campaign_id, state, request_id, actor_fingerprint, \
+             actor_label, created_at, updated_at, owner, heartbeat_at) \
+             VALUES (?, ?, 'received', ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(op.kind)
+        .bind(op.campaign_id as i64)
+        .bind(op.request_id)
+        .bind(op.actor_fingerprint)
+        .bind(op.actor_label)
+        .bind(&now)
+        .bind(&now)
+        .bind(owner())
+        .bind(&now)
+        .execute(pool)
+        .await;
+        match result {
+            Ok(done) => return Ok(done.last_insert_rowid()),
+            // The claim may belong to a gateway that died without a restart
+            // here: take it over once if so, else it is really in flight.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && !recovered => {
+                recovered = true;
+                recover_stale(pool).await.map_err(BeginError::Db)?;
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(BeginError::InFlight {
+                    campaign_id: op.campaign_id,
+                })
+            }
+            Err(e) => return Err(BeginError::Db(e)),
+        }
     }
+}
+
+/// Refreshes a running operation's heartbeat.
+pub async fn heartbeat(pool: &SqlitePool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET heartbeat_at = ? WHERE id = ?")
+        .bind(now())
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Marks unfinished operations whose gateway is gone as `interrupted`, and
+/// their unfinished snapshots `incomplete` (never complete). Operations that
+/// a live gateway runs are left alone. Returns (operations, snapshots).
+pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), sqlx::Error> {
+    let stale_before = format_time(SystemTime::now() - STALE_AFTER);
+    let unfinished: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, owner, heartbeat_at FROM operations \
+         WHERE state IN ('received', 'deciding', 'snapshotting', 'acting')",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut operations = 0;
+    for (id, owner, heartbeat_at) in unfinished {
+        if owner_is_gone(owner.as_deref(), heartbeat_at.as_deref(), &stale_before) {
+            operations += sqlx::query(
+                "UPDATE operations SET state = 'interrupted', \
+                 error = COALESCE(error, 'interrupted: the gateway stopped before this operation finished'), \
+                 updated_at = ? WHERE id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
+            )
+            .bind(now())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
+    }
+    let snapshots = sqlx::query(
+        "UPDATE snapshots SET state = 'incomplete', \
+         error = COALESCE(error, 'interrupted: the gateway stopped while capturing') \
+         WHERE state = 'in_progress' AND (operation_id IS NULL OR operation_id IN \
+         (SELECT id FROM operations WHERE state = 'interrupted'))",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "UPDATE snapshot_parts SET state = 'failed' WHERE state = 'in_progress' \
+         AND snapshot_id IN (SELECT id FROM snapshots WHERE state = 'incomplete')",
+    )
+    .execute(pool)
+    .await?;
+    Ok((operations, snapshots))
 }
 
 /// Moves an operation to `state`.
@@ -160,15 +281,20 @@ pub async fn finish(
     .map(|_| ())
 }
 
-/// At start-up: operations a crash left unfinished become `interrupted`.
-pub async fn mark_interrupted(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+/// Closes the unfinished operation of a request whose pipeline died.
+pub async fn fail_by_request(
+    pool: &SqlitePool,
+    request_id: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE operations SET state = 'interrupted', \
-         error = COALESCE(error, 'interrupted: the gateway stopped before this operation finished'), \
-         updated_at = ? WHERE state IN ('received', 'deciding', 'snapshotting', 'acting')",
+        "UPDATE operations SET state = 'interrupted', error = ?, updated_at = ? \
+         WHERE request_id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
     )
+    .bind(error)
     .bind(now())
+    .bind(request_id)
     .execute(pool)
     .await
-    .map(|r| r.rows_affected())
+    .map(|_| ())
 }

@@ -57,11 +57,30 @@ pub enum GuardBody {
 
 /// Runs the pipeline in its own task and waits for its answer.
 pub async fn run(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
-    let task = tokio::spawn(pipeline(state, input));
+    let request_id = input.record.request_id.clone();
+    let guard = state.guard_tasks.enter();
+    let task = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let resp = pipeline(state, input).await;
+            drop(guard);
+            resp
+        }
+    });
     match task.await {
         Ok(resp) => resp,
         Err(err) => {
             tracing::error!(error = %err, "guard pipeline task failed");
+            // Never leave the campaign claimed by a pipeline that is gone.
+            if let Err(e) = operations::fail_by_request(
+                &state.pool,
+                &request_id,
+                "internal error in the deletion guard",
+            )
+            .await
+            {
+                tracing::error!(error = %e, "cannot close the failed operation");
+            }
             let body = json!({
                 "ok": false, "success": false,
                 "error": "safedelete: internal error in the deletion guard; nothing was deleted",
@@ -135,8 +154,13 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         actor_fingerprint: run.record.actor_fingerprint.as_deref(),
         actor_label: &actor,
     };
+    // Keeps the claim fresh while the pipeline runs; ends with it.
+    let mut _heartbeat = None;
     match operations::begin(&state.pool, &new).await {
-        Ok(id) => run.operation_id = Some(id),
+        Ok(id) => {
+            run.operation_id = Some(id);
+            _heartbeat = Some(Heartbeat::start(state.pool.clone(), id));
+        }
         Err(BeginError::InFlight { campaign_id }) => {
             let refusal = Refusal::new(
                 StatusCode::CONFLICT,
@@ -174,6 +198,18 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         Err(refusal) => return run.refuse(refusal).await,
     };
 
+    if let Some(rule) = facts.unknowable_deny(&guard_policy.policy) {
+        let refusal = Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::FactsFailed,
+            State::UpstreamFailed,
+            format!(
+                "SmartLead's answer for campaign {} lacks a field that deny rule `{rule}` checks, so the policy cannot be applied. Nothing was deleted.",
+                input.campaign_id
+            ),
+        );
+        return run.refuse(refusal).await;
+    }
     let decision = policy::evaluate(
         &guard_policy.policy,
         &Facts {
@@ -196,11 +232,48 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         }
     }
 
-    run.set_state(State::Acting).await;
+    // The act phase gets its own time, whatever the snapshot used.
+    let act = Source {
+        deadline: tokio::time::Instant::now() + state.first_byte_timeout,
+        budget: state.first_byte_timeout,
+        ..source
+    };
+    if let Err(err) = run.try_set_state(State::Acting).await {
+        tracing::error!(error = %err, "cannot record the acting state");
+        let refusal = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::StorageFailed,
+            State::SnapshotFailed,
+            "the gateway cannot write its database, so it will not act on this deletion. Nothing was deleted.",
+        );
+        return run.refuse(refusal).await;
+    }
     match decision.action {
-        Action::Archive => run.archive(&source).await,
-        Action::Allow => run.allow(&source, input.parts, decision.stop_first).await,
+        Action::Archive => run.archive(&act).await,
+        Action::Allow => run.allow(&act, input.parts, decision.stop_first).await,
         Action::Deny => unreachable!("deny returned above"),
+    }
+}
+
+/// Refreshes an operation's heartbeat until dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(pool: sqlx::SqlitePool, id: i64) -> Self {
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(operations::HEARTBEAT_EVERY).await;
+                if let Err(err) = operations::heartbeat(&pool, id).await {
+                    tracing::warn!(error = %err, operation_id = id, "cannot refresh the operation heartbeat");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -210,6 +283,25 @@ struct CampaignFacts {
     name: Option<String>,
     status: Option<String>,
     client_id: Option<u64>,
+    /// `client_id` was present (a number, or null for no client).
+    client_id_known: bool,
+}
+
+impl CampaignFacts {
+    /// The enforced deny rule that needs a fact SmartLead did not give: the
+    /// guard cannot tell whether it applies, so it must not guess "no".
+    fn unknowable_deny<'p>(&self, policy: &'p policy::Policy) -> Option<&'p str> {
+        policy
+            .rules()
+            .iter()
+            .filter(|r| r.action == Action::Deny && r.mode == policy::Mode::Enforce)
+            .find(|r| {
+                (r.campaign_name.is_some() && self.name.is_none())
+                    || (r.statuses.is_some() && self.status.is_none())
+                    || (r.client_ids.is_some() && !self.client_id_known)
+            })
+            .map(|r| r.name.as_str())
+    }
 }
 
 enum FactsOutcome {
@@ -226,17 +318,31 @@ impl Run {
         }
     }
 
+    async fn try_set_state(&self, state: State) -> Result<(), sqlx::Error> {
+        match self.operation_id {
+            Some(id) => operations::set_state(&self.state.pool, id, state).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the operation. Retried, because an unfinished row keeps the
+    /// campaign claimed (409) until it is recovered.
     async fn finish_operation(
         &self,
         state: State,
         upstream_status: Option<u16>,
         error: Option<&str>,
     ) {
-        if let Some(id) = self.operation_id {
-            if let Err(err) =
-                operations::finish(&self.state.pool, id, state, upstream_status, error).await
-            {
-                tracing::error!(error = %err, operation_id = id, "cannot finish operation");
+        let Some(id) = self.operation_id else { return };
+        let mut delay = std::time::Duration::from_millis(100);
+        for attempt in 1..=5 {
+            match operations::finish(&self.state.pool, id, state, upstream_status, error).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::error!(error = %err, operation_id = id, attempt, "cannot finish operation");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
             }
         }
     }
@@ -266,13 +372,15 @@ impl Run {
                 msg,
             )
         };
-        let req = source.request(Method::GET, "", None);
-        let resp = source.send(PartKind::Campaign, req).await.map_err(|e| {
-            failed(format!(
-                "could not read campaign {} from SmartLead ({e}). Nothing was deleted.",
-                self.campaign_id
-            ))
-        })?;
+        let resp = source
+            .send_retrying(PartKind::Campaign, Method::GET, "", None)
+            .await
+            .map_err(|e| {
+                failed(format!(
+                    "could not read campaign {} from SmartLead ({e}). Nothing was deleted.",
+                    self.campaign_id
+                ))
+            })?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND || status == StatusCode::UNAUTHORIZED {
             let (parts, body) = resp.into_parts();
@@ -317,6 +425,11 @@ impl Run {
             Some(d) if d.is_object() && value.get("id").is_none() => d.clone(),
             _ => value,
         };
+        let client_id = match object.get("client_id") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
         Ok(FactsOutcome::Read(CampaignFacts {
             name: object
                 .get("name")
@@ -326,7 +439,10 @@ impl Run {
                 .get("status")
                 .and_then(Value::as_str)
                 .map(str::to_string),
-            client_id: object.get("client_id").and_then(Value::as_u64),
+            client_id,
+            // Present as a number, or null for a campaign without a client.
+            client_id_known: client_id.is_some()
+                || matches!(object.get("client_id"), Some(Value::Null)),
             raw,
         }))
     }
@@ -403,8 +519,15 @@ impl Run {
         let mut failures = Vec::new();
         for attempt in &self.state.guard.archive_attempts {
             let body = Bytes::from(json!({ "status": attempt.status }).to_string());
-            let req = source.request(attempt.method.clone(), "/status", Some(body));
-            match source.send(PartKind::Campaign, req).await {
+            let sent = source
+                .send_retrying(
+                    PartKind::Campaign,
+                    attempt.method.clone(),
+                    "/status",
+                    Some(body),
+                )
+                .await;
+            match sent {
                 Ok(resp) if resp.status().is_success() => {
                     let status = resp.status().as_u16();
                     self.record.upstream_status = Some(status);
@@ -453,8 +576,10 @@ impl Run {
     ) -> GuardResponse {
         if stop_first {
             let body = Bytes::from(r#"{"status":"STOPPED"}"#);
-            let req = source.request(Method::POST, "/status", Some(body));
-            let stopped = match source.send(PartKind::Campaign, req).await {
+            let sent = source
+                .send_retrying(PartKind::Campaign, Method::POST, "/status", Some(body))
+                .await;
+            let stopped = match sent {
                 Ok(resp) if resp.status().is_success() => Ok(()),
                 Ok(resp) => Err(resp.status().to_string()),
                 Err(e) => Err(e.to_string()),

@@ -135,6 +135,12 @@ impl ProxyError {
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
         headers.insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
+        if matches!(self, ProxyError::Refused(_)) {
+            headers.insert(
+                crate::guard::pipeline::X_SAFEDELETE_ACTION.clone(),
+                HeaderValue::from_static("refused"),
+            );
+        }
         resp
     }
 }

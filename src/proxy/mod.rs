@@ -54,6 +54,8 @@ pub struct ProxyState {
     /// The deletion policy and actors; swapped whole on SIGHUP.
     policy: RwLock<Arc<GuardPolicy>>,
     pub guard: GuardSettings,
+    /// Guard pipelines still running (shutdown waits for them).
+    pub guard_tasks: Arc<crate::guard::tasks::TaskCount>,
 }
 
 impl ProxyState {
@@ -83,6 +85,7 @@ impl ProxyState {
             pool,
             policy: RwLock::new(Arc::new(config.policy.clone())),
             guard: config.guard.clone(),
+            guard_tasks: Arc::default(),
         }
     }
 }

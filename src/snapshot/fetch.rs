@@ -147,6 +147,40 @@ impl Source<'_> {
         }
     }
 
+    /// Sends a request, retrying connection failures, 429 and 5xx (waiting
+    /// for `Retry-After` when given) up to three tries while the budget allows. Returns the
+    /// last response, whatever its status, when retrying is not possible.
+    pub async fn send_retrying(
+        &self,
+        kind: PartKind,
+        method: Method,
+        route: &str,
+        body: Option<Bytes>,
+    ) -> Result<Response<Incoming>, FetchError> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let req = self.request(method.clone(), route, body.clone());
+            let (retry_after, outcome) = match self.send(kind, req).await {
+                Ok(resp)
+                    if resp.status() == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status().is_server_error() =>
+                {
+                    (retry_after(&resp), Ok(resp))
+                }
+                Ok(resp) => return Ok(resp),
+                Err(err @ FetchError::Budget { .. }) => return Err(err),
+                Err(err) => (None, Err(err)),
+            };
+            let wait = retry_after.unwrap_or_else(|| backoff(attempt));
+            if attempt >= 3 || wait >= self.remaining() {
+                return outcome;
+            }
+            tracing::info!(campaign_id = self.campaign_id, %method, attempt, ?wait, "SmartLead call failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Captures one part, retrying within the budget.
     pub async fn capture(
         &self,
@@ -175,8 +209,7 @@ impl Source<'_> {
             if matches!(err, FetchError::Budget { .. }) {
                 return Err(err);
             }
-            let backoff = Duration::from_millis(250) * 2u32.saturating_pow(attempt - 1).min(32);
-            let wait = retry_after.unwrap_or(backoff);
+            let wait = retry_after.unwrap_or_else(|| backoff(attempt));
             if wait >= self.remaining() {
                 tracing::warn!(campaign_id = self.campaign_id, %kind, error = %err, ?wait, "snapshot read failed; no budget left to retry");
                 return Err(err);
@@ -194,12 +227,7 @@ impl Source<'_> {
     ) -> Result<PartSummary, Retry> {
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            let retry_after = resp
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = retry_after(&resp);
             return Err(Retry::Transient(
                 FetchError::Status { kind, status },
                 retry_after,
@@ -269,6 +297,20 @@ impl Source<'_> {
         writer.write(bytes).await.map_err(store_err)?;
         writer.finish().await.map_err(store_err)
     }
+}
+
+/// `Retry-After` in seconds (the form SmartLead documents).
+fn retry_after(resp: &Response<Incoming>) -> Option<Duration> {
+    resp.headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// Exponential backoff: 250 ms, 500 ms, 1 s, ... capped at 8 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250) * 2u32.saturating_pow(attempt.saturating_sub(1)).min(32)
 }
 
 enum Retry {
