@@ -29,18 +29,91 @@ pub struct StoredEvent {
     pub bytes_out: i64,
     pub duration_ms: f64,
     pub error_kind: Option<String>,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+}
+
+/// Which records to read. Every field narrows; none set means all.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub campaign_id: Option<i64>,
+    /// An actor label or a key fingerprint.
+    pub actor: Option<String>,
+    /// The guard's action: allowed, archived, denied, refused.
+    pub action: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<i64>,
+    /// RFC 3339 times (UTC, as stored): `since <= time < until`.
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+const COLUMNS: &str = "id, time, request_id, method, path, query, actor_fingerprint, actor_label, \
+    client_addr, user_agent, operation, campaign_id, action, would_action, rule, \
+    policy_revision, snapshot_id, upstream_status, status, bytes_in, bytes_out, \
+    duration_ms, error_kind, prev_hash, hash";
+
+/// Page order: newest first (`before` is an exclusive id cursor) or oldest
+/// first (`after`), both stable because ids only grow.
+#[derive(Debug, Clone, Copy)]
+pub enum Page {
+    NewestFirst { before: Option<i64> },
+    OldestFirst { after: Option<i64> },
+}
+
+/// Records matching `filter`, one page of at most `limit`.
+pub async fn list(
+    pool: &SqlitePool,
+    filter: &Filter,
+    page: Page,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> =
+        sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_events WHERE 1=1"));
+    if let Some(c) = filter.campaign_id {
+        q.push(" AND campaign_id = ").push_bind(c);
+    }
+    if let Some(a) = &filter.actor {
+        q.push(" AND (actor_label = ")
+            .push_bind(a.clone())
+            .push(" OR actor_fingerprint = ")
+            .push_bind(a.clone())
+            .push(")");
+    }
+    if let Some(a) = &filter.action {
+        q.push(" AND action = ").push_bind(a.clone());
+    }
+    if let Some(m) = &filter.method {
+        q.push(" AND method = ").push_bind(m.to_ascii_uppercase());
+    }
+    if let Some(s) = filter.status {
+        q.push(" AND status = ").push_bind(s);
+    }
+    if let Some(t) = &filter.since {
+        q.push(" AND time >= ").push_bind(t.clone());
+    }
+    if let Some(t) = &filter.until {
+        q.push(" AND time < ").push_bind(t.clone());
+    }
+    match page {
+        Page::NewestFirst { before } => {
+            if let Some(b) = before {
+                q.push(" AND id < ").push_bind(b);
+            }
+            q.push(" ORDER BY id DESC");
+        }
+        Page::OldestFirst { after } => {
+            if let Some(a) = after {
+                q.push(" AND id > ").push_bind(a);
+            }
+            q.push(" ORDER BY id ASC");
+        }
+    }
+    q.push(" LIMIT ").push_bind(i64::from(limit));
+    q.build_query_as::<StoredEvent>().fetch_all(pool).await
 }
 
 /// The most recent `limit` records, newest first.
 pub async fn recent(pool: &SqlitePool, limit: u32) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as::<_, StoredEvent>(
-        "SELECT id, time, request_id, method, path, query, actor_fingerprint, actor_label, \
-         client_addr, user_agent, operation, campaign_id, action, would_action, rule, \
-         policy_revision, snapshot_id, upstream_status, status, bytes_in, \
-         bytes_out, duration_ms, error_kind \
-         FROM audit_events ORDER BY id DESC LIMIT ?",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
+    list(pool, &Filter::default(), Page::NewestFirst { before: None }, limit).await
 }

@@ -3,6 +3,7 @@
 //! campaign's data before anything destroys it.
 
 pub mod classify;
+pub mod history;
 pub mod operations;
 pub mod pipeline;
 pub mod policy;
