@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::{format_time, AuditRecord};
 use crate::metrics::Metrics;
 
-/// Rows per INSERT statement; SQLite allows 32,766 bound variables and a row has 22.
+/// Rows per INSERT statement; SQLite allows 32,766 bound variables and a row has 25.
 const ROWS_PER_STATEMENT: usize = 200;
 
 /// The proxy's side of the queue. Cheap to clone.
@@ -170,34 +170,92 @@ async fn write_with_retry(pool: &SqlitePool, batch: &[AuditRecord], metrics: &Me
 
 /// Inserts one record now (guarded requests) and returns its id.
 pub async fn write_one(pool: &SqlitePool, record: &AuditRecord) -> Result<i64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let id = insert(&mut tx, std::slice::from_ref(record)).await?;
-    tx.commit().await?;
-    Ok(id)
+    insert_chained(pool, std::slice::from_ref(record)).await
 }
 
 /// Inserts records in one transaction.
 pub async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    insert(&mut tx, batch).await?;
-    tx.commit().await
+    insert_chained(pool, batch).await.map(|_| ())
 }
 
-/// Inserts rows on a transaction; returns the last row's id.
-async fn insert(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    batch: &[AuditRecord],
-) -> Result<i64, sqlx::Error> {
-    let mut last = 0;
+/// Inserts records with explicit ids, each chained to the one before
+/// (`prev_hash`, `hash`), in one `BEGIN IMMEDIATE` transaction: the write
+/// lock is held from the first read, so concurrent writers (the batch writer,
+/// guard pipelines, other gateways on the same file) extend one chain.
+/// Returns the last id.
+async fn insert_chained(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<i64, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+    let last: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let seq: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let mut next_id = seq
+        .unwrap_or(0)
+        .max(last.as_ref().map(|l| l.0).unwrap_or(0))
+        + 1;
+    let mut prev_hash = last
+        .and_then(|(_, h)| h)
+        .unwrap_or_else(|| super::chain::GENESIS.to_string());
+    let mut last_id = 0;
     for rows in batch.chunks(ROWS_PER_STATEMENT) {
+        let mut chained = Vec::with_capacity(rows.len());
+        for r in rows {
+            let time = format_time(r.time);
+            let duration_ms = r.duration.as_micros() as f64 / 1000.0;
+            let hash = super::chain::hash(
+                &prev_hash,
+                &super::chain::Hashed {
+                    id: next_id,
+                    time: &time,
+                    request_id: &r.request_id,
+                    method: &r.method,
+                    path: &r.path,
+                    query: r.query.as_deref(),
+                    actor_fingerprint: r.actor_fingerprint.as_deref(),
+                    actor_label: r.actor_label.as_deref(),
+                    client_addr: r.client_addr.as_deref(),
+                    user_agent: r.user_agent.as_deref(),
+                    operation: r.operation.as_str(),
+                    campaign_id: r.campaign_id,
+                    action: r.action,
+                    would_action: r.would_action.as_deref(),
+                    rule: r.rule.as_deref(),
+                    policy_revision: r.policy_revision.as_deref(),
+                    snapshot_id: r.snapshot_id,
+                    upstream_status: r.upstream_status.map(i64::from),
+                    status: i64::from(r.status),
+                    bytes_in: r.bytes_in as i64,
+                    bytes_out: r.bytes_out as i64,
+                    duration_ms,
+                    error_kind: r.error_kind.map(|e| e.as_str()),
+                },
+            );
+            chained.push((
+                next_id,
+                time,
+                duration_ms,
+                prev_hash.clone(),
+                hash.clone(),
+                r,
+            ));
+            last_id = next_id;
+            next_id += 1;
+            prev_hash = hash;
+        }
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO audit_events (time, request_id, method, path, query, actor_fingerprint, \
+            "INSERT INTO audit_events (id, time, request_id, method, path, query, actor_fingerprint, \
              actor_label, client_addr, user_agent, operation, campaign_id, action, would_action, \
              rule, policy_revision, snapshot_id, upstream_status, status, bytes_in, bytes_out, \
-             duration_ms, error_kind) ",
+             duration_ms, error_kind, prev_hash, hash) ",
         );
-        q.push_values(rows, |mut b, r| {
-            b.push_bind(format_time(r.time))
+        q.push_values(chained, |mut b, (id, time, duration_ms, prev, hash, r)| {
+            b.push_bind(id)
+                .push_bind(time)
                 .push_bind(&r.request_id)
                 .push_bind(&r.method)
                 .push_bind(&r.path)
@@ -217,12 +275,15 @@ async fn insert(
                 .push_bind(i64::from(r.status))
                 .push_bind(r.bytes_in as i64)
                 .push_bind(r.bytes_out as i64)
-                .push_bind(r.duration.as_micros() as f64 / 1000.0)
-                .push_bind(r.error_kind.map(|e| e.as_str()));
+                .push_bind(duration_ms)
+                .push_bind(r.error_kind.map(|e| e.as_str()))
+                .push_bind(prev)
+                .push_bind(hash);
         });
-        last = q.build().execute(&mut **tx).await?.last_insert_rowid();
+        q.build().execute(&mut *tx).await?;
     }
-    Ok(last)
+    tx.commit().await?;
+    Ok(last_id)
 }
 
 fn unix_secs() -> u64 {
