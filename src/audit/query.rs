@@ -115,5 +115,11 @@ pub async fn list(
 
 /// The most recent `limit` records, newest first.
 pub async fn recent(pool: &SqlitePool, limit: u32) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    list(pool, &Filter::default(), Page::NewestFirst { before: None }, limit).await
+    list(
+        pool,
+        &Filter::default(),
+        Page::NewestFirst { before: None },
+        limit,
+    )
+    .await
 }
