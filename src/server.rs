@@ -124,6 +124,7 @@ pub async fn run(
         audit: audit.clone(),
         ready: ready.clone(),
         token: config.admin.token.clone(),
+        pool: pool.clone(),
     });
     let admin_task = tokio::spawn(async move {
         let serve = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(async {

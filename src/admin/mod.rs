@@ -1,7 +1,19 @@
-//! The admin listener: liveness, readiness and Prometheus metrics, on its own
-//! (loopback by default) address so operators never share a port with clients.
-//! When `admin.token` is set, everything except `/healthz` and `/readyz` needs
+//! The admin listener: liveness, readiness, Prometheus metrics and the JSON
+//! API operators read the trail with, on its own (loopback by default)
+//! address so operators never share a port with clients. When `admin.token`
+//! is set, everything except `/healthz` and `/readyz` needs
 //! `Authorization: Bearer <token>`.
+//!
+//! # Layout
+//! - [`api`]: `/v1/audit`, `/v1/history/{campaign_id}`, `/v1/snapshots[/{id}]`.
+//! - [`part`]: `/v1/snapshots/{id}/parts/{kind}`, a part streamed back.
+//! - [`params`]: strict query and path parameter parsing.
+//! - [`error`]: the API's errors and their one mapping to responses.
+
+pub mod api;
+pub mod error;
+pub mod params;
+pub mod part;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,12 +40,19 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Bearer token required for everything but the health endpoints.
     pub token: Option<Secret>,
+    /// The gateway's database, read by the `/v1` API.
+    pub pool: sqlx::SqlitePool,
 }
 
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
+        .route("/v1/audit", get(api::audit))
+        .route("/v1/history/{campaign_id}", get(api::history))
+        .route("/v1/snapshots", get(api::snapshots))
+        .route("/v1/snapshots/{id}", get(api::snapshot))
+        .route("/v1/snapshots/{id}/parts/{kind}", get(part::part))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))

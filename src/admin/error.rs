@@ -1,0 +1,117 @@
+//! The admin API's errors and the one place they become HTTP responses:
+//! `{"error": "..."}` with 400, 404, 409 or 500, never internal detail.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::guard::history::HistoryError;
+use crate::snapshot::store::{PartKind, StoreError};
+
+/// Why an admin API request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query or path parameter that does not parse or is out of range.
+    #[error("bad parameter `{name}`: expected {expected}")]
+    BadParameter {
+        name: String,
+        expected: &'static str,
+    },
+    /// The same query parameter given twice.
+    #[error("parameter `{name}` given more than once")]
+    RepeatedParameter { name: String },
+    /// A query parameter this endpoint does not know.
+    #[error("unknown parameter `{name}` (known: {known})")]
+    UnknownParameter { name: String, known: String },
+    #[error("the query string is not valid: {source}")]
+    Query {
+        #[source]
+        source: axum::extract::rejection::QueryRejection,
+    },
+    #[error("campaign {campaign_id} has no operations and no audit records")]
+    UnknownCampaign { campaign_id: i64 },
+    #[error("unknown part kind `{kind}` (known: {known})")]
+    UnknownPartKind { kind: String, known: String },
+    /// The export task of a part download ended without a result.
+    #[error("snapshot {snapshot_id}: the export of part {kind} stopped without a result")]
+    ExportAborted { snapshot_id: i64, kind: PartKind },
+    #[error("cannot read the audit trail")]
+    Audit {
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn bad(name: &str, expected: &'static str) -> ApiError {
+        ApiError::BadParameter {
+            name: name.to_string(),
+            expected,
+        }
+    }
+
+    /// The status, and whether the message may be shown to the client (it
+    /// may not when it is about the gateway's own failure).
+    fn classify(&self) -> (StatusCode, bool) {
+        match self {
+            ApiError::BadParameter { .. }
+            | ApiError::RepeatedParameter { .. }
+            | ApiError::UnknownParameter { .. }
+            | ApiError::Query { .. } => (StatusCode::BAD_REQUEST, true),
+            ApiError::UnknownCampaign { .. } | ApiError::UnknownPartKind { .. } => {
+                (StatusCode::NOT_FOUND, true)
+            }
+            ApiError::Audit { .. } | ApiError::History(_) | ApiError::ExportAborted { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, false)
+            }
+            ApiError::Store(err) => match err {
+                StoreError::NotFound { .. } | StoreError::NoSuchPart { .. } => {
+                    (StatusCode::NOT_FOUND, true)
+                }
+                StoreError::Incomplete { .. } => (StatusCode::CONFLICT, true),
+                StoreError::Db(_)
+                | StoreError::NotInProgress { .. }
+                | StoreError::UnknownPart { .. }
+                | StoreError::PartReset { .. }
+                | StoreError::Compress { .. }
+                | StoreError::Decompress { .. }
+                | StoreError::MissingChunk { .. }
+                | StoreError::ChecksumMismatch { .. }
+                | StoreError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, false),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, public) = self.classify();
+        let message = if public {
+            self.to_string()
+        } else {
+            tracing::error!(error = %chain(&self), "admin API request failed");
+            "internal error; see the gateway log".to_string()
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            serde_json::json!({ "error": message }).to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// `error: cause: cause`, so the log keeps every layer.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
