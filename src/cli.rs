@@ -1,24 +1,36 @@
-//! The command line: `serve`, `check-config`, `health`, `audit`, `policy` and
-//! `snapshots`, all resolving the config (and so the database) the same way.
+//! The command line: `serve`, `check-config`, `health`, `audit`, `history`,
+//! `policy` and `snapshots`, all resolving the config (and so the database)
+//! the same way.
 //!
 //! This file holds the command table, [`CliError`] and the gateway-facing
-//! commands; `policy` and `snapshots` hold the operator commands of those names.
+//! commands; the submodules hold the operator commands (`extract` is
+//! `snapshots export`, `upkeep` is `snapshots verify/pin/prune`; `output` and
+//! `timestamp` are shared).
 
+mod audit;
+mod extract;
+mod history;
+mod output;
 mod policy;
 mod snapshots;
+mod timestamp;
+mod upkeep;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::audit::query::{self, StoredEvent};
 use crate::config::{Config, ConfigError, ProcessEnv};
-use crate::db::{self, DbError};
+use crate::db::DbError;
+use crate::guard::history::HistoryError;
 use crate::server::{self, Listeners, ServeError};
 use crate::snapshot::store::{PartKind, StoreError};
 
+pub use audit::{AuditArgs, AuditCommand};
+pub use history::HistoryArgs;
+pub use output::ExportError;
 pub use policy::PolicyCommand;
-pub use snapshots::{ExportError, SnapshotsCommand};
+pub use snapshots::SnapshotsCommand;
 
 /// safedelete: a drop-in gateway for the SmartLead API that captures campaign
 /// data before anything is deleted, and audits every request.
@@ -44,23 +56,18 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
-    /// List recent audit records, newest first.
-    Audit {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// How many records to show.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// List audit records, newest first, filtered; or export the whole
+    /// trail, verify its hash chain, print a checkpoint.
+    Audit(AuditArgs),
+    /// Everything the gateway did about one campaign, oldest first.
+    History(HistoryArgs),
     /// Ask the configured deletion policy what it would decide, offline.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// List and export the campaign snapshots the gateway captured.
+    /// List, show, export, verify, pin and prune the campaign snapshots the
+    /// gateway captured.
     Snapshots {
         #[command(subcommand)]
         command: SnapshotsCommand,
@@ -96,6 +103,33 @@ pub enum CliError {
     },
     #[error("cannot read the snapshots")]
     Snapshots(#[source] StoreError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error("no record of campaign {campaign_id}")]
+    UnknownCampaign { campaign_id: i64 },
+    /// The target file is left as it was (the export went to a temporary file).
+    #[error("cannot export the audit trail to {} (left unchanged)", .path.display())]
+    AuditExportFile {
+        path: PathBuf,
+        #[source]
+        source: ExportError,
+    },
+    #[error("export of the audit trail failed; discard what was written to stdout")]
+    AuditExportStdout(#[source] ExportError),
+    #[error("the audit trail fails verification after {records} good records: {problem}")]
+    AuditTampered { problem: String, records: u64 },
+    #[error("the audit trail has no chained records yet")]
+    NoChain,
+    #[error("{failed} of {checked} snapshot parts failed verification")]
+    SnapshotsDamaged { failed: usize, checked: usize },
+    #[error("{} is a file: name a --part to export one part to a file, or give a directory to export every part", .path.display())]
+    ExportDirIsFile { path: PathBuf },
+    #[error("cannot create the export directory {}", .path.display())]
+    ExportDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// `path` is left as it was: the export went to a temporary file that is
     /// removed again.
     #[error("cannot export part {kind} of snapshot {snapshot_id} to {} (left unchanged)", .path.display())]
@@ -139,11 +173,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", config.render_masked());
             Ok(())
         }
-        Command::Audit {
-            config,
-            limit,
-            json,
-        } => audit(config, limit, json).await,
+        Command::Audit(args) => audit::run(args).await,
+        Command::History(args) => history::run(args).await,
         Command::Health { config, url } => health(config, url).await,
         Command::Policy { command } => policy::run(command),
         Command::Snapshots { command } => snapshots::run(command).await,
@@ -212,50 +243,4 @@ async fn shutdown_signal() {
             std::future::pending::<()>().await
         }
     }
-}
-
-async fn audit(arg: ConfigArg, limit: u32, json: bool) -> Result<(), CliError> {
-    use std::io::Write;
-    let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
-    let pool = db::open_existing(&config.database).await?;
-    let events = query::recent(&pool, limit).await?;
-    pool.close().await;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    if json {
-        for e in &events {
-            let line = serde_json::to_string(e).map_err(std::io::Error::other)?;
-            writeln!(out, "{line}")?;
-        }
-    } else {
-        write_table(&mut out, &events)?;
-    }
-    Ok(())
-}
-
-fn write_table(out: &mut impl std::io::Write, events: &[StoredEvent]) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:>7}  {:<24}  {:<7}  {:>6}  {:>9}  {:<16}  {:<23}  TARGET",
-        "ID", "TIME", "METHOD", "STATUS", "MS", "ACTOR", "ERROR"
-    )?;
-    for e in events {
-        let target = match &e.query {
-            Some(q) => format!("{}?{}", e.path, q),
-            None => e.path.clone(),
-        };
-        writeln!(
-            out,
-            "{:>7}  {:<24}  {:<7}  {:>6}  {:>9.1}  {:<16}  {:<23}  {}",
-            e.id,
-            e.time,
-            e.method,
-            e.status,
-            e.duration_ms,
-            e.actor_fingerprint.as_deref().unwrap_or("-"),
-            e.error_kind.as_deref().unwrap_or("-"),
-            target
-        )?;
-    }
-    Ok(())
 }

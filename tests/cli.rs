@@ -257,7 +257,15 @@ async fn a_corrupt_chunk_fails_the_export_and_leaves_no_file() {
 
     let file = c.gw.dir.path().join("leads.csv");
     let out = safedelete(
-        &["snapshots", "export", &id, "-o", file.to_str().unwrap()],
+        &[
+            "snapshots",
+            "export",
+            &id,
+            "--part",
+            "leads_csv",
+            "-o",
+            file.to_str().unwrap(),
+        ],
         &c.config,
     );
     assert!(!out.status.success(), "a corrupt part was exported");
@@ -351,7 +359,15 @@ async fn a_tampered_chunk_fails_its_checksum_and_leaves_no_file() {
     let file = c.gw.dir.path().join("leads.csv");
     std::fs::write(&file, b"the previous export").unwrap();
     let out = safedelete(
-        &["snapshots", "export", &id, "-o", file.to_str().unwrap()],
+        &[
+            "snapshots",
+            "export",
+            &id,
+            "--part",
+            "leads_csv",
+            "-o",
+            file.to_str().unwrap(),
+        ],
         &c.config,
     );
     assert!(!out.status.success(), "a tampered part was exported");

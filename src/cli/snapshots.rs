@@ -1,18 +1,20 @@
-//! `safedelete snapshots list` and `safedelete snapshots export`: reading back
-//! what the guard captured, from the same database `serve` writes.
+//! `safedelete snapshots ...`: reading back what the guard captured (list,
+//! show, export) from the same database `serve` writes; verify, pin and
+//! prune live in [`super::upkeep`], writing parts out in [`super::extract`].
 
-use std::ffi::OsString;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use sqlx::SqlitePool;
 
 use crate::config::{Config, ProcessEnv};
 use crate::db;
-use crate::snapshot::store::{self, PartKind, SnapshotInfo, StoreError};
+use crate::snapshot::store::{self, PartKind, SnapshotInfo};
 
-use super::{CliError, ConfigArg};
+use super::extract::{export_all, export_one};
+use super::timestamp::{parse_age, Age};
+use super::{upkeep, CliError, ConfigArg};
 
 /// `safedelete snapshots ...`
 #[derive(Debug, clap::Subcommand)]
@@ -31,8 +33,20 @@ pub enum SnapshotsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write one part of a snapshot, decompressed and checksum-verified, to a
-    /// file or stdout.
+    /// One snapshot in detail: its parts (content type, sizes, chunks,
+    /// SHA-256, state), whether it is pinned, and how many leads it holds.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(value_name = "ID")]
+        id: i64,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write parts of a snapshot, decompressed and checksum-verified: one
+    /// part (`--part`, default leads_csv) to a file or stdout, or, with `-o
+    /// DIR` and no `--part`, every complete part into DIR.
     Export {
         #[command(flatten)]
         config: ConfigArg,
@@ -40,38 +54,47 @@ pub enum SnapshotsCommand {
         #[arg(value_name = "ID")]
         id: i64,
         /// Which part.
-        #[arg(long, value_name = "PART", default_value = "leads_csv", value_parser = part_kind())]
-        part: PartKind,
-        /// Write here (replaced only once the whole part has been verified)
-        /// instead of stdout.
-        #[arg(long, short = 'o', value_name = "FILE")]
+        #[arg(long, value_name = "PART", value_parser = part_kind())]
+        part: Option<PartKind>,
+        /// With `--part`: the file to write (replaced only once the whole
+        /// part has been verified). Without: the directory to export every
+        /// part into (created if missing).
+        #[arg(long, short = 'o', value_name = "FILE|DIR")]
         output: Option<PathBuf>,
     },
-}
-
-/// Why exporting to a file failed; the file itself is never touched then.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cannot create {}", .path.display())]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
+    /// Re-read and check every chunk of every complete part, of one snapshot
+    /// or of all; exits non-zero if any part fails.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(value_name = "ID")]
+        id: Option<i64>,
     },
-    #[error("cannot flush {} to disk", .path.display())]
-    Sync {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
+    /// Keep a snapshot whatever its age: `prune` never removes it.
+    Pin {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(value_name = "ID")]
+        id: i64,
     },
-    #[error("cannot rename {} to {}", .from.display(), .to.display())]
-    Rename {
-        from: PathBuf,
-        to: PathBuf,
-        #[source]
-        source: std::io::Error,
+    /// Let `prune` remove a snapshot again once it is old enough.
+    Unpin {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(value_name = "ID")]
+        id: i64,
+    },
+    /// Remove snapshots older than an age, except pinned ones and the newest
+    /// complete snapshot of each campaign that was really deleted.
+    Prune {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// e.g. 90d, 12w, 720h.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Age,
+        /// List what would be removed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -85,162 +108,272 @@ fn part_kind() -> impl TypedValueParser<Value = PartKind> {
 
 /// Runs a `snapshots` command.
 pub async fn run(command: SnapshotsCommand) -> Result<(), CliError> {
+    let (config, action) = split(command);
+    let pool = open(config).await?;
+    let result = run_on(&pool, action).await;
+    pool.close().await;
+    result
+}
+
+/// A command without its config, run on an open pool.
+enum Action {
+    List {
+        campaign: Option<i64>,
+        limit: u32,
+        json: bool,
+    },
+    Show {
+        id: i64,
+        json: bool,
+    },
+    Export {
+        id: i64,
+        part: Option<PartKind>,
+        output: Option<PathBuf>,
+    },
+    Verify {
+        id: Option<i64>,
+    },
+    Pin {
+        id: i64,
+        pinned: bool,
+    },
+    Prune {
+        older_than: Age,
+        dry_run: bool,
+    },
+}
+
+fn split(command: SnapshotsCommand) -> (ConfigArg, Action) {
+    use SnapshotsCommand as C;
     match command {
-        SnapshotsCommand::List {
+        C::List {
             config,
             campaign,
             limit,
             json,
-        } => {
-            let pool = open(&config).await?;
-            let snapshots = store::list_snapshots(&pool, campaign, limit).await;
-            pool.close().await;
-            list(&snapshots.map_err(CliError::Snapshots)?, json)
-        }
-        SnapshotsCommand::Export {
+        } => (
+            config,
+            Action::List {
+                campaign,
+                limit,
+                json,
+            },
+        ),
+        C::Show { config, id, json } => (config, Action::Show { id, json }),
+        C::Export {
             config,
             id,
             part,
             output,
-        } => {
-            let pool = open(&config).await?;
-            let exported = match &output {
-                Some(path) => export_to_file(&pool, id, part, path).await,
-                None => export_to_stdout(&pool, id, part).await,
-            };
-            pool.close().await;
-            exported
-        }
+        } => (config, Action::Export { id, part, output }),
+        C::Verify { config, id } => (config, Action::Verify { id }),
+        C::Pin { config, id } => (config, Action::Pin { id, pinned: true }),
+        C::Unpin { config, id } => (config, Action::Pin { id, pinned: false }),
+        C::Prune {
+            config,
+            older_than,
+            dry_run,
+        } => (
+            config,
+            Action::Prune {
+                older_than,
+                dry_run,
+            },
+        ),
     }
 }
 
-async fn open(arg: &ConfigArg) -> Result<SqlitePool, CliError> {
+async fn run_on(pool: &SqlitePool, action: Action) -> Result<(), CliError> {
+    match action {
+        Action::List {
+            campaign,
+            limit,
+            json,
+        } => list(pool, campaign, limit, json).await,
+        Action::Show { id, json } => show(pool, id, json).await,
+        Action::Export {
+            id,
+            part: Some(part),
+            output,
+        } => export_one(pool, id, part, output.as_deref()).await,
+        Action::Export {
+            id,
+            part: None,
+            output: Some(dir),
+        } => export_all(pool, id, &dir).await,
+        // The leads are what people come back for.
+        Action::Export {
+            id,
+            part: None,
+            output: None,
+        } => export_one(pool, id, PartKind::LeadsCsv, None).await,
+        Action::Verify { id } => upkeep::verify(pool, id).await,
+        Action::Pin { id, pinned } => upkeep::pin(pool, id, pinned).await,
+        Action::Prune {
+            older_than,
+            dry_run,
+        } => upkeep::prune(pool, older_than, dry_run).await,
+    }
+}
+
+async fn open(arg: ConfigArg) -> Result<SqlitePool, CliError> {
     let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
     Ok(db::open_existing(&config.database).await?)
 }
 
-fn list(snapshots: &[SnapshotInfo], json: bool) -> Result<(), CliError> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+async fn list(
+    pool: &SqlitePool,
+    campaign: Option<i64>,
+    limit: u32,
+    json: bool,
+) -> Result<(), CliError> {
+    let snapshots = store::list_snapshots(pool, campaign, limit)
+        .await
+        .map_err(CliError::Snapshots)?;
+    let mut pinned = Vec::with_capacity(snapshots.len());
+    for s in &snapshots {
+        pinned.push(
+            store::is_pinned(pool, s.id)
+                .await
+                .map_err(CliError::Snapshots)?,
+        );
+    }
+    let mut out = std::io::stdout().lock();
     if json {
-        for s in snapshots {
-            let line = serde_json::to_string(s).map_err(std::io::Error::other)?;
+        for (s, pinned) in snapshots.iter().zip(&pinned) {
+            let line = serde_json::to_string(&WithPin {
+                snapshot: s,
+                pinned,
+            })
+            .map_err(std::io::Error::other)?;
             writeln!(out, "{line}")?;
         }
     } else {
-        write_table(&mut out, snapshots)?;
+        write_table(&mut out, &snapshots, &pinned)?;
     }
+    out.flush()?;
     Ok(())
 }
 
-fn write_table(out: &mut impl std::io::Write, snapshots: &[SnapshotInfo]) -> std::io::Result<()> {
+/// A snapshot as `list --json` and `show --json` print it.
+#[derive(serde::Serialize)]
+struct WithPin<'a> {
+    #[serde(flatten)]
+    snapshot: &'a SnapshotInfo,
+    pinned: &'a bool,
+}
+
+fn leads_csv_bytes(s: &SnapshotInfo) -> Option<i64> {
+    s.parts
+        .iter()
+        .find(|p| p.kind == PartKind::LeadsCsv.as_str())
+        .map(|p| p.bytes)
+}
+
+fn write_table(
+    out: &mut impl std::io::Write,
+    snapshots: &[SnapshotInfo],
+    pinned: &[bool],
+) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}",
-        "ID", "CAMPAIGN", "STATE", "CREATED", "PARTS", "BYTES", "STORED"
+        "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>12}  PINNED",
+        "ID", "CAMPAIGN", "STATE", "CREATED", "PARTS", "BYTES", "STORED", "LEADS_CSV"
     )?;
-    for s in snapshots {
+    for (s, pinned) in snapshots.iter().zip(pinned) {
         let complete = s.parts.iter().filter(|p| p.state == "complete").count();
         let bytes: i64 = s.parts.iter().map(|p| p.bytes).sum();
         let stored: i64 = s.parts.iter().map(|p| p.stored_bytes).sum();
+        let leads = leads_csv_bytes(s).map_or("-".to_string(), |b| b.to_string());
         writeln!(
             out,
-            "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}",
+            "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>12}  {}",
             s.id,
             s.campaign_id,
             s.state,
             s.created_at,
             format!("{complete}/{}", s.parts.len()),
             bytes,
-            stored
+            stored,
+            leads,
+            if *pinned { "yes" } else { "no" }
         )?;
     }
     Ok(())
 }
 
-/// Exports into `FILE.partial` beside `path`, then renames it over `path`, so
-/// `path` only ever holds a complete, verified part; on any failure the
-/// temporary file is removed and `path` is left as it was.
-async fn export_to_file(
-    pool: &SqlitePool,
-    snapshot_id: i64,
-    kind: PartKind,
-    path: &Path,
-) -> Result<(), CliError> {
-    let temp = partial_path(path);
-    let result = write_verified(pool, snapshot_id, kind, &temp, path).await;
-    if result.is_err() {
-        // Best effort: the export error is what the operator needs to see.
-        let _ = tokio::fs::remove_file(&temp).await;
-    }
-    result.map_err(|source| CliError::ExportFile {
-        snapshot_id,
-        kind,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-async fn write_verified(
-    pool: &SqlitePool,
-    snapshot_id: i64,
-    kind: PartKind,
-    temp: &Path,
-    path: &Path,
-) -> Result<(), ExportError> {
-    let mut file = tokio::fs::File::create(temp)
+async fn show(pool: &SqlitePool, id: i64, json: bool) -> Result<(), CliError> {
+    let s = store::get_snapshot(pool, id)
         .await
-        .map_err(|source| ExportError::Create {
-            path: temp.to_path_buf(),
-            source,
-        })?;
-    store::export_part(pool, snapshot_id, kind, &mut file).await?;
-    // On disk before the rename, so a crash cannot leave `path` short.
-    file.sync_all().await.map_err(|source| ExportError::Sync {
-        path: temp.to_path_buf(),
-        source,
-    })?;
-    drop(file);
-    tokio::fs::rename(temp, path)
+        .map_err(CliError::Snapshots)?;
+    let pinned = store::is_pinned(pool, id)
         .await
-        .map_err(|source| ExportError::Rename {
-            from: temp.to_path_buf(),
-            to: path.to_path_buf(),
-            source,
+        .map_err(CliError::Snapshots)?;
+    // Counting means reading the whole part; a damaged one is reported, not fatal.
+    let leads_complete = s
+        .parts
+        .iter()
+        .any(|p| p.kind == PartKind::LeadsCsv.as_str() && p.state == "complete");
+    let leads = if leads_complete {
+        Some(store::leads_in(pool, id).await)
+    } else {
+        None
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut value = serde_json::to_value(WithPin {
+            snapshot: &s,
+            pinned: &pinned,
         })
-}
-
-/// `FILE.partial`, in the same directory so the final rename stays on one
-/// filesystem (and so is atomic).
-fn partial_path(path: &Path) -> PathBuf {
-    let mut name = OsString::from(path.as_os_str());
-    name.push(".partial");
-    PathBuf::from(name)
-}
-
-/// Streams straight to stdout: bytes go out as they are verified chunk by
-/// chunk, so a checksum failure can only be reported after the fact.
-async fn export_to_stdout(
-    pool: &SqlitePool,
-    snapshot_id: i64,
-    kind: PartKind,
-) -> Result<(), CliError> {
-    let mut stdout = async_stdout()?;
-    store::export_part(pool, snapshot_id, kind, &mut stdout)
-        .await
-        .map_err(|source| CliError::ExportStdout {
-            snapshot_id,
-            kind,
-            source,
-        })?;
+        .map_err(std::io::Error::other)?;
+        value["leads"] = match &leads {
+            Some(Ok(n)) => (*n).into(),
+            _ => serde_json::Value::Null,
+        };
+        writeln!(out, "{value}")?;
+        out.flush()?;
+        return Ok(());
+    }
+    writeln!(out, "snapshot {}  campaign {}", s.id, s.campaign_id)?;
+    writeln!(out, "  state:      {}", s.state)?;
+    writeln!(out, "  pinned:     {}", if pinned { "yes" } else { "no" })?;
+    writeln!(out, "  created:    {}", s.created_at)?;
+    if let Some(done) = &s.completed_at {
+        writeln!(out, "  completed:  {done}")?;
+    }
+    if let Some(op) = s.operation_id {
+        writeln!(out, "  operation:  {op}")?;
+    }
+    if let Some(error) = &s.error {
+        writeln!(out, "  error:      {error}")?;
+    }
+    match leads {
+        Some(Ok(n)) => writeln!(out, "  leads:      {n}")?,
+        Some(Err(err)) => writeln!(out, "  leads:      unreadable ({err})")?,
+        None => writeln!(out, "  leads:      - (no complete leads_csv part)")?,
+    }
+    writeln!(out, "  parts:")?;
+    for p in &s.parts {
+        writeln!(out, "    {}", p.kind)?;
+        writeln!(out, "      state:         {}", p.state)?;
+        writeln!(
+            out,
+            "      content type:  {}",
+            p.content_type.as_deref().unwrap_or("-")
+        )?;
+        if let Some(status) = p.upstream_status {
+            writeln!(out, "      upstream:      {status}")?;
+        }
+        writeln!(out, "      bytes:         {}", p.bytes)?;
+        writeln!(out, "      stored bytes:  {}", p.stored_bytes)?;
+        writeln!(out, "      chunks:        {}", p.chunks)?;
+        writeln!(
+            out,
+            "      sha256:        {}",
+            p.sha256.as_deref().unwrap_or("-")
+        )?;
+    }
+    out.flush()?;
     Ok(())
-}
-
-/// Stdout as an async file: a duplicate of descriptor 1, written from tokio's
-/// blocking pool (the crate does not enable tokio's `io-std`). Nothing else
-/// writes to stdout during an export, so std's buffer is never interleaved.
-fn async_stdout() -> std::io::Result<tokio::fs::File> {
-    use std::os::fd::AsFd;
-    let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
-    Ok(tokio::fs::File::from_std(std::fs::File::from(fd)))
 }

@@ -79,12 +79,17 @@ pub async fn campaign(pool: &SqlitePool, campaign_id: i64) -> Result<History, Hi
     for op in &mut operations {
         op.sent_upstream = sent_upstream(op);
         if let Some(id) = op.snapshot_id {
-            op.snapshot = Some(store::get_snapshot(pool, id).await.map_err(|source| {
-                HistoryError::Snapshot {
-                    campaign_id,
-                    source,
+            // A pruned snapshot is simply no longer there.
+            op.snapshot = match store::get_snapshot(pool, id).await {
+                Ok(info) => Some(info),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(source) => {
+                    return Err(HistoryError::Snapshot {
+                        campaign_id,
+                        source,
+                    })
                 }
-            })?);
+            };
         }
     }
     let (passthrough_requests, first_seen, last_seen): (i64, Option<String>, Option<String>) =
@@ -120,8 +125,9 @@ fn sent_upstream(op: &OperationView) -> String {
         (Some("archive"), "upstream_failed") => {
             format!("archive attempts, none accepted{status}")
         }
-        (_, "interrupted") => "unknown: interrupted (nothing destructive had been recorded as sent)"
-            .to_string(),
+        (_, "interrupted") => {
+            "unknown: interrupted (nothing destructive had been recorded as sent)".to_string()
+        }
         _ => "nothing".to_string(),
     }
 }

@@ -13,11 +13,13 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::audit::format_time;
 
+mod manage;
 mod reader;
 #[cfg(test)]
 mod tests;
 mod writer;
 
+pub use manage::*;
 pub use reader::{export_part, get_snapshot, list_snapshots, PartInfo, SnapshotInfo};
 pub use writer::{PartSummary, PartWriter};
 

@@ -1,0 +1,131 @@
+//! `safedelete history --campaign ID`: the story of one campaign through the
+//! gateway, told from the operations and audit trail in the database.
+
+use std::io::Write;
+
+use crate::config::{Config, ProcessEnv};
+use crate::db;
+use crate::guard::history::{self, History, OperationView};
+use crate::snapshot::store::SnapshotInfo;
+
+use super::{CliError, ConfigArg};
+
+/// `safedelete history`
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[arg(long, value_name = "ID")]
+    pub campaign: i64,
+    /// The history as one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `history`; a campaign the gateway never saw is an error.
+pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
+    let config = Config::load(args.config.config.as_deref(), &ProcessEnv)?;
+    let pool = db::open_existing(&config.database).await?;
+    let history = history::campaign(&pool, args.campaign).await;
+    pool.close().await;
+    let history = history?;
+    if history.operations.is_empty() && history.first_seen.is_none() {
+        return Err(CliError::UnknownCampaign {
+            campaign_id: args.campaign,
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &history).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+    } else {
+        write_story(&mut out, &history)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn write_story(out: &mut impl Write, h: &History) -> std::io::Result<()> {
+    let n = h.operations.len();
+    writeln!(
+        out,
+        "campaign {}: {n} guarded operation{}",
+        h.campaign_id,
+        if n == 1 { "" } else { "s" }
+    )?;
+    for op in &h.operations {
+        writeln!(out)?;
+        write_operation(out, op)?;
+    }
+    writeln!(out)?;
+    let p = h.passthrough_requests;
+    write!(
+        out,
+        "{p} passthrough request{} touched it",
+        if p == 1 { "" } else { "s" }
+    )?;
+    if let (Some(first), Some(last)) = (&h.first_seen, &h.last_seen) {
+        write!(out, " (first {first}, last {last})")?;
+    }
+    writeln!(out)
+}
+
+fn write_operation(out: &mut impl Write, op: &OperationView) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "operation {}  {}  {}  (request {})",
+        op.id, op.created_at, op.kind, op.request_id
+    )?;
+    writeln!(
+        out,
+        "  actor:     {} ({})",
+        op.actor_label.as_deref().unwrap_or("unknown"),
+        op.actor_fingerprint.as_deref().unwrap_or("no key")
+    )?;
+    let decision = match (&op.action, &op.rule) {
+        (Some(action), Some(rule)) => format!("{action} by rule `{rule}`"),
+        (Some(action), None) => format!("{action} by the default"),
+        (None, _) => "none (it ended before the policy decided)".to_string(),
+    };
+    write!(out, "  decision:  {decision}")?;
+    if let Some(would) = &op.would_action {
+        write!(out, "; shadow rules would: {would}")?;
+    }
+    writeln!(out)?;
+    if let Some(revision) = &op.policy_revision {
+        writeln!(out, "  policy:    revision {revision}")?;
+    }
+    writeln!(out, "  state:     {} (at {})", op.state, op.updated_at)?;
+    match (&op.snapshot, op.snapshot_id) {
+        (Some(s), _) => write_snapshot(out, s)?,
+        (None, Some(id)) => writeln!(out, "  snapshot:  {id} (no longer stored)")?,
+        (None, None) => writeln!(out, "  snapshot:  none")?,
+    }
+    writeln!(out, "  upstream:  {}", op.sent_upstream)?;
+    if let Some(error) = &op.error {
+        writeln!(out, "  error:     {error}")?;
+    }
+    Ok(())
+}
+
+fn write_snapshot(out: &mut impl Write, s: &SnapshotInfo) -> std::io::Result<()> {
+    let complete = s.parts.iter().filter(|p| p.state == "complete").count();
+    writeln!(
+        out,
+        "  snapshot:  {} {}, {complete}/{} parts complete",
+        s.id,
+        s.state,
+        s.parts.len()
+    )?;
+    for p in &s.parts {
+        writeln!(
+            out,
+            "             {:<15} {:<9} {:>12} bytes ({} stored)",
+            p.kind, p.state, p.bytes, p.stored_bytes
+        )?;
+    }
+    if let Some(error) = &s.error {
+        writeln!(out, "             error: {error}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! Looking after stored snapshots: re-verifying every chunk, pinning, and
+//! pruning old snapshots without ever losing the last copy of a campaign
+//! that was really deleted.
+
+use sqlx::SqlitePool;
+use tokio::io::AsyncWrite;
+
+use super::{export_part, PartKind, StoreError};
+
+/// Why one part failed verification.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Missing or undecodable chunk, checksum mismatch, database error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "snapshot {snapshot_id}: part {kind} holds {actual} chunk rows, its record says {expected}"
+    )]
+    ChunkCount {
+        snapshot_id: i64,
+        kind: PartKind,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("snapshot {snapshot_id}: part {kind} decompresses to {actual} bytes, its record says {expected}")]
+    ByteCount {
+        snapshot_id: i64,
+        kind: PartKind,
+        expected: i64,
+        actual: u64,
+    },
+    #[error("snapshot {snapshot_id}: part {kind:?} is of no known kind")]
+    UnknownKind { snapshot_id: i64, kind: String },
+}
+
+/// How one part of a snapshot fared in [`verify_snapshot`].
+#[derive(Debug)]
+pub struct PartCheck {
+    pub snapshot_id: i64,
+    /// As stored in `snapshot_parts.kind`.
+    pub kind: String,
+    pub outcome: PartOutcome,
+}
+
+/// The verdict on one part.
+#[derive(Debug)]
+pub enum PartOutcome {
+    /// Every chunk read, decompressed and hashed to the stored SHA-256.
+    Ok {
+        bytes: u64,
+        chunks: i64,
+    },
+    Failed(VerifyError),
+    /// Not `complete` (failed or unfinished capture): nothing to verify.
+    Skipped {
+        state: String,
+    },
+}
+
+/// Re-reads every chunk of every complete part of `snapshot_id`,
+/// decompresses it and checks sizes and SHA-256, one part at a time (memory
+/// stays O(chunk)). Only a database error reaching the snapshot itself is an
+/// `Err`; a damaged part is a [`PartOutcome::Failed`].
+pub async fn verify_snapshot(
+    pool: &SqlitePool,
+    snapshot_id: i64,
+) -> Result<Vec<PartCheck>, StoreError> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM snapshots WHERE id = ?")
+        .bind(snapshot_id)
+        .fetch_optional(pool)
+        .await?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound { snapshot_id });
+    }
+    let parts: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, kind, state, byte_count, chunk_count FROM snapshot_parts \
+         WHERE snapshot_id = ? ORDER BY id",
+    )
+    .bind(snapshot_id)
+    .fetch_all(pool)
+    .await?;
+    let mut checks = Vec::with_capacity(parts.len());
+    for (part_id, kind, state, byte_count, chunk_count) in parts {
+        let outcome = if state != "complete" {
+            PartOutcome::Skipped { state }
+        } else {
+            match verify_part(pool, snapshot_id, part_id, &kind, byte_count, chunk_count).await {
+                Ok(bytes) => PartOutcome::Ok {
+                    bytes,
+                    chunks: chunk_count,
+                },
+                Err(err) => PartOutcome::Failed(err),
+            }
+        };
+        checks.push(PartCheck {
+            snapshot_id,
+            kind,
+            outcome,
+        });
+    }
+    Ok(checks)
+}
+
+async fn verify_part(
+    pool: &SqlitePool,
+    snapshot_id: i64,
+    part_id: i64,
+    kind: &str,
+    byte_count: i64,
+    chunk_count: i64,
+) -> Result<u64, VerifyError> {
+    let kind = PartKind::parse(kind).ok_or_else(|| VerifyError::UnknownKind {
+        snapshot_id,
+        kind: kind.to_string(),
+    })?;
+    // `export_part` reads chunks 0..chunk_count; rows beyond that would
+    // otherwise go unnoticed.
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM snapshot_chunks WHERE part_id = ?")
+        .bind(part_id)
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::from)?;
+    if rows != chunk_count {
+        return Err(VerifyError::ChunkCount {
+            snapshot_id,
+            kind,
+            expected: chunk_count,
+            actual: rows,
+        });
+    }
+    let bytes = export_part(pool, snapshot_id, kind, &mut tokio::io::sink()).await?;
+    if i64::try_from(bytes).ok() != Some(byte_count) {
+        return Err(VerifyError::ByteCount {
+            snapshot_id,
+            kind,
+            expected: byte_count,
+            actual: bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Every snapshot id, oldest first (for verifying them all).
+pub async fn all_snapshot_ids(pool: &SqlitePool) -> Result<Vec<i64>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT id FROM snapshots ORDER BY id")
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Whether `snapshot_id` is pinned.
+pub async fn is_pinned(pool: &SqlitePool, snapshot_id: i64) -> Result<bool, StoreError> {
+    let pinned: Option<bool> = sqlx::query_scalar("SELECT pinned <> 0 FROM snapshots WHERE id = ?")
+        .bind(snapshot_id)
+        .fetch_optional(pool)
+        .await?;
+    pinned.ok_or(StoreError::NotFound { snapshot_id })
+}
+
+/// Pins (pruning never removes it) or unpins a snapshot. Returns whether
+/// the flag changed.
+pub async fn set_pinned(
+    pool: &SqlitePool,
+    snapshot_id: i64,
+    pinned: bool,
+) -> Result<bool, StoreError> {
+    let was = is_pinned(pool, snapshot_id).await?;
+    let done = sqlx::query("UPDATE snapshots SET pinned = ? WHERE id = ?")
+        .bind(i64::from(pinned))
+        .bind(snapshot_id)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound { snapshot_id });
+    }
+    Ok(was != pinned)
+}
+
+/// A snapshot that pruning removes (or, in a dry run, would remove).
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct PruneCandidate {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub state: String,
+    pub created_at: String,
+    pub parts: i64,
+    pub chunks: i64,
+    /// Compressed bytes freed.
+    pub stored_bytes: i64,
+}
+
+/// Which snapshots may go, as a condition on `snapshots s` with `?1` the
+/// cutoff. Both the listing and every delete use it, so a dry run shows
+/// exactly what a real prune removes, and a snapshot pinned (or a campaign
+/// deleted) between the two is still spared.
+///
+/// Kept whatever their age:
+/// - pinned snapshots;
+/// - snapshots still being captured (`in_progress`);
+/// - the newest complete snapshot of every campaign the gateway let be
+///   deleted (`allow`), when the delete went through or may have (`done`,
+///   `acting`, `upstream_failed`, `interrupted`): it may be the only copy of
+///   that campaign's data left anywhere.
+const PRUNABLE: &str = "s.created_at < ?1 AND s.pinned = 0 AND s.state <> 'in_progress' \
+     AND s.id NOT IN (SELECT MAX(k.id) FROM snapshots k WHERE k.state = 'complete' \
+       AND k.campaign_id IN (SELECT o.campaign_id FROM operations o WHERE o.action = 'allow' \
+         AND o.state IN ('done', 'acting', 'upstream_failed', 'interrupted')) \
+       GROUP BY k.campaign_id)";
+
+/// The snapshots created before `cutoff` (stored time form) that
+/// [`prune`] would remove, oldest first.
+pub async fn prune_candidates(
+    pool: &SqlitePool,
+    cutoff: &str,
+) -> Result<Vec<PruneCandidate>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT s.id, s.campaign_id, s.state, s.created_at, \
+         (SELECT COUNT(*) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS parts, \
+         (SELECT COALESCE(SUM(p.chunk_count), 0) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS chunks, \
+         (SELECT COALESCE(SUM(p.stored_bytes), 0) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS stored_bytes \
+         FROM snapshots s WHERE {PRUNABLE} ORDER BY s.id"
+    ))
+    .bind(cutoff)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Removes the snapshots [`prune_candidates`] selects (chunks, parts, then
+/// the snapshot row), one short transaction per snapshot so the gateway is
+/// never held off the database for long. Each snapshot is re-checked against
+/// the same condition inside its transaction; one that no longer qualifies
+/// (pinned meanwhile, say) is left alone. Returns what was removed.
+pub async fn prune(pool: &SqlitePool, cutoff: &str) -> Result<Vec<PruneCandidate>, StoreError> {
+    let mut removed = Vec::new();
+    for candidate in prune_candidates(pool, cutoff).await? {
+        if prune_one(pool, cutoff, candidate.id).await? {
+            removed.push(candidate);
+        }
+    }
+    Ok(removed)
+}
+
+async fn prune_one(pool: &SqlitePool, cutoff: &str, snapshot_id: i64) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    // A write first: from here the transaction holds the write lock, so the
+    // condition cannot change before the commit.
+    let still = sqlx::query(&format!(
+        "UPDATE snapshots AS s SET pinned = pinned WHERE s.id = ?2 AND {PRUNABLE}"
+    ))
+    .bind(cutoff)
+    .bind(snapshot_id)
+    .execute(&mut *tx)
+    .await?;
+    if still.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "DELETE FROM snapshot_chunks WHERE part_id IN \
+         (SELECT id FROM snapshot_parts WHERE snapshot_id = ?)",
+    )
+    .bind(snapshot_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM snapshot_parts WHERE snapshot_id = ?")
+        .bind(snapshot_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM snapshots WHERE id = ?")
+        .bind(snapshot_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Counts CSV records (quoted line breaks do not end one) written to it;
+/// [`leads_in`] uses it to count a leads export without holding it.
+#[derive(Debug, Default)]
+struct CsvRecordCounter {
+    records: u64,
+    in_quotes: bool,
+    /// Whether bytes were seen since the last record ended.
+    pending: bool,
+}
+
+impl AsyncWrite for CsvRecordCounter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        for &b in buf {
+            match b {
+                // A doubled quote inside quotes toggles twice: no change.
+                b'"' => this.in_quotes = !this.in_quotes,
+                b'\n' if !this.in_quotes => {
+                    this.records += 1;
+                    this.pending = false;
+                    continue;
+                }
+                _ => {}
+            }
+            this.pending = true;
+        }
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// How many leads a snapshot's (complete, verified) leads CSV holds: its
+/// records minus the header row. Reads the whole part, chunk by chunk.
+pub async fn leads_in(pool: &SqlitePool, snapshot_id: i64) -> Result<u64, StoreError> {
+    let mut counter = CsvRecordCounter::default();
+    export_part(pool, snapshot_id, PartKind::LeadsCsv, &mut counter).await?;
+    let records = counter.records + u64::from(counter.pending);
+    Ok(records.saturating_sub(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn count(data: &[u8]) -> u64 {
+        let mut c = CsvRecordCounter::default();
+        // Two writes, split mid-field, as chunks arrive.
+        let (a, b) = data.split_at(data.len() / 2);
+        c.write_all(a).await.unwrap();
+        c.write_all(b).await.unwrap();
+        c.records + u64::from(c.pending)
+    }
+
+    #[tokio::test]
+    async fn quoted_line_breaks_do_not_end_a_record() {
+        assert_eq!(
+            count(b"a,b\n\"1\",\"x\ny\"\n\"2\",\"say \"\"hi\"\"\"\n").await,
+            3
+        );
+        assert_eq!(count(b"a,b\r\n1,2\r\n3,4").await, 3);
+        assert_eq!(count(b"").await, 0);
+    }
+}
