@@ -335,4 +335,13 @@ async fn the_admin_token_guards_metrics_but_not_health() {
     .await;
     assert_eq!(right.status, 200);
     assert!(String::from_utf8_lossy(&right.body).contains("safedelete_requests_in_flight"));
+    // The scheme is case-insensitive (RFC 7235).
+    let lower = send(
+        Request::get(gw.admin_url("/metrics"))
+            .header("authorization", "bearer admin-token-0123456789")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(lower.status, 200);
 }

@@ -175,3 +175,57 @@ async fn writers_keep_one_chain_after_a_restart() {
     assert_eq!(report.problem, None);
     assert_eq!(report.records, 21);
 }
+
+#[tokio::test]
+async fn hashes_set_to_null_are_caught() {
+    let (_up, gw) = trail().await;
+    sql(
+        &gw,
+        "UPDATE audit_events SET hash = NULL, prev_hash = NULL, status = 999",
+    )
+    .await;
+    assert_eq!(
+        verify(&gw, None).await.problem,
+        Some(Problem::Inserted { id: 1 })
+    );
+}
+
+#[tokio::test]
+async fn a_record_forged_before_the_first_is_caught() {
+    let (_up, gw) = trail().await;
+    sql(
+        &gw,
+        "INSERT INTO audit_events (id, time, request_id, method, path, operation, status, \
+         bytes_in, bytes_out, duration_ms) \
+         VALUES (0, '2020-01-01T00:00:00.000Z', 'forged', 'DELETE', '/api/v1/campaigns/1', \
+         'delete_campaign', 200, 0, 0, 1.0)",
+    )
+    .await;
+    assert_eq!(
+        verify(&gw, None).await.problem,
+        Some(Problem::Inserted { id: 0 })
+    );
+}
+
+#[tokio::test]
+async fn a_record_inserted_in_the_middle_is_caught() {
+    let (_up, gw) = trail().await;
+    // Make room by shifting the tail, then slip a forged copy into the gap.
+    sql(&gw, "UPDATE audit_events SET id = id + 100 WHERE id > 10").await;
+    sql(
+        &gw,
+        "INSERT INTO audit_events (id, time, request_id, method, path, operation, status, \
+         bytes_in, bytes_out, duration_ms, prev_hash, hash) \
+         SELECT 11, time, 'forged', method, path, operation, status, bytes_in, bytes_out, \
+         duration_ms, hash, hash FROM audit_events WHERE id = 10",
+    )
+    .await;
+    let problem = verify(&gw, None).await.problem;
+    assert!(
+        matches!(
+            problem,
+            Some(Problem::Modified { id: 11 }) | Some(Problem::Inserted { id: 11 })
+        ),
+        "{problem:?}"
+    );
+}

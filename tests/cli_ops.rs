@@ -528,8 +528,9 @@ async fn snapshots_export_without_a_part_writes_every_part_into_a_directory() {
     let w = World::build().await;
     let s101 = w.archived[0].to_string();
     let dir = w.dir.path().join("restore").join("101");
-
-    let out = stdout(&w.run(&["snapshots", "export", &s101, "-o", dir.to_str().unwrap()]));
+    // A trailing slash (or an existing directory) asks for every part.
+    let dir_arg = format!("{}/", dir.display());
+    let out = stdout(&w.run(&["snapshots", "export", &s101, "-o", &dir_arg]));
     assert_eq!(out.lines().count(), 6, "{out}");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -553,13 +554,15 @@ async fn snapshots_export_without_a_part_writes_every_part_into_a_directory() {
             .unwrap();
     assert_eq!(campaign["id"], 101);
 
-    // A file where a directory is expected is refused, untouched.
+    // Into an existing directory, every part again.
+    let again = stdout(&w.run(&["snapshots", "export", &s101, "-o", dir.to_str().unwrap()]));
+    assert_eq!(again.lines().count(), 6, "{again}");
+
+    // A file path without --part is the leads CSV (DESIGN §7's `-o FILE`).
     let file = w.dir.path().join("leads.csv");
-    std::fs::write(&file, b"keep me").unwrap();
     let out = w.run(&["snapshots", "export", &s101, "-o", file.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("--part"), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&file).unwrap() == w.leads_101);
 }
 
 #[tokio::test]
@@ -637,6 +640,27 @@ async fn snapshots_verify_names_the_damaged_snapshot_and_part() {
     let missing = w.run(&["snapshots", "verify", "9999"]);
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("snapshot 9999 does not exist"));
+
+    // A part removed from a complete snapshot is damage too, not a skip.
+    let s104 = w.archived[3];
+    w.sql(&format!(
+        "DELETE FROM snapshot_chunks WHERE part_id IN \
+         (SELECT id FROM snapshot_parts WHERE snapshot_id = {s104} AND kind = 'webhooks')"
+    ))
+    .await;
+    w.sql(&format!(
+        "DELETE FROM snapshot_parts WHERE snapshot_id = {s104} AND kind = 'webhooks'"
+    ))
+    .await;
+    let gone = w.run(&["snapshots", "verify", &s104.to_string()]);
+    assert!(!gone.status.success(), "a snapshot missing a part verified");
+    let text = String::from_utf8(gone.stdout.clone()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("snapshot {s104} part webhooks"))
+                && l.contains("FAILED")),
+        "{text}"
+    );
 }
 
 #[tokio::test]

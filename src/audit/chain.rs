@@ -217,6 +217,12 @@ pub async fn verify(
         problem: None,
         head: None,
     };
+    // Records from `chain_start` on must be chained; a missing start record
+    // (deleted) means every record must be.
+    let chain_start: i64 = sqlx::query_scalar("SELECT chain_start FROM audit_chain WHERE id = 1")
+        .fetch_optional(pool)
+        .await?
+        .unwrap_or(1);
     let mut prev: Option<(i64, String)> = None;
     let mut checkpoint_seen = false;
     let mut after = None;
@@ -225,8 +231,12 @@ pub async fn verify(
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         for e in &page {
+            if e.id <= 0 {
+                report.problem = Some(Problem::Inserted { id: e.id });
+                break 'pages;
+            }
             let Some(stored_hash) = e.hash.as_deref() else {
-                if prev.is_some() {
+                if prev.is_some() || e.id >= chain_start {
                     report.problem = Some(Problem::Inserted { id: e.id });
                     break 'pages;
                 }

@@ -173,10 +173,18 @@ pub async fn run(args: AuditArgs) -> Result<(), CliError> {
             Ok(())
         }
         Some(AuditCommand::Checkpoint { config }) => {
+            // Never certify a chain that does not verify.
             let pool = open(&config).await?;
-            let head = chain::checkpoint(&pool).await;
+            let report = chain::verify(&pool, None).await;
             pool.close().await;
-            match head? {
+            let report = report?;
+            if let Some(problem) = report.problem {
+                return Err(CliError::AuditTampered {
+                    problem: problem.to_string(),
+                    records: report.records,
+                });
+            }
+            match report.head {
                 Some(cp) => {
                     println!("{cp}");
                     Ok(())
@@ -356,6 +364,13 @@ fn write_csv_record(
         if i > 0 {
             out.write_all(b",")?;
         }
+        // A cell a spreadsheet would run as a formula (paths and user agents
+        // come from clients) is defused with a leading apostrophe.
+        let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{field}")
+        } else {
+            field
+        };
         if field.contains([',', '"', '\r', '\n']) {
             write!(out, "\"{}\"", field.replace('"', "\"\""))?;
         } else {

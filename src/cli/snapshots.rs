@@ -197,11 +197,20 @@ async fn run_on(pool: &SqlitePool, action: Action) -> Result<(), CliError> {
             part: Some(part),
             output,
         } => export_one(pool, id, part, output.as_deref()).await,
+        // Every part when -o names a directory (existing, or written with a
+        // trailing slash); otherwise the leads CSV to that file, as before.
         Action::Export {
             id,
             part: None,
-            output: Some(dir),
-        } => export_all(pool, id, &dir).await,
+            output: Some(out),
+        } if out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/') => {
+            export_all(pool, id, &out).await
+        }
+        Action::Export {
+            id,
+            part: None,
+            output: Some(file),
+        } => export_one(pool, id, PartKind::LeadsCsv, Some(&file)).await,
         // The leads are what people come back for.
         Action::Export {
             id,

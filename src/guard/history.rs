@@ -116,18 +116,38 @@ fn sent_upstream(op: &OperationView) -> String {
         .upstream_status
         .map(|s| format!(" (SmartLead answered {s})"))
         .unwrap_or_default();
+    let stopped = if op
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("stopping the campaign"))
+    {
+        "STOPPED status change refused; "
+    } else {
+        ""
+    };
     match (op.action.as_deref(), op.state.as_str()) {
         (Some("archive"), "done") => format!("status change to archived{status}"),
         (Some("allow"), "done") => format!("DELETE{status}"),
         (Some("allow"), "upstream_failed") if op.upstream_status.is_some() => {
             format!("DELETE{status}")
         }
+        (Some("allow"), "upstream_failed")
+            if op
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("may or may not")) =>
+        {
+            "DELETE sent, outcome unknown (the connection failed or timed out)".to_string()
+        }
         (Some("archive"), "upstream_failed") => {
             format!("archive attempts, none accepted{status}")
         }
+        (_, "acting") => "in progress (or the gateway stopped while acting)".to_string(),
+        (_, "received" | "deciding" | "snapshotting") => "nothing yet (in progress)".to_string(),
         (_, "interrupted") => {
-            "unknown: interrupted (nothing destructive had been recorded as sent)".to_string()
+            "unknown: interrupted (check SmartLead; the snapshot, if complete, holds the data)"
+                .to_string()
         }
-        _ => "nothing".to_string(),
+        _ => format!("{stopped}nothing"),
     }
 }

@@ -238,6 +238,20 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         budget: state.first_byte_timeout,
         ..source
     };
+    // The snapshot must still be there, complete, at the moment of acting.
+    if let Some(id) = run.snapshot_id {
+        let intact =
+            matches!(store::get_snapshot(&state.pool, id).await, Ok(s) if s.state == "complete");
+        if !intact {
+            let refusal = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::StorageFailed,
+                State::SnapshotFailed,
+                format!("snapshot {id} is no longer complete, so the gateway will not act. Nothing was deleted."),
+            );
+            return run.refuse(refusal).await;
+        }
+    }
     if let Err(err) = run.try_set_state(State::Acting).await {
         tracing::error!(error = %err, "cannot record the acting state");
         let refusal = Refusal::new(

@@ -79,8 +79,41 @@ pub async fn verify_snapshot(
     .bind(snapshot_id)
     .fetch_all(pool)
     .await?;
+    let snapshot_state: String = sqlx::query_scalar("SELECT state FROM snapshots WHERE id = ?")
+        .bind(snapshot_id)
+        .fetch_one(pool)
+        .await?;
     let mut checks = Vec::with_capacity(parts.len());
+    // A complete snapshot has every part, each complete: a missing or
+    // relabelled part is damage, not something to skip.
+    if snapshot_state == "complete" {
+        for kind in PartKind::ALL {
+            match parts.iter().find(|p| p.1 == kind.as_str()) {
+                None => checks.push(PartCheck {
+                    snapshot_id,
+                    kind: kind.as_str().to_string(),
+                    outcome: PartOutcome::Failed(VerifyError::Store(StoreError::NoSuchPart {
+                        snapshot_id,
+                        kind,
+                    })),
+                }),
+                Some(p) if p.2 != "complete" => checks.push(PartCheck {
+                    snapshot_id,
+                    kind: kind.as_str().to_string(),
+                    outcome: PartOutcome::Failed(VerifyError::Store(StoreError::Incomplete {
+                        snapshot_id,
+                        kind,
+                        state: p.2.clone(),
+                    })),
+                }),
+                Some(_) => {}
+            }
+        }
+    }
     for (part_id, kind, state, byte_count, chunk_count) in parts {
+        if state != "complete" && snapshot_state == "complete" {
+            continue; // reported above
+        }
         let outcome = if state != "complete" {
             PartOutcome::Skipped { state }
         } else {
@@ -197,14 +230,17 @@ pub struct PruneCandidate {
 /// - pinned snapshots;
 /// - snapshots still being captured (`in_progress`);
 /// - the newest complete snapshot of every campaign the gateway let be
-///   deleted (`allow`), when the delete went through or may have (`done`,
-///   `acting`, `upstream_failed`, `interrupted`): it may be the only copy of
-///   that campaign's data left anywhere.
+///   deleted (`allow`), when the delete went through, may have, or is about
+///   to (every state but `denied`/`not_found`/`snapshot_failed`): it may be
+///   the only copy of that campaign's data left anywhere;
+/// - the snapshot of any operation that has not finished yet.
 const PRUNABLE: &str = "s.created_at < ?1 AND s.pinned = 0 AND s.state <> 'in_progress' \
      AND s.id NOT IN (SELECT MAX(k.id) FROM snapshots k WHERE k.state = 'complete' \
        AND k.campaign_id IN (SELECT o.campaign_id FROM operations o WHERE o.action = 'allow' \
-         AND o.state IN ('done', 'acting', 'upstream_failed', 'interrupted')) \
-       GROUP BY k.campaign_id)";
+         AND o.state NOT IN ('denied', 'not_found', 'snapshot_failed')) \
+       GROUP BY k.campaign_id) \
+     AND s.id NOT IN (SELECT o.snapshot_id FROM operations o WHERE o.snapshot_id IS NOT NULL \
+       AND o.state IN ('received', 'deciding', 'snapshotting', 'acting'))";
 
 /// The snapshots created before `cutoff` (stored time form) that
 /// [`prune`] would remove, oldest first.
