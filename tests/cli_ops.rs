@@ -506,17 +506,24 @@ async fn snapshots_show_details_parts_and_counts_leads() {
     let table = stdout(&w.run(&["snapshots", "list"]));
     let header = table.lines().next().unwrap();
     assert!(
-        header.contains("LEADS_CSV") && header.contains("PINNED"),
+        header.contains("LEADS") && header.contains("PINNED"),
         "{header}"
     );
     let row = table
         .lines()
         .find(|l| l.split_whitespace().next() == Some(&s101.to_string()))
         .unwrap();
+    // The lead count, counted while the export was captured.
+    let leads_101 = w.leads_101.iter().filter(|b| **b == b'\n').count() - 1;
     assert!(
-        row.split_whitespace().any(|c| c == leads_bytes.to_string()),
+        row.split_whitespace().any(|c| c == leads_101.to_string()),
         "{row}"
     );
+    let _ = leads_bytes;
+    let complete = stdout(&w.run(&["snapshots", "list", "--state", "complete", "--json"]));
+    assert!(complete.lines().count() >= 4, "{complete}");
+    let failed = stdout(&w.run(&["snapshots", "list", "--state", "failed"]));
+    assert_eq!(failed.lines().count(), 1, "only the header: {failed}");
 
     let missing = w.run(&["snapshots", "show", "9999"]);
     assert!(!missing.status.success());

@@ -26,6 +26,9 @@ pub enum SnapshotsCommand {
         /// Only this campaign's snapshots.
         #[arg(long, value_name = "ID")]
         campaign: Option<i64>,
+        /// Only snapshots in this state (complete, failed, incomplete, in_progress).
+        #[arg(long)]
+        state: Option<String>,
         /// How many snapshots to show.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -119,6 +122,7 @@ pub async fn run(command: SnapshotsCommand) -> Result<(), CliError> {
 enum Action {
     List {
         campaign: Option<i64>,
+        state: Option<String>,
         limit: u32,
         json: bool,
     },
@@ -150,12 +154,14 @@ fn split(command: SnapshotsCommand) -> (ConfigArg, Action) {
         C::List {
             config,
             campaign,
+            state,
             limit,
             json,
         } => (
             config,
             Action::List {
                 campaign,
+                state,
                 limit,
                 json,
             },
@@ -188,9 +194,10 @@ async fn run_on(pool: &SqlitePool, action: Action) -> Result<(), CliError> {
     match action {
         Action::List {
             campaign,
+            state,
             limit,
             json,
-        } => list(pool, campaign, limit, json).await,
+        } => list(pool, campaign, state, limit, json).await,
         Action::Show { id, json } => show(pool, id, json).await,
         Action::Export {
             id,
@@ -234,70 +241,40 @@ async fn open(arg: ConfigArg) -> Result<SqlitePool, CliError> {
 async fn list(
     pool: &SqlitePool,
     campaign: Option<i64>,
+    state: Option<String>,
     limit: u32,
     json: bool,
 ) -> Result<(), CliError> {
-    let snapshots = store::list_snapshots(pool, campaign, limit)
+    let snapshots = store::list_snapshots_where(pool, campaign, state.as_deref(), limit)
         .await
         .map_err(CliError::Snapshots)?;
-    let mut pinned = Vec::with_capacity(snapshots.len());
-    for s in &snapshots {
-        pinned.push(
-            store::is_pinned(pool, s.id)
-                .await
-                .map_err(CliError::Snapshots)?,
-        );
-    }
     let mut out = std::io::stdout().lock();
     if json {
-        for (s, pinned) in snapshots.iter().zip(&pinned) {
-            let line = serde_json::to_string(&WithPin {
-                snapshot: s,
-                pinned,
-            })
-            .map_err(std::io::Error::other)?;
+        for s in &snapshots {
+            let line = serde_json::to_string(s).map_err(std::io::Error::other)?;
             writeln!(out, "{line}")?;
         }
     } else {
-        write_table(&mut out, &snapshots, &pinned)?;
+        write_table(&mut out, &snapshots)?;
     }
     out.flush()?;
     Ok(())
 }
 
-/// A snapshot as `list --json` and `show --json` print it.
-#[derive(serde::Serialize)]
-struct WithPin<'a> {
-    #[serde(flatten)]
-    snapshot: &'a SnapshotInfo,
-    pinned: &'a bool,
-}
-
-fn leads_csv_bytes(s: &SnapshotInfo) -> Option<i64> {
-    s.parts
-        .iter()
-        .find(|p| p.kind == PartKind::LeadsCsv.as_str())
-        .map(|p| p.bytes)
-}
-
-fn write_table(
-    out: &mut impl std::io::Write,
-    snapshots: &[SnapshotInfo],
-    pinned: &[bool],
-) -> std::io::Result<()> {
+fn write_table(out: &mut impl std::io::Write, snapshots: &[SnapshotInfo]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>12}  PINNED",
-        "ID", "CAMPAIGN", "STATE", "CREATED", "PARTS", "BYTES", "STORED", "LEADS_CSV"
+        "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  PINNED",
+        "ID", "CAMPAIGN", "STATE", "CREATED", "PARTS", "BYTES", "STORED", "LEADS"
     )?;
-    for (s, pinned) in snapshots.iter().zip(pinned) {
+    for s in snapshots {
         let complete = s.parts.iter().filter(|p| p.state == "complete").count();
         let bytes: i64 = s.parts.iter().map(|p| p.bytes).sum();
         let stored: i64 = s.parts.iter().map(|p| p.stored_bytes).sum();
-        let leads = leads_csv_bytes(s).map_or("-".to_string(), |b| b.to_string());
+        let leads = s.leads.map_or("-".to_string(), |n| n.to_string());
         writeln!(
             out,
-            "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>12}  {}",
+            "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  {}",
             s.id,
             s.campaign_id,
             s.state,
@@ -306,7 +283,7 @@ fn write_table(
             bytes,
             stored,
             leads,
-            if *pinned { "yes" } else { "no" }
+            if s.pinned { "yes" } else { "no" }
         )?;
     }
     Ok(())
@@ -331,11 +308,7 @@ async fn show(pool: &SqlitePool, id: i64, json: bool) -> Result<(), CliError> {
     };
     let mut out = std::io::stdout().lock();
     if json {
-        let mut value = serde_json::to_value(WithPin {
-            snapshot: &s,
-            pinned: &pinned,
-        })
-        .map_err(std::io::Error::other)?;
+        let mut value = serde_json::to_value(&s).map_err(std::io::Error::other)?;
         value["leads"] = match &leads {
             Some(Ok(n)) => (*n).into(),
             _ => serde_json::Value::Null,

@@ -20,7 +20,9 @@ mod tests;
 mod writer;
 
 pub use manage::*;
-pub use reader::{export_part, get_snapshot, list_snapshots, PartInfo, SnapshotInfo};
+pub use reader::{
+    export_part, get_snapshot, list_snapshots, list_snapshots_where, PartInfo, SnapshotInfo,
+};
 pub use writer::{PartSummary, PartWriter};
 
 /// Raw bytes per chunk row. Also the bound on memory per part being written

@@ -18,6 +18,10 @@ pub struct SnapshotInfo {
     pub created_at: String,
     pub completed_at: Option<String>,
     pub error: Option<String>,
+    /// Pinned snapshots are never pruned.
+    pub pinned: bool,
+    /// Leads in the captured export, when it was counted.
+    pub leads: Option<i64>,
     /// In the order they were first captured.
     #[sqlx(skip)]
     pub parts: Vec<PartInfo>,
@@ -38,7 +42,10 @@ pub struct PartInfo {
 }
 
 const SNAPSHOT_COLUMNS: &str =
-    "SELECT id, operation_id, campaign_id, state, created_at, completed_at, error FROM snapshots";
+    "SELECT id, operation_id, campaign_id, state, created_at, completed_at, error, \
+     pinned != 0 AS pinned, \
+     (SELECT p.rows FROM snapshot_parts p WHERE p.snapshot_id = snapshots.id \
+      AND p.kind = 'leads_csv' AND p.state = 'complete') AS leads FROM snapshots";
 
 /// Snapshots, newest first, of one campaign or of all, with their parts.
 pub async fn list_snapshots(
@@ -46,11 +53,23 @@ pub async fn list_snapshots(
     campaign_id: Option<i64>,
     limit: u32,
 ) -> Result<Vec<SnapshotInfo>, StoreError> {
+    list_snapshots_where(pool, campaign_id, None, limit).await
+}
+
+/// Like [`list_snapshots`], also filtered by state.
+pub async fn list_snapshots_where(
+    pool: &SqlitePool,
+    campaign_id: Option<i64>,
+    state: Option<&str>,
+    limit: u32,
+) -> Result<Vec<SnapshotInfo>, StoreError> {
     let mut snapshots: Vec<SnapshotInfo> = sqlx::query_as(&format!(
-        "{SNAPSHOT_COLUMNS} WHERE (?1 IS NULL OR campaign_id = ?1) ORDER BY id DESC LIMIT ?2"
+        "{SNAPSHOT_COLUMNS} WHERE (?1 IS NULL OR campaign_id = ?1) AND (?3 IS NULL OR state = ?3) \
+         ORDER BY id DESC LIMIT ?2"
     ))
     .bind(campaign_id)
     .bind(i64::from(limit))
+    .bind(state)
     .fetch_all(pool)
     .await?;
     for snapshot in &mut snapshots {
