@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Forwarding overhead: one fast upstream (nginx serving a small JSON body) and,
+# in the same run, interleaved rounds against: direct, nginx as a reverse
+# proxy (2 workers, keep-alive upstream), HAProxy (2 threads), and safedelete
+# (release build, default config, audit on). Reports requests/s, p50/p99,
+# errors, the proxy's CPU time per request (from /proc) and peak RSS, as
+# medians of ROUNDS rounds, with ratios against nginx.
+#
+# Usage: bench/forward.sh            (ROUNDS=3 DURATION=8s CONNECTIONS=64 by default)
+# Installs nginx, haproxy and wrk from Debian when missing. Everything runs on
+# loopback and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx haproxy wrk >/dev/null; }; }
+need nginx; need haproxy; need wrk
+cargo build --release --locked --bin safedelete >/dev/null
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+UP=127.0.0.1:19090; NGX=127.0.0.1:19091; HAP=127.0.0.1:19092; SD=127.0.0.1:19093; SDA=127.0.0.1:19094
+PATH_Q="/api/v1/campaigns/101?api_key=bench_key_0123456789"
+
+mkdir -p "$WORK/up" "$WORK/px"
+cat > "$WORK/up/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/up/pid; error_log $WORK/up/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen $UP; location / { default_type application/json;
+    return 200 '{"id":101,"name":"Cold Outreach Q1","status":"ACTIVE","client_id":null}'; } } }
+CONF
+cat > "$WORK/px/nginx.conf" <<CONF
+worker_processes 2; daemon off; pid $WORK/px/pid; error_log $WORK/px/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream up { server $UP; keepalive 256; }
+  server { listen $NGX; location / { proxy_pass http://up; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_set_header Host \$proxy_host; } } }
+CONF
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind $HAP
+  default_backend b
+backend b
+  http-reuse always
+  server s1 $UP
+CONF
+
+nginx -c "$WORK/up/nginx.conf" -p "$WORK/up" & PIDS+=($!)
+sleep 0.3
+nginx -c "$WORK/px/nginx.conf" -p "$WORK/px" & NGX_PID=$!; PIDS+=($NGX_PID)
+haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & HAP_PID=$!; PIDS+=($HAP_PID)
+SAFEDELETE_UPSTREAM=http://$UP SAFEDELETE_LISTEN=$SD SAFEDELETE_ADMIN_LISTEN=$SDA \
+  SAFEDELETE_DATABASE=$WORK/sd/safedelete.db SAFEDELETE_LOG=warn \
+  target/release/safedelete serve >/dev/null 2>&1 & SD_PID=$!; PIDS+=($SD_PID)
+sleep 1
+
+# CPU time (utime+stime, clock ticks) of a process and all its threads/children.
+cpu_ticks() {
+  local total=0
+  for p in "$@"; do
+    for c in $p $(pgrep -P "$p" 2>/dev/null); do
+      [ -r /proc/$c/stat ] && total=$((total + $(awk '{print $14+$15}' /proc/$c/stat)))
+    done
+  done
+  echo $total
+}
+peak_kib() {
+  local total=0
+  for p in "$@"; do
+    for c in $p $(pgrep -P "$p" 2>/dev/null); do
+      [ -r /proc/$c/status ] && total=$((total + $(awk '/VmHWM/{print $2}' /proc/$c/status)))
+    done
+  done
+  echo $total
+}
+HZ=$(getconf CLK_TCK)
+
+run() { # name addr pids...
+  local name=$1 addr=$2; shift 2
+  local before; before=$(cpu_ticks "$@")
+  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://$addr$PATH_Q")
+  local after; after=$(cpu_ticks "$@")
+  local rps p50 p99 reqs errs
+  rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
+  p50=$(awk '$1=="50%"{print $2}' <<<"$out")
+  p99=$(awk '$1=="99%"{print $2}' <<<"$out")
+  reqs=$(awk '/requests in/{print $1}' <<<"$out")
+  errs=$(awk '/Non-2xx|Socket errors/{n+=1} END{print n+0}' <<<"$out")
+  local cpu_us=0
+  if [ "$#" -gt 0 ] && [ "$reqs" -gt 0 ]; then
+    cpu_us=$(python3 -c "print(round(($after-$before)/$HZ*1e6/$reqs, 2))")
+  fi
+  echo "$name $rps $p50 $p99 $errs $cpu_us"
+}
+
+RESULTS=$WORK/results.txt
+for r in $(seq 1 "$ROUNDS"); do
+  run direct "$UP" >> "$RESULTS"
+  run nginx "$NGX" "$NGX_PID" >> "$RESULTS"
+  run haproxy "$HAP" "$HAP_PID" >> "$RESULTS"
+  run safedelete "$SD" "$SD_PID" >> "$RESULTS"
+done
+echo "peak_rss nginx $(peak_kib "$NGX_PID") haproxy $(peak_kib "$HAP_PID") safedelete $(peak_kib "$SD_PID")" >> "$RESULTS"
+
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+rows, rss = {}, {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f[0] == "peak_rss":
+        rss = {f[i]: int(f[i + 1]) for i in range(1, len(f), 2)}
+        continue
+    rows.setdefault(f[0], []).append(f[1:])
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+med = {}
+for name, rs in rows.items():
+    med[name] = dict(
+        rps=statistics.median(float(r[0]) for r in rs),
+        p50=statistics.median(ms(r[1]) for r in rs),
+        p99=statistics.median(ms(r[2]) for r in rs),
+        errors=sum(int(r[3]) for r in rs),
+        cpu=statistics.median(float(r[4]) for r in rs),
+    )
+print(f"{'target':<11} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU us/req':>10} {'peak RSS':>9} {'req/s vs nginx':>14}")
+for name in ["direct", "nginx", "haproxy", "safedelete"]:
+    m = med[name]
+    r = f"{rss[name] / 1024:.1f} MB" if name in rss else "-"
+    ratio = m["rps"] / med["nginx"]["rps"]
+    cpu = f"{m['cpu']:.1f}" if name != "direct" else "-"
+    print(f"{name:<11} {m['rps']:>9.0f} {m['p50']:>7.2f} {m['p99']:>7.2f} {m['errors']:>6} {cpu:>10} {r:>9} {ratio:>14.2f}")
+PY
