@@ -102,6 +102,8 @@ pub enum BeginError {
     InFlight { campaign_id: u64 },
     #[error("cannot record the operation: {0}")]
     Db(#[source] sqlx::Error),
+    #[error("cannot take over a stale operation: {0}")]
+    Recover(#[from] RecoverError),
 }
 
 /// Who asked, for the operation row.
@@ -145,7 +147,7 @@ pub async fn begin(pool: &SqlitePool, op: &NewOperation<'_>) -> Result<i64, Begi
             // here: take it over once if so, else it is really in flight.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() && !recovered => {
                 recovered = true;
-                recover_stale(pool).await.map_err(BeginError::Db)?;
+                recover_stale(pool).await?;
             }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(BeginError::InFlight {
@@ -170,7 +172,7 @@ pub async fn heartbeat(pool: &SqlitePool, id: i64) -> Result<(), sqlx::Error> {
 /// Marks unfinished operations whose gateway is gone as `interrupted`, and
 /// their unfinished snapshots `incomplete` (never complete). Operations that
 /// a live gateway runs are left alone. Returns (operations, snapshots).
-pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), sqlx::Error> {
+pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), RecoverError> {
     let stale_before = format_time(SystemTime::now() - STALE_AFTER);
     let unfinished: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT id, owner, heartbeat_at FROM operations \
@@ -193,22 +195,17 @@ pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), sqlx::Error>
             .rows_affected();
         }
     }
-    let snapshots = sqlx::query(
-        "UPDATE snapshots SET state = 'incomplete', \
-         error = COALESCE(error, 'interrupted: the gateway stopped while capturing') \
-         WHERE state = 'in_progress' AND (operation_id IS NULL OR operation_id IN \
-         (SELECT id FROM operations WHERE state = 'interrupted'))",
-    )
-    .execute(pool)
-    .await?
-    .rows_affected();
-    sqlx::query(
-        "UPDATE snapshot_parts SET state = 'failed' WHERE state = 'in_progress' \
-         AND snapshot_id IN (SELECT id FROM snapshots WHERE state = 'incomplete')",
-    )
-    .execute(pool)
-    .await?;
+    let snapshots = crate::snapshot::store::mark_interrupted(pool).await?;
     Ok((operations, snapshots))
+}
+
+/// Recovering unfinished operations failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("cannot recover unfinished operations")]
+    Operations(#[from] sqlx::Error),
+    #[error("cannot settle their snapshots")]
+    Snapshots(#[from] crate::snapshot::store::StoreError),
 }
 
 /// Moves an operation to `state`.

@@ -170,7 +170,7 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
             );
             return run.refuse(refusal).await;
         }
-        Err(BeginError::Db(err)) => {
+        Err(err @ (BeginError::Db(_) | BeginError::Recover(_))) => {
             tracing::error!(error = %err, "cannot record a guarded operation");
             let refusal = Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -265,7 +265,7 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
     match decision.action {
         Action::Archive => run.archive(&act).await,
         Action::Allow => run.allow(&act, input.parts, decision.stop_first).await,
-        Action::Deny => unreachable!("deny returned above"),
+        Action::Deny => run.deny().await,
     }
 }
 

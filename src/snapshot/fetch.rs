@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use sqlx::SqlitePool;
 use tokio::time::Instant;
 
+use super::csv_rows::CsvRows;
 use super::store::{PartKind, PartSummary, PartWriter, StoreError};
 use crate::proxy::client::RequestBody;
 use crate::proxy::ProxyState;
@@ -329,62 +330,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250) * 2u32.saturating_pow(attempt.saturating_sub(1)).min(32)
 }
 
-/// Counts CSV records as bytes stream past: line breaks outside quoted
-/// fields (quoted cells may hold line breaks and doubled quotes).
-#[derive(Default)]
-struct CsvRows {
-    records: u64,
-    in_quotes: bool,
-    line_has_data: bool,
-}
-
-impl CsvRows {
-    fn feed(&mut self, data: &[u8]) {
-        for &b in data {
-            match b {
-                b'"' => {
-                    self.in_quotes = !self.in_quotes;
-                    self.line_has_data = true;
-                }
-                b'\n' if !self.in_quotes => {
-                    self.records += 1;
-                    self.line_has_data = false;
-                }
-                b'\r' => {}
-                _ => self.line_has_data = true,
-            }
-        }
-    }
-
-    /// Records minus the header row.
-    fn data_rows(&self) -> u64 {
-        (self.records + u64::from(self.line_has_data)).saturating_sub(1)
-    }
-}
-
 enum Retry {
     Transient(FetchError, Option<Duration>),
     Fatal(FetchError),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::CsvRows;
-
-    #[test]
-    fn csv_rows_ignore_line_breaks_inside_quotes() {
-        let mut rows = CsvRows::default();
-        rows.feed(b"\"id\",\"note\"\n\"1\",\"two\nlines\"\n\"2\",\"say \"\"hi\"\"\"\n");
-        assert_eq!(rows.data_rows(), 2);
-        let mut split = CsvRows::default();
-        for piece in [&b"\"a\"\n\"1"[..], b"\"\n\"2\""] {
-            split.feed(piece);
-        }
-        assert_eq!(
-            split.data_rows(),
-            2,
-            "a last line without a line break counts"
-        );
-        assert_eq!(CsvRows::default().data_rows(), 0);
-    }
 }

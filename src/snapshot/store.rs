@@ -255,20 +255,23 @@ pub async fn fail_snapshot(
     Ok(())
 }
 
-/// At start-up: every snapshot still `in_progress` was being captured by a
-/// gateway that stopped, so it becomes `incomplete` and its unfinished parts
-/// `failed`. Returns how many snapshots changed.
+/// Snapshots still `in_progress` whose operation was interrupted (or that
+/// have none) were being captured by a gateway that stopped: they become
+/// `incomplete` and their unfinished parts `failed`, never complete. Captures
+/// that a live gateway is running are left alone. Returns how many changed.
 pub async fn mark_interrupted(pool: &SqlitePool) -> Result<u64, StoreError> {
+    const ORPHANED: &str = "state = 'in_progress' AND (operation_id IS NULL OR operation_id IN \
+         (SELECT id FROM operations WHERE state = 'interrupted'))";
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    sqlx::query(&format!(
         "UPDATE snapshot_parts SET state = 'failed' WHERE state = 'in_progress' \
-         AND snapshot_id IN (SELECT id FROM snapshots WHERE state = 'in_progress')",
-    )
+         AND snapshot_id IN (SELECT id FROM snapshots WHERE {ORPHANED})"
+    ))
     .execute(&mut *tx)
     .await?;
-    let done = sqlx::query(
-        "UPDATE snapshots SET state = 'incomplete', error = ? WHERE state = 'in_progress'",
-    )
+    let done = sqlx::query(&format!(
+        "UPDATE snapshots SET state = 'incomplete', error = ? WHERE {ORPHANED}"
+    ))
     .bind(INTERRUPTED)
     .execute(&mut *tx)
     .await?;

@@ -3,7 +3,6 @@
 //! that was really deleted.
 
 use sqlx::SqlitePool;
-use tokio::io::AsyncWrite;
 
 use super::{export_part, PartKind, StoreError};
 
@@ -308,84 +307,10 @@ async fn prune_one(pool: &SqlitePool, cutoff: &str, snapshot_id: i64) -> Result<
     Ok(true)
 }
 
-/// Counts CSV records (quoted line breaks do not end one) written to it;
-/// [`leads_in`] uses it to count a leads export without holding it.
-#[derive(Debug, Default)]
-struct CsvRecordCounter {
-    records: u64,
-    in_quotes: bool,
-    /// Whether bytes were seen since the last record ended.
-    pending: bool,
-}
-
-impl AsyncWrite for CsvRecordCounter {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        for &b in buf {
-            match b {
-                // A doubled quote inside quotes toggles twice: no change.
-                b'"' => this.in_quotes = !this.in_quotes,
-                b'\n' if !this.in_quotes => {
-                    this.records += 1;
-                    this.pending = false;
-                    continue;
-                }
-                _ => {}
-            }
-            this.pending = true;
-        }
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 /// How many leads a snapshot's (complete, verified) leads CSV holds: its
 /// records minus the header row. Reads the whole part, chunk by chunk.
 pub async fn leads_in(pool: &SqlitePool, snapshot_id: i64) -> Result<u64, StoreError> {
-    let mut counter = CsvRecordCounter::default();
-    export_part(pool, snapshot_id, PartKind::LeadsCsv, &mut counter).await?;
-    let records = counter.records + u64::from(counter.pending);
-    Ok(records.saturating_sub(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncWriteExt;
-
-    async fn count(data: &[u8]) -> u64 {
-        let mut c = CsvRecordCounter::default();
-        // Two writes, split mid-field, as chunks arrive.
-        let (a, b) = data.split_at(data.len() / 2);
-        c.write_all(a).await.unwrap();
-        c.write_all(b).await.unwrap();
-        c.records + u64::from(c.pending)
-    }
-
-    #[tokio::test]
-    async fn quoted_line_breaks_do_not_end_a_record() {
-        assert_eq!(
-            count(b"a,b\n\"1\",\"x\ny\"\n\"2\",\"say \"\"hi\"\"\"\n").await,
-            3
-        );
-        assert_eq!(count(b"a,b\r\n1,2\r\n3,4").await, 3);
-        assert_eq!(count(b"").await, 0);
-    }
+    let mut rows = crate::snapshot::csv_rows::CsvRows::default();
+    export_part(pool, snapshot_id, PartKind::LeadsCsv, &mut rows).await?;
+    Ok(rows.data_rows())
 }
