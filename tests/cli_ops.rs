@@ -797,23 +797,31 @@ async fn audit_verify_passes_a_clean_trail_and_names_a_modified_record() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("ID:HASH"), "{}", stderr(&bad));
 
-    // Someone hides the archive of 102.
+    // Someone hides the archive of 102. Passthrough records go through the
+    // batch writer, so the archive's id is looked up rather than assumed.
+    let archive_102 = w
+        .count("SELECT id FROM audit_events WHERE campaign_id = 102 AND action = 'archived'")
+        .await;
     let changed = w
-        .sql("UPDATE audit_events SET action = 'allowed' WHERE id = 6")
+        .sql(&format!(
+            "UPDATE audit_events SET action = 'allowed' WHERE id = {archive_102}"
+        ))
         .await;
     assert_eq!(changed, 1);
     let tampered = w.run(&["audit", "verify"]);
     assert!(!tampered.status.success(), "a modified trail verified");
     assert!(
-        stderr(&tampered).contains("record 6 was modified"),
+        stderr(&tampered).contains(&format!("record {archive_102} was modified")),
         "{}",
         stderr(&tampered)
     );
 
     // Dropping the newest records keeps the chain consistent; only the
     // checkpoint kept elsewhere can tell.
-    w.sql("UPDATE audit_events SET action = 'archived' WHERE id = 6")
-        .await;
+    w.sql(&format!(
+        "UPDATE audit_events SET action = 'archived' WHERE id = {archive_102}"
+    ))
+    .await;
     w.sql(&format!(
         "DELETE FROM audit_events WHERE id = {WORLD_RECORDS}"
     ))
