@@ -2,6 +2,8 @@
 //! let in-flight requests finish within the grace period, flush the audit
 //! writer, close the database.
 
+mod workers;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,12 +18,14 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState};
-use crate::audit::AuditWriter;
+use crate::audit::{AuditError, AuditWriter};
 use crate::config::Config;
 use crate::db::{self, DbError};
 use crate::metrics::Metrics;
 use crate::proxy::{client, ProxyService, ProxyState};
 use crate::tls::{self, TlsError};
+use workers::Workers;
+pub use workers::WorkersError;
 
 /// How long a TLS handshake may take on the proxy listener.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +44,10 @@ pub enum ServeError {
     Db(#[from] DbError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Workers(#[from] WorkersError),
+    #[error("cannot start the audit writer: {0}")]
+    Audit(#[from] AuditError),
 }
 
 /// Both listeners, bound before anything else starts (so tests can bind
@@ -95,12 +103,14 @@ pub async fn run(
     let pool = db::open(&config.database).await?;
     let metrics = Arc::new(Metrics::default());
     let (audit, writer) = AuditWriter::spawn(
-        pool.clone(),
+        &config.database,
         config.audit.queue_capacity,
         config.audit.batch_max,
         metrics.clone(),
-    );
+    )?;
+    // The guard pipeline's client; passthrough traffic uses the workers' own.
     let client = client::build(&config.upstream, metrics.clone())?;
+    let workers = Workers::start(config.workers, &config.upstream, &metrics)?;
     let tls = config
         .listen_tls
         .as_ref()
@@ -141,6 +151,7 @@ pub async fn run(
         upstream = %state.upstream_url,
         database = %config.database.display(),
         tls = tls.is_some(),
+        workers = workers.count(),
         "safedelete listening"
     );
     ready.store(true, Ordering::Release);
@@ -149,6 +160,7 @@ pub async fn run(
     let mut connections = accept_loop(
         listeners.proxy,
         state.clone(),
+        &workers,
         tls,
         config.request_head_timeout,
         &graceful,
@@ -177,6 +189,7 @@ pub async fn run(
         };
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+    workers.stop().await;
     // Guard pipelines whose clients went away still run to the end (they may
     // be mid-snapshot or mid-archive); the database must outlive them.
     let pipelines = state.guard_tasks.running();
@@ -244,9 +257,11 @@ async fn reload_on_sighup(config: Config, state: Arc<ProxyState>) {
 
 /// Accepts connections until `shutdown` resolves, then turns readiness off and
 /// closes the listener. Returns the connection tasks still running.
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<ProxyState>,
+    workers: &Workers,
     tls: Option<TlsAcceptor>,
     request_head_timeout: Duration,
     graceful: &GracefulShutdown,
@@ -277,16 +292,31 @@ async fn accept_loop(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // The connection moves to a worker's event loop.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::debug!(client = %client_addr, error = %err, "cannot hand over a connection");
+                continue;
+            }
+        };
+        let worker = workers.least_busy();
         let service = ProxyService {
             state: state.clone(),
+            client: worker.client.clone(),
             client_addr,
             scheme,
         };
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        connections.spawn(async move {
-            serve_connection(stream, tls, builder, watcher, service).await;
+        worker.spawn(&mut connections, async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(stream, tls, builder, watcher, service).await,
+                Err(err) => {
+                    tracing::debug!(client = %client_addr, error = %err, "cannot register a connection");
+                }
+            }
         });
     }
     // Readiness goes false before the listener closes, so health checks see

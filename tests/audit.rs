@@ -83,7 +83,15 @@ async fn every_request_leaves_one_audit_row_with_the_key_redacted() {
 #[tokio::test]
 async fn admin_reports_health_readiness_and_metrics() {
     let up = fake().await;
-    let gw = Gateway::start(&up.url()).await;
+    // One worker, so one upstream pool: the connection count below is exact.
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            top: "workers = 1",
+            ..Extra::default()
+        },
+    )
+    .await;
     let health = get(&gw.admin_url("/healthz")).await;
     assert_eq!(health.status, 200);
     let ready = get(&gw.admin_url("/readyz")).await;
@@ -344,4 +352,36 @@ async fn the_admin_token_guards_metrics_but_not_health() {
     )
     .await;
     assert_eq!(lower.status, 200);
+}
+
+#[tokio::test]
+async fn with_passthrough_off_only_guarded_requests_are_recorded() {
+    let up = fake().await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[audit]\npassthrough = false\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        let r = get(&gw.url("/api/v1/campaigns/101?api_key=sl_test_key")).await;
+        assert_eq!(r.status, 200);
+    }
+    let deleted = send(
+        Request::delete(gw.url("/api/v1/campaigns/102?api_key=sl_test_key"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(deleted.header("x-safedelete-action"), Some("archived"));
+    let mut gw = gw;
+    let summary = gw.stop().await;
+    let rows = audit_rows(&gw.db_path).await;
+    assert_eq!(rows.len(), 1, "only the guarded delete: {rows:?}");
+    assert_eq!(rows[0].method, "DELETE");
+    assert_eq!(rows[0].operation, "delete_campaign");
+    assert_eq!(rows[0].campaign_id, Some(102));
+    assert_eq!(summary.audit_records_written, 1);
 }

@@ -314,3 +314,24 @@ async fn large_uploads_and_downloads_stream_through_intact() {
         "the export changed on its way through"
     );
 }
+
+#[tokio::test]
+async fn each_worker_keeps_its_own_upstream_pool() {
+    let up = fake().await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            top: "workers = 3",
+            ..Extra::default()
+        },
+    )
+    .await;
+    // Twelve client connections, one after another: they are spread over the
+    // three workers, and each worker reuses its one upstream connection.
+    for _ in 0..12 {
+        let r = get(&gw.url("/api/v1/campaigns/101?api_key=sl_test_key")).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(metric(&gw, "safedelete_upstream_connections").await, 3.0);
+    assert_eq!(up.requests().len(), 12);
+}

@@ -10,8 +10,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::json;
-use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 
 use super::query::{list, Filter, Page, StoredEvent};
@@ -48,37 +46,73 @@ pub struct Hashed<'a> {
 
 /// The record's hash given the previous one.
 pub fn hash(prev_hash: &str, r: &Hashed<'_>) -> String {
-    let canonical = json!([
-        r.id,
-        r.time,
-        r.request_id,
-        r.method,
-        r.path,
-        r.query,
-        r.actor_fingerprint,
-        r.actor_label,
-        r.client_addr,
-        r.user_agent,
-        r.operation,
-        r.campaign_id,
-        r.action,
-        r.would_action,
-        r.rule,
-        r.policy_revision,
-        r.snapshot_id,
-        r.upstream_status,
-        r.status,
-        r.bytes_in,
-        r.bytes_out,
-        r.duration_ms,
-        r.error_kind,
-    ])
-    .to_string();
-    let mut h = Sha256::new();
+    let canonical = canonical(r);
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
-    h.update(canonical.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    h.update(&canonical);
+    hex(h.finish().as_ref())
+}
+
+/// The record as a compact JSON array, fields in [`Hashed`]'s order.
+fn canonical(r: &Hashed<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + r.path.len() + r.query.map_or(0, str::len));
+    out.push(b'[');
+    let field = |out: &mut Vec<u8>, value: &dyn erased::Value| {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        value.write(out);
+    };
+    field(&mut out, &r.id);
+    field(&mut out, &r.time);
+    field(&mut out, &r.request_id);
+    field(&mut out, &r.method);
+    field(&mut out, &r.path);
+    field(&mut out, &r.query);
+    field(&mut out, &r.actor_fingerprint);
+    field(&mut out, &r.actor_label);
+    field(&mut out, &r.client_addr);
+    field(&mut out, &r.user_agent);
+    field(&mut out, &r.operation);
+    field(&mut out, &r.campaign_id);
+    field(&mut out, &r.action);
+    field(&mut out, &r.would_action);
+    field(&mut out, &r.rule);
+    field(&mut out, &r.policy_revision);
+    field(&mut out, &r.snapshot_id);
+    field(&mut out, &r.upstream_status);
+    field(&mut out, &r.status);
+    field(&mut out, &r.bytes_in);
+    field(&mut out, &r.bytes_out);
+    field(&mut out, &r.duration_ms);
+    field(&mut out, &r.error_kind);
+    out.push(b']');
+    out
+}
+
+mod erased {
+    /// One JSON value written the way `serde_json` writes it.
+    pub trait Value {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize> Value for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            serde_json::to_writer(&mut *out, self).expect("writing JSON to memory cannot fail");
+        }
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
 }
 
 fn hashed(e: &StoredEvent) -> Hashed<'_> {
@@ -299,4 +333,90 @@ pub async fn verify(
     }
     report.head = prev.map(|(id, hash)| Checkpoint { id, hash });
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn sample<'a>(query: Option<&'a str>, duration_ms: f64) -> Hashed<'a> {
+        Hashed {
+            id: 42,
+            time: "2026-11-26T12:00:00.123Z",
+            request_id: "req-\"quoted\"\n",
+            method: "GET",
+            path: "/api/v1/campaigns/101/é",
+            query,
+            actor_fingerprint: Some("0123456789abcdef"),
+            actor_label: None,
+            client_addr: Some("127.0.0.1"),
+            user_agent: Some("curl/8 \u{1}"),
+            operation: "passthrough",
+            campaign_id: Some(101),
+            action: None,
+            would_action: Some("archive"),
+            rule: None,
+            policy_revision: None,
+            snapshot_id: None,
+            upstream_status: Some(200),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 1234,
+            duration_ms,
+            error_kind: None,
+        }
+    }
+
+    /// The encoding every stored chain was written with.
+    fn reference(prev: &str, r: &Hashed<'_>) -> String {
+        let canonical = serde_json::json!([
+            r.id,
+            r.time,
+            r.request_id,
+            r.method,
+            r.path,
+            r.query,
+            r.actor_fingerprint,
+            r.actor_label,
+            r.client_addr,
+            r.user_agent,
+            r.operation,
+            r.campaign_id,
+            r.action,
+            r.would_action,
+            r.rule,
+            r.policy_revision,
+            r.snapshot_id,
+            r.upstream_status,
+            r.status,
+            r.bytes_in,
+            r.bytes_out,
+            r.duration_ms,
+            r.error_kind,
+        ])
+        .to_string();
+        format!(
+            "{:x}",
+            Sha256::digest(format!("{prev}\n{canonical}").as_bytes())
+        )
+    }
+
+    #[test]
+    fn the_fast_encoding_hashes_exactly_like_the_reference() {
+        for (query, ms) in [
+            (None, 0.0),
+            (Some("api_key=[REDACTED]&x=1"), 1.234),
+            (Some(""), 1e21),
+            (Some("a=%20"), f64::NAN),
+        ] {
+            let r = sample(query, ms);
+            assert_eq!(hash(GENESIS, &r), reference(GENESIS, &r), "{query:?} {ms}");
+        }
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
+    }
 }

@@ -9,7 +9,7 @@ pub mod writer;
 
 use std::time::{Duration, SystemTime};
 
-pub use writer::{AuditSink, AuditWriter};
+pub use writer::{AuditError, AuditSink, AuditWriter};
 
 /// What kind of operation a request was, as stored in `audit_events.operation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

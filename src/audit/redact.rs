@@ -3,7 +3,7 @@
 //! stored or measured.
 
 use percent_encoding::percent_decode_str;
-use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 /// What replaces a secret value.
 pub const MARKER: &str = "[REDACTED]";
@@ -40,7 +40,7 @@ pub fn redact_query(query: &str, params: &[String]) -> RedactedQuery {
         // `api_key[]=` and `api_key[0]=` are the same parameter to many frameworks.
         let base_name = match decoded_name.find('[') {
             Some(i) => &decoded_name[..i],
-            None => decoded_name.as_str(),
+            None => &decoded_name,
         };
         let secret = params.iter().any(|p| p.eq_ignore_ascii_case(base_name));
         match value {
@@ -50,14 +50,14 @@ pub fn redact_query(query: &str, params: &[String]) -> RedactedQuery {
                 out.push_str(MARKER);
                 let decoded = decode(v);
                 if api_key.is_none() && base_name.eq_ignore_ascii_case("api_key") {
-                    api_key = Some(decoded.clone());
+                    api_key = Some(decoded.to_string());
                     api_key_raw = Some(v.to_string());
                 }
                 if !v.is_empty() {
                     secrets.push(v.to_string());
                 }
                 if !decoded.is_empty() && decoded != v {
-                    secrets.push(decoded);
+                    secrets.push(decoded.into_owned());
                 }
             }
             _ => out.push_str(pair),
@@ -85,27 +85,27 @@ pub fn scrub(text: &str, secrets: &[String]) -> String {
 
 /// The full SHA-256 of a key, lower-case hex (how `[[actors]]` name keys).
 pub fn key_sha256(api_key: &str) -> String {
-    Sha256::digest(api_key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::chain::hex(ring::digest::digest(&ring::digest::SHA256, api_key.as_bytes()).as_ref())
 }
 
 /// The actor fingerprint of a key: the first 16 hex characters of its SHA-256.
 pub fn fingerprint(api_key: &str) -> String {
-    let digest = Sha256::digest(api_key.as_bytes());
-    let mut hex = String::with_capacity(16);
-    for b in &digest[..8] {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
+    let digest = ring::digest::digest(&ring::digest::SHA256, api_key.as_bytes());
+    super::chain::hex(&digest.as_ref()[..8])
 }
 
-fn decode(s: &str) -> String {
+/// Form-decodes a name or value; borrows when there is nothing to decode
+/// (the common case, and the hot path of every request).
+fn decode(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
     let plus_as_space = s.replace('+', " ");
-    percent_decode_str(&plus_as_space)
-        .decode_utf8_lossy()
-        .into_owned()
+    Cow::Owned(
+        percent_decode_str(&plus_as_space)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 #[cfg(test)]

@@ -1,25 +1,49 @@
-//! The batch writer: a bounded queue in front of one task that commits many
-//! records per transaction. Submitting never blocks the proxy; a full queue
-//! drops the record, counts it and logs it.
+//! The audit writer: a bounded queue in front of one thread that owns a
+//! SQLite connection and commits many records per transaction, each chained
+//! to the one before. Submitting a passthrough record never blocks the proxy
+//! (a full queue drops the record, counts it and logs it); a guarded record is
+//! waited for until it is committed.
+//!
+//! The writer is a plain thread with its own connection and one cached
+//! `INSERT` statement rather than a task on the async pool: at tens of
+//! thousands of records a second, a round trip to the pool's worker per
+//! statement cost more than the insert itself.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
+use super::chain::{self, Hashed};
 use super::{format_time, AuditRecord};
 use crate::metrics::Metrics;
 
-/// Rows per INSERT statement; SQLite allows 32,766 bound variables and a row has 25.
-const ROWS_PER_STATEMENT: usize = 200;
+/// What travels to the writer thread.
+enum Job {
+    /// A passthrough record: written when its batch is.
+    Record(AuditRecord),
+    /// A guarded record: the sender learns its id once it is committed.
+    Durable(AuditRecord, oneshot::Sender<Result<i64, String>>),
+    /// Write what is queued, then stop.
+    Stop,
+}
+
+/// Why a guarded record could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit writer has stopped")]
+    Stopped,
+    #[error("cannot write the audit record: {0}")]
+    Write(String),
+}
 
 /// The proxy's side of the queue. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditRecord>,
+    tx: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
     last_drop_log: Arc<AtomicU64>,
 }
@@ -29,7 +53,7 @@ impl AuditSink {
     /// record is dropped, counted in `safedelete_audit_dropped_total` and logged
     /// (at most once a second).
     pub fn submit(&self, record: AuditRecord) {
-        if let Err(err) = self.tx.try_send(record) {
+        if let Err(err) = self.tx.try_send(Job::Record(record)) {
             self.metrics.audit_dropped.fetch_add(1, Ordering::Relaxed);
             let now = unix_secs();
             let last = self.last_drop_log.load(Ordering::Relaxed);
@@ -52,238 +76,271 @@ impl AuditSink {
         }
     }
 
+    /// Writes a record and waits until it is committed (guarded requests).
+    /// Waits for room in the queue rather than dropping. Returns its id.
+    pub async fn write_durable(&self, record: AuditRecord) -> Result<i64, AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Durable(record, tx))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        match rx.await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(err)) => Err(AuditError::Write(err)),
+            Err(_) => Err(AuditError::Stopped),
+        }
+    }
+
     /// Records waiting to be written.
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
-/// The writer task's handle, used to flush and stop it at shutdown.
+/// The writer thread's handle, used to flush and stop it at shutdown.
 pub struct AuditWriter {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<u64>,
+    tx: mpsc::Sender<Job>,
+    thread: std::thread::JoinHandle<u64>,
 }
 
 impl AuditWriter {
-    /// Starts the writer task and returns both ends.
+    /// Opens the writer's connection to `database` (already migrated) and
+    /// starts the thread; returns both ends.
     pub fn spawn(
-        pool: SqlitePool,
+        database: &Path,
         capacity: usize,
         batch_max: usize,
         metrics: Arc<Metrics>,
-    ) -> (AuditSink, AuditWriter) {
+    ) -> Result<(AuditSink, AuditWriter), AuditError> {
+        let conn = open(database).map_err(|e| AuditError::Write(e.to_string()))?;
         let (tx, rx) = mpsc::channel(capacity);
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(pool, rx, stop_rx, batch_max, metrics.clone()));
+        let thread = {
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("safedelete-audit".into())
+                .spawn(move || run(conn, rx, batch_max, &metrics))
+                .map_err(|e| AuditError::Write(e.to_string()))?
+        };
         let sink = AuditSink {
-            tx,
+            tx: tx.clone(),
             metrics,
             last_drop_log: Arc::new(AtomicU64::new(0)),
         };
-        (
-            sink,
-            AuditWriter {
-                stop: Some(stop_tx),
-                task,
-            },
-        )
+        Ok((sink, AuditWriter { tx, thread }))
     }
 
     /// Stops accepting records, writes everything still queued, and returns
     /// how many records the writer committed in its life.
-    pub async fn close(mut self) -> u64 {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match (&mut self.task).await {
-            Ok(n) => n,
-            Err(err) => {
-                tracing::error!(error = %err, "audit writer task failed");
+    pub async fn close(self) -> u64 {
+        let _ = self.tx.send(Job::Stop).await;
+        drop(self.tx);
+        let thread = self.thread;
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(n)) => n,
+            _ => {
+                tracing::error!("audit writer thread failed");
                 0
             }
         }
     }
 }
 
-async fn run(
-    pool: SqlitePool,
-    mut rx: mpsc::Receiver<AuditRecord>,
-    mut stop: oneshot::Receiver<()>,
+/// The writer's own connection: same file and pragmas as the pool.
+fn open(database: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(database)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
     batch_max: usize,
-    metrics: Arc<Metrics>,
+    metrics: &Metrics,
 ) -> u64 {
-    let mut batch = Vec::with_capacity(batch_max);
+    let mut batch: Vec<Job> = Vec::with_capacity(batch_max);
     let mut written = 0u64;
-    let mut stopping = false;
-    loop {
-        let n = if stopping {
-            rx.recv_many(&mut batch, batch_max).await
-        } else {
-            tokio::select! {
-                n = rx.recv_many(&mut batch, batch_max) => n,
-                _ = &mut stop => {
-                    // Refuse new records, then drain what is queued.
-                    rx.close();
-                    stopping = true;
-                    continue;
-                }
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < batch_max {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
-        };
-        if n == 0 {
-            break;
         }
-        written += write_with_retry(&pool, &batch, &metrics).await;
+        if batch.iter().any(|j| matches!(j, Job::Stop)) {
+            // Refuse new records; what is already queued is still written.
+            rx.close();
+        }
+        written += write_with_retry(&mut conn, &mut batch, metrics);
         batch.clear();
     }
     written
 }
 
 /// Writes a batch, retrying a few times (the database may be busy or the disk
-/// briefly full); a batch that still fails is counted as dropped and logged.
-async fn write_with_retry(pool: &SqlitePool, batch: &[AuditRecord], metrics: &Metrics) -> u64 {
+/// briefly full); a batch that still fails is counted as dropped and logged,
+/// and the callers waiting on its guarded records learn why.
+fn write_with_retry(conn: &mut Connection, batch: &mut [Job], metrics: &Metrics) -> u64 {
+    let records = batch.iter().filter(|j| !matches!(j, Job::Stop)).count();
+    if records == 0 {
+        return 0;
+    }
     let started = Instant::now();
     let mut delay = Duration::from_millis(50);
-    for attempt in 1..=5 {
-        match write_batch(pool, batch).await {
-            Ok(()) => {
-                metrics
-                    .audit_written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                tracing::trace!(rows = batch.len(), elapsed = ?started.elapsed(), "audit batch committed");
-                return batch.len() as u64;
-            }
+    let mut attempt = 1;
+    let outcome = loop {
+        match insert_chained(conn, batch) {
+            Ok(first_id) => break Ok(first_id),
             Err(err) if attempt < 5 => {
-                tracing::warn!(error = %err, attempt, rows = batch.len(), "audit batch failed, retrying");
-                tokio::time::sleep(delay).await;
+                tracing::warn!(error = %err, attempt, rows = records, "audit batch failed, retrying");
+                std::thread::sleep(delay);
                 delay *= 2;
+                attempt += 1;
             }
-            Err(err) => {
-                metrics
-                    .audit_dropped
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                tracing::error!(error = %err, rows = batch.len(), "audit batch lost after retries");
+            Err(err) => break Err(err),
+        }
+    };
+    match outcome {
+        Ok(first_id) => {
+            metrics
+                .audit_written
+                .fetch_add(records as u64, Ordering::Relaxed);
+            tracing::trace!(rows = records, elapsed = ?started.elapsed(), "audit batch committed");
+            let mut id = first_id;
+            for job in batch.iter_mut() {
+                match std::mem::replace(job, Job::Stop) {
+                    Job::Durable(_, reply) => {
+                        let _ = reply.send(Ok(id));
+                        id += 1;
+                    }
+                    Job::Record(_) => id += 1,
+                    Job::Stop => {}
+                }
             }
+            records as u64
+        }
+        Err(err) => {
+            metrics
+                .audit_dropped
+                .fetch_add(records as u64, Ordering::Relaxed);
+            tracing::error!(error = %err, rows = records, "audit batch lost after retries");
+            for job in batch.iter_mut() {
+                if let Job::Durable(_, reply) = std::mem::replace(job, Job::Stop) {
+                    let _ = reply.send(Err(err.to_string()));
+                }
+            }
+            0
         }
     }
-    0
 }
 
-/// Inserts one record now (guarded requests) and returns its id.
-pub async fn write_one(pool: &SqlitePool, record: &AuditRecord) -> Result<i64, sqlx::Error> {
-    insert_chained(pool, std::slice::from_ref(record)).await
-}
-
-/// Inserts records in one transaction.
-pub async fn write_batch(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<(), sqlx::Error> {
-    insert_chained(pool, batch).await.map(|_| ())
-}
-
-/// Inserts records with explicit ids, each chained to the one before
-/// (`prev_hash`, `hash`), in one `BEGIN IMMEDIATE` transaction: the write
-/// lock is held from the first read, so concurrent writers (the batch writer,
-/// guard pipelines, other gateways on the same file) extend one chain.
-/// Returns the last id.
-async fn insert_chained(pool: &SqlitePool, batch: &[AuditRecord]) -> Result<i64, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-    let last: Option<(i64, Option<String>)> =
-        sqlx::query_as("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-    let seq: Option<i64> =
-        sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'")
-            .fetch_optional(&mut *tx)
-            .await?;
-    let mut next_id = seq
-        .unwrap_or(0)
-        .max(last.as_ref().map(|l| l.0).unwrap_or(0))
-        + 1;
-    let mut prev_hash = last
-        .and_then(|(_, h)| h)
-        .unwrap_or_else(|| super::chain::GENESIS.to_string());
-    let mut last_id = 0;
-    for rows in batch.chunks(ROWS_PER_STATEMENT) {
-        let mut chained = Vec::with_capacity(rows.len());
-        for r in rows {
+/// Inserts the batch's records with explicit ids, each chained to the one
+/// before (`prev_hash`, `hash`), in one `BEGIN IMMEDIATE` transaction: the
+/// write lock is held from the first read, so every writer on the file (this
+/// one, another gateway's) extends one chain. Returns the first id.
+fn insert_chained(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<i64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (last_id, last_hash): (i64, Option<String>) = tx
+        .query_row(
+            "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok((0, None)),
+            e => Err(e),
+        })?;
+    let seq: i64 = tx
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'",
+            [],
+            |row| row.get(0),
+        )
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(0),
+            e => Err(e),
+        })?;
+    let first_id = seq.max(last_id) + 1;
+    let mut id = first_id;
+    let mut prev_hash = last_hash.unwrap_or_else(|| chain::GENESIS.to_string());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit_events (id, time, request_id, method, path, query, \
+             actor_fingerprint, actor_label, client_addr, user_agent, operation, campaign_id, \
+             action, would_action, rule, policy_revision, snapshot_id, upstream_status, status, \
+             bytes_in, bytes_out, duration_ms, error_kind, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+             ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+        )?;
+        for job in batch {
+            let r = match job {
+                Job::Record(r) | Job::Durable(r, _) => r,
+                Job::Stop => continue,
+            };
             let time = format_time(r.time);
             let duration_ms = r.duration.as_micros() as f64 / 1000.0;
-            let hash = super::chain::hash(
-                &prev_hash,
-                &super::chain::Hashed {
-                    id: next_id,
-                    time: &time,
-                    request_id: &r.request_id,
-                    method: &r.method,
-                    path: &r.path,
-                    query: r.query.as_deref(),
-                    actor_fingerprint: r.actor_fingerprint.as_deref(),
-                    actor_label: r.actor_label.as_deref(),
-                    client_addr: r.client_addr.as_deref(),
-                    user_agent: r.user_agent.as_deref(),
-                    operation: r.operation.as_str(),
-                    campaign_id: r.campaign_id,
-                    action: r.action,
-                    would_action: r.would_action.as_deref(),
-                    rule: r.rule.as_deref(),
-                    policy_revision: r.policy_revision.as_deref(),
-                    snapshot_id: r.snapshot_id,
-                    upstream_status: r.upstream_status.map(i64::from),
-                    status: i64::from(r.status),
-                    bytes_in: r.bytes_in as i64,
-                    bytes_out: r.bytes_out as i64,
-                    duration_ms,
-                    error_kind: r.error_kind.map(|e| e.as_str()),
-                },
-            );
-            chained.push((
-                next_id,
-                time,
+            let hashed = Hashed {
+                id,
+                time: &time,
+                request_id: &r.request_id,
+                method: &r.method,
+                path: &r.path,
+                query: r.query.as_deref(),
+                actor_fingerprint: r.actor_fingerprint.as_deref(),
+                actor_label: r.actor_label.as_deref(),
+                client_addr: r.client_addr.as_deref(),
+                user_agent: r.user_agent.as_deref(),
+                operation: r.operation.as_str(),
+                campaign_id: r.campaign_id,
+                action: r.action,
+                would_action: r.would_action.as_deref(),
+                rule: r.rule.as_deref(),
+                policy_revision: r.policy_revision.as_deref(),
+                snapshot_id: r.snapshot_id,
+                upstream_status: r.upstream_status.map(i64::from),
+                status: i64::from(r.status),
+                bytes_in: r.bytes_in as i64,
+                bytes_out: r.bytes_out as i64,
                 duration_ms,
-                prev_hash.clone(),
-                hash.clone(),
-                r,
-            ));
-            last_id = next_id;
-            next_id += 1;
+                error_kind: r.error_kind.map(|e| e.as_str()),
+            };
+            let hash = chain::hash(&prev_hash, &hashed);
+            insert.execute(params![
+                id,
+                time,
+                r.request_id,
+                r.method,
+                r.path,
+                r.query,
+                r.actor_fingerprint,
+                r.actor_label,
+                r.client_addr,
+                r.user_agent,
+                r.operation.as_str(),
+                r.campaign_id,
+                r.action,
+                r.would_action,
+                r.rule,
+                r.policy_revision,
+                r.snapshot_id,
+                r.upstream_status,
+                r.status,
+                r.bytes_in as i64,
+                r.bytes_out as i64,
+                duration_ms,
+                r.error_kind.map(|e| e.as_str()),
+                prev_hash,
+                hash,
+            ])?;
             prev_hash = hash;
+            id += 1;
         }
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO audit_events (id, time, request_id, method, path, query, actor_fingerprint, \
-             actor_label, client_addr, user_agent, operation, campaign_id, action, would_action, \
-             rule, policy_revision, snapshot_id, upstream_status, status, bytes_in, bytes_out, \
-             duration_ms, error_kind, prev_hash, hash) ",
-        );
-        q.push_values(chained, |mut b, (id, time, duration_ms, prev, hash, r)| {
-            b.push_bind(id)
-                .push_bind(time)
-                .push_bind(&r.request_id)
-                .push_bind(&r.method)
-                .push_bind(&r.path)
-                .push_bind(&r.query)
-                .push_bind(&r.actor_fingerprint)
-                .push_bind(&r.actor_label)
-                .push_bind(&r.client_addr)
-                .push_bind(&r.user_agent)
-                .push_bind(r.operation.as_str())
-                .push_bind(r.campaign_id)
-                .push_bind(r.action)
-                .push_bind(&r.would_action)
-                .push_bind(&r.rule)
-                .push_bind(&r.policy_revision)
-                .push_bind(r.snapshot_id)
-                .push_bind(r.upstream_status.map(i64::from))
-                .push_bind(i64::from(r.status))
-                .push_bind(r.bytes_in as i64)
-                .push_bind(r.bytes_out as i64)
-                .push_bind(duration_ms)
-                .push_bind(r.error_kind.map(|e| e.as_str()))
-                .push_bind(prev)
-                .push_bind(hash);
-        });
-        q.build().execute(&mut *tx).await?;
     }
-    tx.commit().await?;
-    Ok(last_id)
+    tx.commit()?;
+    Ok(first_id)
 }
 
 fn unix_secs() -> u64 {

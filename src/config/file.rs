@@ -24,6 +24,8 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     pub body_idle_timeout: Option<Duration>,
     pub listen_tls: Option<FileListenTls>,
+    /// Threads serving the proxy listener; 0 means one per CPU.
+    pub workers: Option<usize>,
     #[serde(default)]
     pub upstream: FileUpstream,
     #[serde(default)]
@@ -90,6 +92,8 @@ pub struct FileDatabase {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAudit {
+    /// Record passthrough requests too (guarded requests always are).
+    pub passthrough: Option<bool>,
     pub redact_params: Option<Vec<String>>,
     pub queue_capacity: Option<usize>,
     pub batch_max: Option<usize>,

@@ -105,6 +105,9 @@ pub struct Config {
     /// The longest pause inside a request or response body before the
     /// transfer is abandoned.
     pub body_idle_timeout: Duration,
+    /// Threads serving the proxy listener, each with its own runtime and
+    /// upstream pool; 0 means one per CPU.
+    pub workers: usize,
     pub upstream: Upstream,
     pub database: PathBuf,
     pub audit: Audit,
@@ -196,6 +199,9 @@ impl Upstream {
 
 #[derive(Debug, Clone)]
 pub struct Audit {
+    /// Whether passthrough requests are recorded. Guarded requests (campaign
+    /// deletes) are always recorded, whatever this says.
+    pub passthrough: bool,
     /// Query parameter names (compared case-insensitively) whose values are never stored or logged.
     pub redact_params: Vec<String>,
     pub queue_capacity: usize,
@@ -371,6 +377,13 @@ impl Config {
                 "must be between 1 and 10000",
             ));
         }
+        let workers = file.workers.unwrap_or(0);
+        if workers > 1024 {
+            return Err(ConfigError::invalid(
+                "workers",
+                "must be between 0 (one per CPU) and 1024",
+            ));
+        }
         let request_head_timeout = positive(
             "request_head_timeout",
             file.request_head_timeout,
@@ -411,6 +424,7 @@ impl Config {
             shutdown_grace: file.shutdown_grace.unwrap_or(Duration::from_secs(30)),
             request_head_timeout,
             body_idle_timeout,
+            workers,
             upstream: Upstream {
                 scheme,
                 authority,
@@ -423,6 +437,7 @@ impl Config {
             },
             database,
             audit: Audit {
+                passthrough: file.audit.passthrough.unwrap_or(true),
                 redact_params,
                 queue_capacity,
                 batch_max,
@@ -466,6 +481,7 @@ impl Config {
             "body_idle_timeout = {}\n",
             d(self.body_idle_timeout)
         ));
+        out.push_str(&format!("workers = {}\n", self.workers));
         if let Some(tls) = &self.listen_tls {
             out.push_str("\n[listen_tls]\n");
             out.push_str(&format!("cert_file = {}\n", p(&tls.cert_file)));
@@ -487,6 +503,7 @@ impl Config {
         out.push_str("\n[database]\n");
         out.push_str(&format!("path = {}\n", p(&self.database)));
         out.push_str("\n[audit]\n");
+        out.push_str(&format!("passthrough = {}\n", self.audit.passthrough));
         let params: Vec<String> = self.audit.redact_params.iter().map(|v| s(v)).collect();
         out.push_str(&format!("redact_params = [{}]\n", params.join(", ")));
         out.push_str(&format!("queue_capacity = {}\n", self.audit.queue_capacity));

@@ -167,3 +167,18 @@ fn audit_queue_limits_are_bounded() {
     let err = load("[audit]\nbatch_max = 100000000\n", &[]).unwrap_err();
     assert!(err.to_string().starts_with("audit.batch_max:"), "{err}");
 }
+
+#[test]
+fn workers_and_audit_passthrough_are_read_and_checked() {
+    let c = load("workers = 3\n[audit]\npassthrough = false\n", &[]).unwrap();
+    assert_eq!(c.workers, 3);
+    assert!(!c.audit.passthrough);
+    let shown = c.render_masked();
+    assert!(shown.contains("workers = 3"), "{shown}");
+    assert!(shown.contains("passthrough = false"), "{shown}");
+    let defaults = load("", &[]).unwrap();
+    assert_eq!(defaults.workers, 0, "0 = one per CPU");
+    assert!(defaults.audit.passthrough);
+    let err = load("workers = 5000\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("workers"), "{err}");
+}

@@ -59,7 +59,7 @@ pub enum GuardBody {
 pub async fn run(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
     let request_id = input.record.request_id.clone();
     let guard = state.guard_tasks.enter();
-    let task = tokio::spawn({
+    let task = state.background.spawn({
         let state = state.clone();
         async move {
             let resp = pipeline(state, input).await;
@@ -759,7 +759,7 @@ impl Run {
         }
         r.snapshot_id = self.snapshot_id;
         r.duration = self.started.elapsed();
-        match crate::audit::writer::write_one(&self.state.pool, r).await {
+        match self.state.audit.write_durable(r.clone()).await {
             Ok(id) => Some(id),
             Err(err) => {
                 tracing::error!(error = %err, "cannot write the audit record of a guarded request");

@@ -165,7 +165,8 @@ impl Tracker {
             error_kind = r.error_kind.map(|e| e.as_str()).unwrap_or(""),
             "request"
         );
-        if !self.audited {
+        let recorded = state.audit_passthrough || r.operation != OperationKind::Passthrough;
+        if !self.audited && recorded {
             let record = std::mem::replace(r, AuditRecord::empty(OperationKind::Passthrough));
             state.audit.submit(record);
         }

@@ -44,6 +44,8 @@ pub struct ProxyState {
     pub connect_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub redact_params: Vec<String>,
+    /// Whether passthrough requests are recorded (`audit.passthrough`).
+    pub audit_passthrough: bool,
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
     /// Set when the shutdown grace period ran out and connections are being
@@ -54,6 +56,9 @@ pub struct ProxyState {
     /// The deletion policy and actors; swapped whole on SIGHUP.
     policy: RwLock<Arc<GuardPolicy>>,
     pub guard: GuardSettings,
+    /// The main runtime, where guard pipelines run (not on a proxy worker,
+    /// which may stop before they finish).
+    pub background: tokio::runtime::Handle,
     /// Guard pipelines still running (shutdown waits for them).
     pub guard_tasks: Arc<crate::guard::tasks::TaskCount>,
 }
@@ -79,6 +84,7 @@ impl ProxyState {
             connect_timeout: u.connect_timeout,
             body_idle_timeout: config.body_idle_timeout,
             redact_params: config.audit.redact_params.clone(),
+            audit_passthrough: config.audit.passthrough,
             audit,
             metrics,
             cutting: AtomicBool::new(false),
@@ -86,6 +92,7 @@ impl ProxyState {
             policy: RwLock::new(Arc::new(config.policy.clone())),
             guard: config.guard.clone(),
             guard_tasks: Arc::default(),
+            background: tokio::runtime::Handle::current(),
         }
     }
 }
@@ -118,6 +125,8 @@ impl ProxyState {
 #[derive(Clone)]
 pub struct ProxyService {
     pub state: Arc<ProxyState>,
+    /// The upstream pool of the worker this connection runs on.
+    pub client: UpstreamClient,
     pub client_addr: SocketAddr,
     /// `http` or `https`: the listener's scheme, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
@@ -199,7 +208,7 @@ impl ProxyService {
         };
 
         let sent = Instant::now();
-        match forward(&state, parts, body, tracker.upload.as_deref()).await {
+        match forward(&state, &self.client, parts, body, tracker.upload.as_deref()).await {
             Ok(mut resp) => {
                 state.metrics.record_upstream_latency(sent.elapsed());
                 tracker.record.upstream_status = Some(resp.status().as_u16());
@@ -340,6 +349,7 @@ fn target(parts: &http::request::Parts) -> Result<PathAndQuery, ProxyError> {
 /// Nothing else is ever retried.
 async fn forward(
     state: &ProxyState,
+    client: &UpstreamClient,
     parts: http::request::Parts,
     body: RequestBody,
     upload: Option<&body::UploadState>,
@@ -355,14 +365,14 @@ async fn forward(
         }
         b
     });
-    let first = send(state, Request::from_parts(parts, body), upload).await;
+    let first = send(state, client, Request::from_parts(parts, body), upload).await;
     match (first, copy) {
         (Err(ProxyError::UpstreamReset { .. }), Some(copy)) => {
             tracing::debug!("upstream connection died before answering; retrying once");
             let req = copy
                 .body(RequestBody::Empty)
                 .expect("a copy of a valid request is valid");
-            send(state, req, None).await
+            send(state, client, req, None).await
         }
         (result, _) => result,
     }
@@ -374,10 +384,11 @@ async fn forward(
 /// been sent.
 async fn send(
     state: &ProxyState,
+    client: &UpstreamClient,
     req: Request<RequestBody>,
     upload: Option<&body::UploadState>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let response = state.client.request(req);
+    let response = client.request(req);
     tokio::pin!(response);
     if let Some(upload) = upload {
         let mut last = upload.bytes.load(Ordering::Relaxed);
