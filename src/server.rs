@@ -301,12 +301,7 @@ async fn accept_loop(
             }
         };
         let worker = workers.least_busy();
-        let service = ProxyService {
-            state: state.clone(),
-            client: worker.client.clone(),
-            client_addr,
-            scheme,
-        };
+        let service = ProxyService::new(state.clone(), worker.client.clone(), client_addr, scheme);
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();

@@ -21,6 +21,10 @@ use super::chain::{self, Hashed};
 use super::{format_time, AuditRecord};
 use crate::metrics::Metrics;
 
+/// How long the writer waits for more records before committing a batch
+/// that is not full.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// What travels to the writer thread.
 enum Job {
     /// A passthrough record: written when its batch is.
@@ -164,11 +168,13 @@ fn run(
     let mut written = 0u64;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < batch_max {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        drain(&mut rx, &mut batch, batch_max);
+        // Under load, wait a moment for more records: one commit (and one
+        // fsync) for many records is most of the writer's throughput. A
+        // guarded record or shutdown is written at once.
+        if batch.len() < batch_max && !batch.iter().any(Job::is_urgent) {
+            std::thread::sleep(LINGER);
+            drain(&mut rx, &mut batch, batch_max);
         }
         if batch.iter().any(|j| matches!(j, Job::Stop)) {
             // Refuse new records; what is already queued is still written.
@@ -178,6 +184,22 @@ fn run(
         batch.clear();
     }
     written
+}
+
+fn drain(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, batch_max: usize) {
+    while batch.len() < batch_max {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+impl Job {
+    /// Someone is waiting for this batch to be committed.
+    fn is_urgent(&self) -> bool {
+        matches!(self, Job::Durable(..) | Job::Stop)
+    }
 }
 
 /// Writes a batch, retrying a few times (the database may be busy or the disk

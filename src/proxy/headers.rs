@@ -1,8 +1,6 @@
 //! Header hygiene for both directions: hop-by-hop headers out, forwarding
 //! headers and the request id in.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The request id header, taken from the client when sane, else generated.
@@ -12,22 +10,26 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy and proxy-auth ones):
 /// they describe one connection, never the message.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 /// Runs before the gateway adds headers of its own, so a client cannot make
 /// the gateway drop them by listing them in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names decides.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -40,15 +42,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
 /// Appends the client address to `X-Forwarded-For` (joining any values the
 /// client already sent) and sets `X-Forwarded-Proto` to the listener's scheme.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, proto: &'static str) {
-    let ip = client_ip.to_string();
+/// `client_ip` is the address as a header value, made once per connection.
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str) {
     let value = if headers.contains_key(&X_FORWARDED_FOR) {
         let mut joined = String::new();
         for v in headers.get_all(&X_FORWARDED_FOR) {
@@ -57,12 +59,12 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, proto: &'static
                 joined.push_str(", ");
             }
         }
-        joined.push_str(&ip);
-        joined
+        joined.push_str(client_ip.to_str().unwrap_or_default());
+        HeaderValue::from_str(&joined).ok()
     } else {
-        ip
+        Some(client_ip.clone())
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -77,7 +79,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("{:032x}", fastrand::u128(..));
+    let id = crate::audit::chain::hex(&fastrand::u128(..).to_be_bytes());
     HeaderValue::from_str(&id).expect("hex digits are a valid header value")
 }
 
@@ -110,7 +112,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "https");
+        add_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "https");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
     }

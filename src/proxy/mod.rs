@@ -121,15 +121,47 @@ impl ProxyState {
     }
 }
 
-/// The per-connection service.
+/// The per-connection service; cloned for every request, so it is one `Arc`.
 #[derive(Clone)]
-pub struct ProxyService {
+pub struct ProxyService(Arc<ConnectionContext>);
+
+/// What every request on one client connection shares.
+pub struct ConnectionContext {
     pub state: Arc<ProxyState>,
     /// The upstream pool of the worker this connection runs on.
     pub client: UpstreamClient,
     pub client_addr: SocketAddr,
+    /// The client's IP as text, for `X-Forwarded-For` and the audit record.
+    client_ip: HeaderValue,
     /// `http` or `https`: the listener's scheme, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
+}
+
+impl ProxyService {
+    pub fn new(
+        state: Arc<ProxyState>,
+        client: UpstreamClient,
+        client_addr: SocketAddr,
+        scheme: &'static str,
+    ) -> Self {
+        let client_ip = HeaderValue::from_str(&client_addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        ProxyService(Arc::new(ConnectionContext {
+            state,
+            client,
+            client_addr,
+            client_ip,
+            scheme,
+        }))
+    }
+}
+
+impl std::ops::Deref for ProxyService {
+    type Target = ConnectionContext;
+
+    fn deref(&self) -> &ConnectionContext {
+        &self.0
+    }
 }
 
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
@@ -178,7 +210,7 @@ impl ProxyService {
         parts
             .headers
             .insert(header::HOST, state.host_header.clone());
-        headers::add_forwarded(&mut parts.headers, self.client_addr.ip(), self.scheme);
+        headers::add_forwarded(&mut parts.headers, &self.client_ip, self.scheme);
         parts
             .headers
             .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
@@ -301,7 +333,7 @@ impl ProxyService {
         record.path = truncate(&redact::scrub(path, &secrets), 2048);
         record.query = query.map(|q| truncate(&q, 4096));
         record.actor_fingerprint = api_key.as_deref().map(redact::fingerprint);
-        record.client_addr = Some(self.client_addr.ip().to_string());
+        record.client_addr = self.client_ip.to_str().ok().map(str::to_string);
         record.user_agent = user_agent;
         record.campaign_id = campaign_id(path);
         record
