@@ -1,7 +1,6 @@
 //! Reading back: snapshot listings, and parts streamed out chunk by chunk
 //! with their checksum verified.
 
-use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -149,7 +148,7 @@ pub async fn export_part<W: AsyncWrite + Unpin>(
         kind,
         source,
     };
-    let mut hasher = Sha256::new();
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     let mut written = 0u64;
     for seq in 0..chunk_count {
         let data: Option<Vec<u8>> =
@@ -176,7 +175,7 @@ pub async fn export_part<W: AsyncWrite + Unpin>(
     }
     out.flush().await.map_err(io_error)?;
 
-    let actual = format!("{:x}", hasher.finalize());
+    let actual = crate::audit::chain::hex(hasher.finish().as_ref());
     if actual != expected {
         return Err(StoreError::ChecksumMismatch {
             snapshot_id,

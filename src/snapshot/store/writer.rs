@@ -1,7 +1,6 @@
 //! Writing one part: bytes are hashed, buffered to [`CHUNK_SIZE`], compressed
 //! and stored one chunk row per short transaction.
 
-use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 
 use super::{not_in_progress, PartKind, StoreError, CHUNK_SIZE};
@@ -35,7 +34,7 @@ pub struct PartWriter {
     snapshot_id: i64,
     kind: PartKind,
     part_id: i64,
-    hasher: Sha256,
+    hasher: ring::digest::Context,
     buf: Vec<u8>,
     bytes: u64,
     stored_bytes: u64,
@@ -84,7 +83,7 @@ impl PartWriter {
             snapshot_id,
             kind,
             part_id,
-            hasher: Sha256::new(),
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
             buf: Vec::with_capacity(CHUNK_SIZE),
             bytes: 0,
             stored_bytes: 0,
@@ -113,7 +112,11 @@ impl PartWriter {
         if !self.buf.is_empty() {
             self.store_chunk().await?;
         }
-        let sha256 = format!("{:x}", self.hasher.finalize_reset());
+        let hasher = std::mem::replace(
+            &mut self.hasher,
+            ring::digest::Context::new(&ring::digest::SHA256),
+        );
+        let sha256 = crate::audit::chain::hex(hasher.finish().as_ref());
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE snapshot_parts SET state = 'complete', byte_count = ?, stored_bytes = ?, \
