@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # Forwarding overhead: one fast upstream (nginx serving a small JSON body) and,
 # in the same run, interleaved rounds against: direct, nginx as a reverse
-# proxy (2 workers, keep-alive upstream), HAProxy (2 threads), and safedelete
-# (release build, default config, audit on). Reports requests/s, p50/p99,
-# errors, the proxy's CPU time per request (from /proc) and peak RSS, as
-# medians of ROUNDS rounds, with ratios against nginx.
+# proxy (2 workers, keep-alive upstream), HAProxy (2 threads), safedelete
+# (release build, default config, audit on) and safedelete with the audit of
+# passthrough requests off. Reports requests/s, p50/p99, errors, the proxy's
+# CPU time per request (from /proc) and peak RSS, as medians of ROUNDS rounds,
+# with ratios against nginx. Then:
+#   - a fixed-rate run (oha -q RATE, latency corrected) for the latency each
+#     proxy adds at moderate load;
+#   - a run with 256 connections, after which peak RSS is read.
 #
-# Usage: bench/forward.sh            (ROUNDS=3 DURATION=8s CONNECTIONS=64 by default)
-# Installs nginx, haproxy and wrk from Debian when missing. Everything runs on
-# loopback and stops by itself.
+# Usage: bench/forward.sh   (ROUNDS=3 DURATION=8s CONNECTIONS=64 RATE=2000 by default)
+# Installs nginx, haproxy and wrk from Debian and oha from crates.io when
+# missing. Everything runs on loopback and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
+RATE=${RATE:-2000}
+RATE_DURATION=${RATE_DURATION:-10s}
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx haproxy wrk >/dev/null; }; }
 need nginx; need haproxy; need wrk
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v oha >/dev/null 2>&1 || cargo install --locked oha >/dev/null
 cargo build --release --locked --bin safedelete >/dev/null
 
 WORK=$(mktemp -d)
@@ -26,6 +34,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep
 trap cleanup EXIT
 
 UP=127.0.0.1:19090; NGX=127.0.0.1:19091; HAP=127.0.0.1:19092; SD=127.0.0.1:19093; SDA=127.0.0.1:19094
+SDN=127.0.0.1:19095; SDNA=127.0.0.1:19096
 PATH_Q="/api/v1/campaigns/101?api_key=bench_key_0123456789"
 
 mkdir -p "$WORK/up" "$WORK/px"
@@ -69,6 +78,10 @@ haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & HAP_PID=$!; PIDS+=($HAP_PID
 SAFEDELETE_UPSTREAM=http://$UP SAFEDELETE_LISTEN=$SD SAFEDELETE_ADMIN_LISTEN=$SDA \
   SAFEDELETE_DATABASE=$WORK/sd/safedelete.db SAFEDELETE_LOG=warn \
   target/release/safedelete serve >/dev/null 2>&1 & SD_PID=$!; PIDS+=($SD_PID)
+printf '[audit]\npassthrough = false\n' > "$WORK/noaudit.toml"
+SAFEDELETE_UPSTREAM=http://$UP SAFEDELETE_LISTEN=$SDN SAFEDELETE_ADMIN_LISTEN=$SDNA \
+  SAFEDELETE_DATABASE=$WORK/sdn/safedelete.db SAFEDELETE_LOG=warn \
+  target/release/safedelete serve --config "$WORK/noaudit.toml" >/dev/null 2>&1 & SDN_PID=$!; PIDS+=($SDN_PID)
 sleep 1
 
 # CPU time (utime+stime, clock ticks) of a process and all its threads/children.
@@ -116,16 +129,44 @@ for r in $(seq 1 "$ROUNDS"); do
   run nginx "$NGX" "$NGX_PID" >> "$RESULTS"
   run haproxy "$HAP" "$HAP_PID" >> "$RESULTS"
   run safedelete "$SD" "$SD_PID" >> "$RESULTS"
+  run safedelete-noaudit "$SDN" "$SDN_PID" >> "$RESULTS"
 done
-echo "peak_rss nginx $(peak_kib "$NGX_PID") haproxy $(peak_kib "$HAP_PID") safedelete $(peak_kib "$SD_PID")" >> "$RESULTS"
+
+# Fixed rate: latency at moderate load, corrected for coordinated omission.
+fixed_rate() { # name addr
+  local out; out=$(oha --no-tui --output-format json -z "$RATE_DURATION" -q "$RATE" -c "$CONNECTIONS" \
+    --latency-correction "http://$2$PATH_Q")
+  python3 -c '
+import json, sys
+d = json.loads(sys.argv[2])
+p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(d.get("errorDistribution", {}).values())
+print("rate", sys.argv[1], d["summary"]["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, errors)
+' "$1" "$out"
+}
+for name in direct nginx haproxy safedelete; do
+  case $name in direct) a=$UP;; nginx) a=$NGX;; haproxy) a=$HAP;; safedelete) a=$SD;; esac
+  fixed_rate "$name" "$a" >> "$RESULTS"
+done
+
+# 256 connections, then the peak RSS of each proxy over the whole run.
+for name in nginx haproxy safedelete; do
+  case $name in nginx) a=$NGX;; haproxy) a=$HAP;; safedelete) a=$SD;; esac
+  wrk -t"$THREADS" -c256 -d"$DURATION" "http://$a$PATH_Q" >/dev/null
+done
+echo "peak_rss nginx $(peak_kib "$NGX_PID") haproxy $(peak_kib "$HAP_PID") safedelete $(peak_kib "$SD_PID") safedelete-noaudit $(peak_kib "$SDN_PID")" >> "$RESULTS"
 
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
-rows, rss = {}, {}
+rows, rss, rate = {}, {}, {}
 for line in open(sys.argv[1]):
     f = line.split()
     if f[0] == "peak_rss":
         rss = {f[i]: int(f[i + 1]) for i in range(1, len(f), 2)}
+        continue
+    if f[0] == "rate":
+        rate[f[1]] = f[2:]
         continue
     rows.setdefault(f[0], []).append(f[1:])
 def ms(v):
@@ -139,11 +180,20 @@ for name, rs in rows.items():
         errors=sum(int(r[3]) for r in rs),
         cpu=statistics.median(float(r[4]) for r in rs),
     )
-print(f"{'target':<11} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU us/req':>10} {'peak RSS':>9} {'req/s vs nginx':>14}")
-for name in ["direct", "nginx", "haproxy", "safedelete"]:
+print(f"{'target':<19} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU us/req':>10} {'peak RSS':>9} {'req/s vs nginx':>14}")
+for name in ["direct", "nginx", "haproxy", "safedelete", "safedelete-noaudit"]:
     m = med[name]
     r = f"{rss[name] / 1024:.1f} MB" if name in rss else "-"
     ratio = m["rps"] / med["nginx"]["rps"]
     cpu = f"{m['cpu']:.1f}" if name != "direct" else "-"
-    print(f"{name:<11} {m['rps']:>9.0f} {m['p50']:>7.2f} {m['p99']:>7.2f} {m['errors']:>6} {cpu:>10} {r:>9} {ratio:>14.2f}")
+    print(f"{name:<19} {m['rps']:>9.0f} {m['p50']:>7.2f} {m['p99']:>7.2f} {m['errors']:>6} {cpu:>10} {r:>9} {ratio:>14.2f}")
+on, off = med["safedelete"], med["safedelete-noaudit"]
+print(f"\naudit on vs off: {on['rps']:.0f} vs {off['rps']:.0f} req/s ({(1 - on['rps'] / off['rps']) * 100:.1f}% less), "
+      f"{on['cpu']:.1f} vs {off['cpu']:.1f} CPU us/req")
+print(f"peak RSS after the 256-connection run (whole-run peak): " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in rss.items()))
+if rate:
+    print(f"\nfixed rate (oha -q per run, latency corrected):")
+    print(f"{'target':<19} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
+    for name, (rps, p50, p99, errs) in rate.items():
+        print(f"{name:<19} {float(rps):>9.0f} {float(p50):>7.2f} {float(p99):>7.2f} {errs:>6}")
 PY
