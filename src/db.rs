@@ -32,6 +32,9 @@ pub enum DbError {
     },
 }
 
+/// How long a connection waits for another writer's lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 fn options(path: &Path, create: bool) -> SqliteConnectOptions {
@@ -40,7 +43,7 @@ fn options(path: &Path, create: bool) -> SqliteConnectOptions {
         .create_if_missing(create)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
+        .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true)
 }
 

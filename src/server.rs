@@ -46,7 +46,7 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Workers(#[from] WorkersError),
-    #[error("cannot start the audit writer: {0}")]
+    #[error(transparent)]
     Audit(#[from] AuditError),
 }
 

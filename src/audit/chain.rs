@@ -58,12 +58,6 @@ pub fn hash(prev_hash: &str, r: &Hashed<'_>) -> String {
 fn canonical(r: &Hashed<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + r.path.len() + r.query.map_or(0, str::len));
     out.push(b'[');
-    let field = |out: &mut Vec<u8>, value: &dyn erased::Value| {
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        value.write(out);
-    };
     field(&mut out, &r.id);
     field(&mut out, &r.time);
     field(&mut out, &r.request_id);
@@ -91,17 +85,13 @@ fn canonical(r: &Hashed<'_>) -> Vec<u8> {
     out
 }
 
-mod erased {
-    /// One JSON value written the way `serde_json` writes it.
-    pub trait Value {
-        fn write(&self, out: &mut Vec<u8>);
+/// One JSON value, after a comma unless it is the first, written the way
+/// `serde_json` writes it.
+fn field<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
+    if out.len() > 1 {
+        out.push(b',');
     }
-
-    impl<T: serde::Serialize> Value for T {
-        fn write(&self, out: &mut Vec<u8>) {
-            serde_json::to_writer(&mut *out, self).expect("writing JSON to memory cannot fail");
-        }
-    }
+    serde_json::to_writer(&mut *out, value).expect("writing JSON to memory cannot fail");
 }
 
 /// Lowercase hex.

@@ -38,6 +38,10 @@ enum Job {
 /// Why a guarded record could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    #[error("cannot open the audit writer's connection: {0}")]
+    Open(#[source] rusqlite::Error),
+    #[error("cannot start the audit writer thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("the audit writer has stopped")]
     Stopped,
     #[error("cannot write the audit record: {0}")]
@@ -116,14 +120,14 @@ impl AuditWriter {
         batch_max: usize,
         metrics: Arc<Metrics>,
     ) -> Result<(AuditSink, AuditWriter), AuditError> {
-        let conn = open(database).map_err(|e| AuditError::Write(e.to_string()))?;
+        let conn = open(database).map_err(AuditError::Open)?;
         let (tx, rx) = mpsc::channel(capacity);
         let thread = {
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name("safedelete-audit".into())
                 .spawn(move || run(conn, rx, batch_max, &metrics))
-                .map_err(|e| AuditError::Write(e.to_string()))?
+                .map_err(AuditError::Thread)?
         };
         let sink = AuditSink {
             tx: tx.clone(),
@@ -149,10 +153,11 @@ impl AuditWriter {
     }
 }
 
-/// The writer's own connection: same file and pragmas as the pool.
+/// The writer's own connection: same file and pragmas as the pool
+/// (`db::open` has already created and migrated it).
 fn open(database: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(database)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(crate::db::BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
