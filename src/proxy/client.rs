@@ -1,27 +1,79 @@
 //! The pooled keep-alive client that talks to SmartLead, and the request body
 //! type it sends. The connector counts open connections for `/metrics`.
+//!
+//! The pool is deliberately small: one upstream, HTTP/1.1, a stack of idle
+//! connections. Each proxy worker has its own client, so its lock is never
+//! contended; the general-purpose pooled client it replaced cost a few
+//! microseconds a request in pool keys, clones and boxed futures.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Uri;
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
 
 use crate::config::Upstream;
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 
-/// The upstream client type.
-pub type UpstreamClient = Client<CountingConnector<HttpsConnector<HttpConnector>>, RequestBody>;
+type Connector = CountingConnector<HttpsConnector<HttpConnector>>;
+type Sender = http1::SendRequest<RequestBody>;
+
+/// A keep-alive client for the one configured upstream. Cheap to clone;
+/// clones share the pool.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
+    /// Where connections go: the upstream's scheme and authority.
+    origin: Uri,
+    idle: Mutex<IdleList>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+#[derive(Default)]
+struct IdleList {
+    /// Most recently used last.
+    list: Vec<Idle>,
+    /// Whether a reaper task is watching this list.
+    reaping: bool,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made (DNS, TCP, TLS or the timeout around them).
+    #[error("connect failed: {0}")]
+    Connect(#[source] BoxError),
+    /// The connection failed while the request was sent or answered.
+    #[error("{0}")]
+    Request(#[source] hyper::Error),
+}
+
+impl ClientError {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, ClientError::Connect(_))
+    }
+}
 
 /// Builds the pooled client for the configured upstream.
 pub fn build(upstream: &Upstream, metrics: Arc<Metrics>) -> Result<UpstreamClient, TlsError> {
@@ -39,13 +91,161 @@ pub fn build(upstream: &Upstream, metrics: Arc<Metrics>) -> Result<UpstreamClien
         metrics,
         timeout: upstream.connect_timeout,
     };
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(upstream.idle_timeout)
-        .pool_max_idle_per_host(upstream.max_idle_per_host)
-        // The forwarder sets Host itself, to the upstream authority.
-        .set_host(false)
-        .build(connector))
+    let origin = Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query("/")
+        .build()
+        .expect("a parsed scheme and authority make a valid URI");
+    Ok(UpstreamClient {
+        inner: Arc::new(Inner {
+            connector,
+            origin,
+            idle: Mutex::default(),
+            idle_timeout: upstream.idle_timeout,
+            max_idle: upstream.max_idle_per_host,
+        }),
+    })
+}
+
+impl UpstreamClient {
+    /// Sends a request to the upstream (whatever scheme and authority its URI
+    /// names) on an idle connection, or a new one. A request that a reused
+    /// connection closed on before writing any of it is sent again on
+    /// another: it never reached SmartLead. Nothing else is retried here.
+    pub async fn request(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        if req.uri().scheme().is_some() {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(pq);
+        }
+        while let Some(mut sender) = self.checkout() {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.release(sender);
+                    return Ok(resp);
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(back) => req = back,
+                    None => return Err(ClientError::Request(err.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(ClientError::Request)?;
+        self.release(sender);
+        Ok(resp)
+    }
+
+    /// The most recently used idle connection that is still open and fresh;
+    /// stale ones met on the way are closed.
+    fn checkout(&self) -> Option<Sender> {
+        let mut idle = lock(&self.inner.idle);
+        while let Some(entry) = idle.list.pop() {
+            if entry.sender.is_ready() && entry.since.elapsed() < self.inner.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection to the pool once its response has been read to
+    /// the end (HTTP/1.1 sends one request at a time). A connection that
+    /// closes instead, or finds the pool full, is dropped.
+    fn release(&self, sender: Sender) {
+        if sender.is_ready() {
+            self.inner.put(sender);
+            return;
+        }
+        let pool = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut sender = sender;
+            if sender.ready().await.is_ok() {
+                if let Some(pool) = pool.upgrade() {
+                    pool.put(sender);
+                }
+            }
+        });
+    }
+
+    async fn connect(&self) -> Result<Sender, ClientError> {
+        let io = self
+            .inner
+            .connector
+            .clone()
+            .call(self.inner.origin.clone())
+            .await
+            .map_err(ClientError::Connect)?;
+        let (sender, conn) = http1::handshake(io)
+            .await
+            .map_err(|e| ClientError::Connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Idle connections in the pool now.
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        lock(&self.inner.idle).list.len()
+    }
+}
+
+impl Inner {
+    fn put(self: &Arc<Self>, sender: Sender) {
+        let mut idle = lock(&self.idle);
+        if idle.list.len() >= self.max_idle {
+            return;
+        }
+        idle.list.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+        if !idle.reaping {
+            idle.reaping = true;
+            spawn_reaper(Arc::downgrade(self));
+        }
+    }
+}
+
+/// Closes idle connections older than the idle timeout, so a quiet gateway
+/// does not hold SmartLead connections open. Runs while the pool has idle
+/// connections; the next one to arrive starts it again.
+fn spawn_reaper(pool: Weak<Inner>) {
+    tokio::spawn(async move {
+        loop {
+            let period = match pool.upgrade() {
+                Some(p) => (p.idle_timeout / 2).max(Duration::from_millis(10)),
+                None => return,
+            };
+            tokio::time::sleep(period).await;
+            let Some(pool) = pool.upgrade() else { return };
+            let mut idle = lock(&pool.idle);
+            let timeout = pool.idle_timeout;
+            idle.list
+                .retain(|e| e.since.elapsed() < timeout && !e.sender.is_closed());
+            if idle.list.is_empty() {
+                idle.reaping = false;
+                return;
+            }
+        }
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Request bodies sent upstream: the client's own body, streamed, or one the
@@ -108,9 +308,9 @@ pub struct CountingConnector<C> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl<C> tower_service::Service<Uri> for CountingConnector<C>
+impl<C> Service<Uri> for CountingConnector<C>
 where
-    C: tower_service::Service<Uri> + Send,
+    C: Service<Uri> + Send,
     C::Future: Send + 'static,
     C::Response: Send,
     C::Error: Into<BoxError>,
@@ -201,5 +401,159 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Counted<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A raw HTTP/1.1 upstream on 127.0.0.1:0 that answers every request on
+    /// a connection with a small keep-alive response, counts connections, and
+    /// closes each connection `close_after` after its first answer, if set.
+    async fn upstream(close_after: Option<Duration>) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        let n = match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if sock.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            if let Some(after) = close_after {
+                                tokio::time::sleep(after).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}"), accepted)
+    }
+
+    fn client(
+        url: &str,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> (UpstreamClient, Arc<Metrics>) {
+        let uri: Uri = url.parse().unwrap();
+        let upstream = Upstream {
+            scheme: uri.scheme().unwrap().clone(),
+            authority: uri.authority().unwrap().clone(),
+            ca_file: None,
+            extra_roots: Vec::new(),
+            connect_timeout: Duration::from_secs(2),
+            first_byte_timeout: Duration::from_secs(2),
+            idle_timeout,
+            max_idle_per_host: max_idle,
+        };
+        let metrics = Arc::new(Metrics::default());
+        (build(&upstream, metrics.clone()).unwrap(), metrics)
+    }
+
+    async fn get(client: &UpstreamClient, url: &str) -> Result<String, ClientError> {
+        let req = Request::get(format!("{url}/api/v1/campaigns"))
+            .header(http::header::HOST, "upstream")
+            .body(RequestBody::Empty)
+            .unwrap();
+        let resp = client.request(req).await?;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Ok(String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_then_closed_after_the_idle_timeout() {
+        let (url, accepted) = upstream(None).await;
+        let (client, metrics) = client(&url, Duration::from_millis(300), 8);
+        for _ in 0..3 {
+            assert_eq!(get(&client, &url).await.unwrap(), "ok");
+            wait_for("the connection to return to the pool", || {
+                client.idle_count() == 1
+            })
+            .await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for three requests"
+        );
+        assert_eq!(metrics.upstream_connections.load(Ordering::Relaxed), 1);
+        wait_for("the idle connection to be closed", || {
+            client.idle_count() == 0 && metrics.upstream_connections.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        // The next request simply opens a new connection.
+        assert_eq!(get(&client, &url).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
+        let (url, accepted) = upstream(Some(Duration::from_millis(20))).await;
+        let (client, metrics) = client(&url, Duration::from_secs(60), 8);
+        assert_eq!(get(&client, &url).await.unwrap(), "ok");
+        wait_for("the upstream to close the connection", || {
+            metrics.upstream_connections.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        assert_eq!(get(&client, &url).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_at_most_max_idle_connections() {
+        let (url, accepted) = upstream(None).await;
+        let (client, metrics) = client(&url, Duration::from_secs(60), 1);
+        let (a, b, c) = tokio::join!(get(&client, &url), get(&client, &url), get(&client, &url));
+        assert_eq!(
+            (a.unwrap(), b.unwrap(), c.unwrap()),
+            ("ok".into(), "ok".into(), "ok".into())
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        wait_for("the extra connections to close", || {
+            metrics.upstream_connections.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert_eq!(client.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let (client, _) = client(&url, Duration::from_secs(60), 8);
+        let err = get(&client, &url).await.unwrap_err();
+        assert!(err.is_connect(), "{err}");
     }
 }

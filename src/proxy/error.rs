@@ -16,7 +16,7 @@ pub enum ProxyError {
     UpstreamConnect {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::proxy::client::ClientError,
     },
     #[error("upstream {upstream}: connect timed out after {after:?}")]
     UpstreamConnectTimeout { upstream: String, after: Duration },
@@ -26,7 +26,7 @@ pub enum ProxyError {
     UpstreamReset {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::proxy::client::ClientError,
     },
     #[error("upstream {upstream}: stopped reading the request body for {after:?}")]
     UpstreamStalledReading { upstream: String, after: Duration },

@@ -214,12 +214,8 @@ impl ProxyService {
         parts
             .headers
             .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
-        parts.uri = Uri::builder()
-            .scheme(state.upstream_scheme.clone())
-            .authority(state.upstream_authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .expect("scheme, authority and a parsed path make a valid URI");
+        // Origin-form: the client connects to the configured upstream.
+        parts.uri = Uri::from(path_and_query);
         // The upstream leg is always HTTP/1.1, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
 
@@ -456,7 +452,7 @@ async fn send(
 
 fn map_result(
     state: &ProxyState,
-    result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    result: Result<Response<Incoming>, client::ClientError>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let upstream = || state.upstream_url.clone();
     match result {

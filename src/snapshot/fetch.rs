@@ -30,7 +30,7 @@ pub enum FetchError {
     Upstream {
         kind: PartKind,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::proxy::client::ClientError,
     },
     #[error("{kind}: the download failed mid-body: {source}")]
     Body {
