@@ -137,7 +137,9 @@ impl UpstreamClient {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        // Boxed: connecting is the rare path, and its future is large;
+        // inline, every request's future would carry it.
+        let mut sender = Box::pin(self.connect()).await?;
         let resp = sender
             .send_request(req)
             .await

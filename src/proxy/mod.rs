@@ -222,8 +222,8 @@ impl ProxyService {
         if let Operation::DeleteCampaign { campaign_id } = operation {
             // The body of a campaign DELETE is not forwarded: the route takes none.
             drop(body);
-            return self
-                .guarded(campaign_id, parts, tracker, request_id, client_version)
+            // Boxed, so that passthrough requests do not carry its state.
+            return Box::pin(self.guarded(campaign_id, parts, tracker, request_id, client_version))
                 .await;
         }
 
@@ -400,7 +400,7 @@ async fn forward(
             let req = copy
                 .body(RequestBody::Empty)
                 .expect("a copy of a valid request is valid");
-            send(state, client, req, None).await
+            Box::pin(send(state, client, req, None)).await
         }
         (result, _) => result,
     }
