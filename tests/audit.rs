@@ -81,6 +81,40 @@ async fn every_request_leaves_one_audit_row_with_the_key_redacted() {
 }
 
 #[tokio::test]
+async fn each_request_on_one_connection_is_fingerprinted_by_its_own_key() {
+    let up = fake().await;
+    let gw = Gateway::start(&up.url()).await;
+    let stream = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let keys = [DISTINCT_KEY, "another_key_42", DISTINCT_KEY];
+    for key in keys {
+        sender.ready().await.unwrap();
+        let req = Request::get(format!("/api/v1/campaigns/101?api_key={key}"))
+            .header("host", gw.proxy.to_string())
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        // Read the body so the connection is free for the next request.
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+    }
+    let mut gw = gw;
+    gw.stop().await;
+    let rows = audit_rows(&gw.db_path).await;
+    let got: Vec<_> = rows.iter().map(|r| r.actor_fingerprint.clone()).collect();
+    let want: Vec<_> = keys
+        .iter()
+        .map(|k| Some(safedelete::audit::redact::fingerprint(k)))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
 async fn admin_reports_health_readiness_and_metrics() {
     let up = fake().await;
     // One worker, so one upstream pool: the connection count below is exact.

@@ -135,6 +135,9 @@ pub struct ConnectionContext {
     client_ip: HeaderValue,
     /// `http` or `https`: the listener's scheme, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
+    /// The last `api_key` seen on this connection and its fingerprint: a
+    /// client sends the same key on every request, so it is hashed once.
+    fingerprints: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl ProxyService {
@@ -152,6 +155,7 @@ impl ProxyService {
             client_addr,
             client_ip,
             scheme,
+            fingerprints: std::sync::Mutex::new(None),
         }))
     }
 }
@@ -322,17 +326,33 @@ impl ProxyService {
             .headers
             .get(header::USER_AGENT)
             .map(|v| redact::scrub(&String::from_utf8_lossy(v.as_bytes()), &secrets))
-            .map(|ua| truncate(&ua, 512));
+            .map(|ua| truncate(ua, 512));
         let mut record = AuditRecord::empty(OperationKind::Passthrough);
         record.request_id = request_id.to_str().unwrap_or("").to_string();
         record.method = parts.method.as_str().to_string();
-        record.path = truncate(&redact::scrub(path, &secrets), 2048);
-        record.query = query.map(|q| truncate(&q, 4096));
-        record.actor_fingerprint = api_key.as_deref().map(redact::fingerprint);
+        record.path = truncate(redact::scrub(path, &secrets), 2048);
+        record.query = query.map(|q| truncate(q, 4096));
+        record.actor_fingerprint = api_key.map(|key| self.fingerprint(key));
         record.client_addr = self.client_ip.to_str().ok().map(str::to_string);
         record.user_agent = user_agent;
         record.campaign_id = campaign_id(path);
         record
+    }
+
+    /// The actor fingerprint of `key`, hashed once per connection and key.
+    fn fingerprint(&self, key: String) -> String {
+        let mut cached = match self.fingerprints.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match &*cached {
+            Some((k, fp)) if *k == key => fp.clone(),
+            _ => {
+                let fp = redact::fingerprint(&key);
+                *cached = Some((key, fp.clone()));
+                fp
+            }
+        }
     }
 
     fn fail(
@@ -498,15 +518,15 @@ fn campaign_id(path: &str) -> Option<i64> {
     id.parse().ok()
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    s
 }
 
 #[cfg(test)]
@@ -525,7 +545,7 @@ mod tests {
 
     #[test]
     fn truncate_respects_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("héllo".into(), 2), "h");
+        assert_eq!(truncate("abc".into(), 10), "abc");
     }
 }
