@@ -271,21 +271,15 @@ fn write_with_retry(conn: &mut Connection, batch: &mut [Job], metrics: &Metrics)
 fn insert_chained(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<i64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (last_id, last_hash): (i64, Option<String>) = tx
-        .query_row(
-            "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        .prepare_cached("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
         .or_else(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => Ok((0, None)),
             e => Err(e),
         })?;
     let seq: i64 = tx
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'",
-            [],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'")?
+        .query_row([], |row| row.get(0))
         .or_else(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => Ok(0),
             e => Err(e),
