@@ -12,6 +12,7 @@
 # hundreds: the audit-on figure includes more per-commit work than under load.
 #
 # Usage: bench/instructions.sh   (N1=1000 N2=3000 by default)
+#        SAFEDELETE_BIN=path/to/old/safedelete bench/instructions.sh   to measure another build
 # Installs nginx and valgrind from Debian when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,10 @@ N2=${N2:-3000}
 
 need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx valgrind curl >/dev/null; }; }
 need nginx; need valgrind; need curl
-cargo build --release --locked --bin safedelete >/dev/null
+if [ -z "${SAFEDELETE_BIN:-}" ]; then
+  cargo build --release --locked --bin safedelete >/dev/null
+  SAFEDELETE_BIN=target/release/safedelete
+fi
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -82,7 +86,7 @@ count() { # kind n
       SAFEDELETE_UPSTREAM=http://$UP SAFEDELETE_LISTEN=$SD SAFEDELETE_ADMIN_LISTEN=$SDA \
         SAFEDELETE_DATABASE=$WORK/sd/safedelete.db SAFEDELETE_LOG=warn \
         valgrind --tool=callgrind --callgrind-out-file="$out" \
-        target/release/safedelete serve --config "$cfg" >/dev/null 2>&1 & pid=$!
+        "$SAFEDELETE_BIN" serve --config "$cfg" >/dev/null 2>&1 & pid=$!
       wait_port "$SDA"; addr=$SD ;;
   esac
   PIDS+=("$pid")
