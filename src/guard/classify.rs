@@ -7,6 +7,7 @@
 //! spelled exactly `/api/v1/campaigns/{id}`, and refused otherwise. Method
 //! overrides are refused on every request.
 
+use http::header::HeaderName;
 use http::{HeaderMap, Method};
 use percent_encoding::percent_decode_str;
 
@@ -47,10 +48,10 @@ pub enum ClassifyError {
     FormOnCampaign,
 }
 
-const OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-method-override",
-    "x-http-method",
+static OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-http-method"),
 ];
 
 /// Classifies a request by method, raw path, raw query and headers.
@@ -60,9 +61,9 @@ pub fn classify(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Operation, ClassifyError> {
-    for name in OVERRIDE_HEADERS {
+    for name in &OVERRIDE_HEADERS {
         if headers.contains_key(name) {
-            return Err(ClassifyError::MethodOverride(name));
+            return Err(ClassifyError::MethodOverride(name.as_str()));
         }
     }
     if let Some(q) = query {
@@ -148,7 +149,10 @@ fn has_method_param(query: &str) -> bool {
         let name = pair.split('=').next().unwrap_or("");
         let name = percent_decode_str(name).decode_utf8_lossy();
         // `_method`, and framework spellings such as `_method[]`.
-        name.trim().to_ascii_lowercase().starts_with("_method")
+        name.trim()
+            .as_bytes()
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"_method"))
     })
 }
 

@@ -26,23 +26,37 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// Runs before the gateway adds headers of its own, so a client cannot make
 /// the gateway drop them by listing them in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names decides.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names finds which are present; most messages carry
+    // none, and most of the rest only `Connection: keep-alive`.
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present[0] {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .map(str::trim)
+            // Hop-by-hop names are removed below anyway.
+            .filter(|token| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(token))
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
         for name in listed {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
@@ -105,6 +119,34 @@ mod tests {
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-keep"]);
         assert_eq!(h.get_all("x-keep").iter().count(), 2);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_goes_alone_and_others_stay() {
+        for hop in &HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+            h.insert(hop.clone(), HeaderValue::from_static("x-listed"));
+            h.insert("x-listed", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            names.sort();
+            // Only `Connection` names other headers.
+            let want = if *hop == header::CONNECTION {
+                vec!["content-type"]
+            } else {
+                vec!["content-type", "x-listed"]
+            };
+            assert_eq!(names, want, "{hop}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("2"));
+        h.insert("connection", HeaderValue::from_static("close, Upgrade"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["content-length"]
+        );
     }
 
     #[test]
