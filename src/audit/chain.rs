@@ -97,12 +97,12 @@ fn field<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
     }
-    s
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 fn hashed(e: &StoredEvent) -> Hashed<'_> {

@@ -131,28 +131,33 @@ impl AuditRecord {
 }
 
 /// RFC 3339 in UTC with milliseconds, the one time format of the trail.
-/// Written digit by digit: the audit writer formats one per record.
+/// Computed from the Unix time directly (the audit writer formats one per
+/// record); times before 1970 or after 9999 take the `time` crate's path.
 pub fn format_time(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let year = t.year();
-    if !(0..=9999).contains(&year) {
-        return format_time_slow(t);
+    let Ok(since) = t.duration_since(SystemTime::UNIX_EPOCH) else {
+        return format_time_slow(time::OffsetDateTime::from(t));
+    };
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    if year > 9999 {
+        return format_time_slow(time::OffsetDateTime::from(t));
     }
+    let of_day = secs % 86_400;
     let mut out = [0u8; 24];
-    let mut put = |at: usize, value: u32, digits: usize| {
+    let mut put = |at: usize, value: u64, digits: usize| {
         let mut v = value;
         for i in (0..digits).rev() {
             out[at + i] = b'0' + (v % 10) as u8;
             v /= 10;
         }
     };
-    put(0, year as u32, 4);
-    put(5, u32::from(u8::from(t.month())), 2);
-    put(8, u32::from(t.day()), 2);
-    put(11, u32::from(t.hour()), 2);
-    put(14, u32::from(t.minute()), 2);
-    put(17, u32::from(t.second()), 2);
-    put(20, u32::from(t.millisecond()), 3);
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, of_day / 3600, 2);
+    put(14, of_day / 60 % 60, 2);
+    put(17, of_day % 60, 2);
+    put(20, u64::from(since.subsec_millis()), 3);
     for (at, c) in [
         (4, b'-'),
         (7, b'-'),
@@ -165,6 +170,21 @@ pub fn format_time(t: SystemTime) -> String {
         out[at] = c;
     }
     out.iter().map(|&b| b as char).collect()
+}
+
+/// Year, month and day of the proleptic Gregorian calendar for a count of
+/// days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 fn format_time_slow(t: time::OffsetDateTime) -> String {
@@ -191,5 +211,15 @@ mod tests {
         }
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_160_000_123);
         assert_eq!(format_time(t), "2025-11-26T12:26:40.123Z");
+        // The last second of every 97th day from 1970 to 2400 (month ends and
+        // leap days among them), and of 100 days in a row in 2000.
+        let days = (0..157_000u64).filter(|d| d % 97 == 0 || (10_950..11_050).contains(d));
+        for day in days {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(day * 86_400 + 86_399);
+            let want = format_time_slow(time::OffsetDateTime::from(t));
+            assert_eq!(format_time(t), want, "day {day}");
+        }
+        let before = SystemTime::UNIX_EPOCH - Duration::from_millis(1);
+        assert_eq!(format_time(before), "1969-12-31T23:59:59.999Z");
     }
 }
