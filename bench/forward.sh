@@ -36,6 +36,12 @@ trap cleanup EXIT
 UP=127.0.0.1:19090; NGX=127.0.0.1:19091; HAP=127.0.0.1:19092; SD=127.0.0.1:19093; SDA=127.0.0.1:19094
 SDN=127.0.0.1:19095; SDNA=127.0.0.1:19096
 PATH_Q="/api/v1/campaigns/101?api_key=bench_key_0123456789"
+# A port already in use would silently measure something else: refuse.
+for a in "$UP" "$NGX" "$HAP" "$SD" "$SDA" "$SDN" "$SDNA"; do
+  if ss -ltnH "sport = :${a##*:}" | grep -q .; then
+    echo "port ${a##*:} is already in use; stop whatever listens there first" >&2; exit 1
+  fi
+done
 
 mkdir -p "$WORK/up" "$WORK/px"
 cat > "$WORK/up/nginx.conf" <<CONF

@@ -33,6 +33,12 @@ trap cleanup EXIT
 
 UP=127.0.0.1:19190; NGX=127.0.0.1:19191; SD=127.0.0.1:19193; SDA=127.0.0.1:19194
 PATH_Q="/api/v1/campaigns/101?api_key=bench_key_0123456789"
+# A port already in use would silently measure something else: refuse.
+for a in "$UP" "$NGX" "$SD" "$SDA"; do
+  if ss -ltnH "sport = :${a##*:}" | grep -q .; then
+    echo "port ${a##*:} is already in use; stop whatever listens there first" >&2; exit 1
+  fi
+done
 
 mkdir -p "$WORK/up" "$WORK/px"
 cat > "$WORK/up/nginx.conf" <<CONF

@@ -117,6 +117,14 @@ impl UpstreamClient {
         &self,
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, ClientError> {
+        if !req.headers().contains_key(http::header::HOST) {
+            // HTTP/1.1 requires Host; the connection API does not add one.
+            let host = http::HeaderValue::from_str(
+                self.inner.origin.authority().map_or("", |a| a.as_str()),
+            )
+            .expect("a parsed authority is a valid header value");
+            req.headers_mut().insert(http::header::HOST, host);
+        }
         if req.uri().scheme().is_some() {
             let pq = req
                 .uri()
@@ -547,6 +555,34 @@ mod tests {
         })
         .await;
         assert_eq!(client.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_without_host_gets_the_upstream_authority() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                head.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let url = format!("http://{addr}");
+        let (client, _) = client(&url, Duration::from_secs(60), 8);
+        let req = Request::get(format!("{url}/x?y=1"))
+            .body(RequestBody::Empty)
+            .unwrap();
+        assert_eq!(client.request(req).await.unwrap().status(), 200);
+        let head = seen.await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /x?y=1 http/1.1\r\n"), "{head}");
+        assert!(head.contains(&format!("\r\nhost: {addr}\r\n")), "{head}");
     }
 
     #[tokio::test]
