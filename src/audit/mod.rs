@@ -2,6 +2,7 @@
 //! queue to a batch writer ([`writer`]); secrets are redacted before a record
 //! exists ([`redact`]); operators read them back with [`query`].
 
+pub mod body_key;
 pub mod chain;
 pub mod query;
 pub mod redact;

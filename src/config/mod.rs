@@ -353,10 +353,10 @@ impl Config {
         let mut redact_params: Vec<String> =
             ALWAYS_REDACTED.iter().map(|s| s.to_string()).collect();
         for p in file.audit.redact_params.unwrap_or_default() {
-            if p.is_empty() {
+            if crate::audit::redact::normalize_name(&p).is_empty() {
                 return Err(ConfigError::invalid(
                     "audit.redact_params",
-                    "parameter names must not be empty",
+                    format!("`{p}` has no letters or digits; names are compared by their letters and digits (for example \"client_token\")"),
                 ));
             }
             if !redact_params.iter().any(|q| q.eq_ignore_ascii_case(&p)) {

@@ -128,6 +128,16 @@ fn extra_redacted_params_add_to_api_key() {
 }
 
 #[test]
+fn a_redacted_name_without_letters_or_digits_is_refused() {
+    let err = load("[audit]\nredact_params = [\"__\"]\n", &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("audit.redact_params: `__` has no letters"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_rendered_config_masks_the_token_and_parses_again() {
     let c = load("", &[("SAFEDELETE_ADMIN_TOKEN", "super-secret-token-123")]).unwrap();
     let text = c.render_masked();

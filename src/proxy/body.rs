@@ -16,6 +16,8 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::ProxyState;
+use crate::audit::body_key::BodyKeyScanner;
+use crate::audit::redact::{self, Secrets};
 use crate::audit::{AuditRecord, ErrorKind, OperationKind};
 use crate::metrics::UpstreamError;
 
@@ -32,19 +34,25 @@ pub struct UploadState {
     pub waiting_on_client: AtomicBool,
     /// Notified once the body has ended, one way or another.
     pub done: Notify,
+    /// `api_key` values found in the (JSON) body as it streamed.
+    pub body_keys: std::sync::Mutex<Vec<String>>,
 }
 
 /// The client's request body, counted as it streams upstream.
 pub struct CountedIncoming {
     inner: Incoming,
     state: Arc<UploadState>,
+    /// Looks for `"api_key"` in bodies that may carry it.
+    keys: Option<BodyKeyScanner>,
 }
 
 impl CountedIncoming {
-    pub fn new(inner: Incoming) -> Self {
+    /// `scan_for_key`: look for a JSON `api_key` as the body streams.
+    pub fn new(inner: Incoming, scan_for_key: bool) -> Self {
         CountedIncoming {
             inner,
             state: Arc::default(),
+            keys: scan_for_key.then(BodyKeyScanner::default),
         }
     }
     pub fn state(&self) -> Arc<UploadState> {
@@ -68,6 +76,12 @@ impl Body for CountedIncoming {
                 state.waiting_on_client.store(false, Ordering::Relaxed);
                 if let Some(data) = frame.data_ref() {
                     state.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let Some(scanner) = &mut this.keys {
+                        let found = scanner.feed(data);
+                        if !found.is_empty() {
+                            lock(&state.body_keys).extend(found);
+                        }
+                    }
                 }
                 // hyper may never poll again once the body says it has ended.
                 if this.inner.is_end_stream() {
@@ -137,6 +151,10 @@ impl Tracker {
         r.bytes_out = self.bytes_out;
         if let Some(upload) = &self.upload {
             r.bytes_in = upload.bytes.load(Ordering::Relaxed);
+            let keys = std::mem::take(&mut *lock(&upload.body_keys));
+            if !keys.is_empty() {
+                apply_body_keys(r, &keys);
+            }
         }
         if r.error_kind.is_none() {
             r.error_kind = match self.body_error {
@@ -171,6 +189,32 @@ impl Tracker {
             state.audit.submit(record);
         }
     }
+}
+
+/// Keys found in the body are secrets like the query's: scrubbed from what
+/// the record keeps, and the first names the actor when the query had none.
+fn apply_body_keys(r: &mut AuditRecord, keys: &[String]) {
+    let mut secrets = Secrets::default();
+    for k in keys {
+        secrets.add(k);
+    }
+    let scrub = |text: &mut String| {
+        if let std::borrow::Cow::Owned(clean) = secrets.scrub(text) {
+            *text = clean;
+        }
+    };
+    scrub(&mut r.path);
+    scrub(&mut r.request_id);
+    for text in [&mut r.query, &mut r.user_agent].into_iter().flatten() {
+        scrub(text);
+    }
+    if r.actor_fingerprint.is_none() {
+        r.actor_fingerprint = Some(redact::fingerprint(&keys[0]));
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Drop for Tracker {

@@ -302,7 +302,7 @@ impl Body for RequestBody {
 
 impl From<Incoming> for RequestBody {
     fn from(body: Incoming) -> Self {
-        RequestBody::Client(super::body::CountedIncoming::new(body))
+        RequestBody::Client(super::body::CountedIncoming::new(body, false))
     }
 }
 

@@ -3,6 +3,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::audit::redact::Secrets;
+
 /// The request id header, taken from the client when sane, else generated.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -84,12 +86,15 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &'
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 }
 
-/// The client's `x-request-id` if it is 1–128 visible ASCII characters,
-/// otherwise a fresh random one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+/// The client's `x-request-id` if it is 1–128 visible ASCII characters and
+/// holds none of the request's secrets (a key pasted there would otherwise be
+/// stored and logged), otherwise a fresh random one.
+pub fn request_id(headers: &HeaderMap, secrets: Option<&Secrets>) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+        let sane = !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic());
+        let secret = || secrets.is_some_and(|s| v.to_str().map(|v| s.found_in(v)).unwrap_or(true));
+        if sane && !secret() {
             return v.clone();
         }
     }
@@ -163,10 +168,22 @@ mod tests {
     fn a_sane_request_id_is_kept_and_a_bad_one_replaced() {
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
+        assert_eq!(request_id(&h, None), "abc-123");
         h.insert("x-request-id", HeaderValue::from_static("has space"));
-        let id = request_id(&h);
+        let id = request_id(&h, None);
         assert_eq!(id.len(), 32);
         assert_ne!(id, "has space");
+    }
+
+    #[test]
+    fn a_request_id_holding_a_secret_is_replaced() {
+        let mut secrets = Secrets::default();
+        secrets.add("sl_secret_key");
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("sl_secret_key"));
+        let id = request_id(&h, Some(&secrets));
+        assert_eq!(id.len(), 32);
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h, Some(&secrets)), "abc-123");
     }
 }

@@ -43,7 +43,8 @@ pub struct ProxyState {
     pub first_byte_timeout: Duration,
     pub connect_timeout: Duration,
     pub body_idle_timeout: Duration,
-    pub redact_params: Vec<String>,
+    /// Which query parameters are secret (`audit.redact_params` and the built-ins).
+    pub redactor: redact::Redactor,
     /// Whether passthrough requests are recorded (`audit.passthrough`).
     pub audit_passthrough: bool,
     pub audit: AuditSink,
@@ -83,7 +84,7 @@ impl ProxyState {
             first_byte_timeout: u.first_byte_timeout,
             connect_timeout: u.connect_timeout,
             body_idle_timeout: config.body_idle_timeout,
-            redact_params: config.audit.redact_params.clone(),
+            redactor: redact::Redactor::new(&config.audit.redact_params),
             audit_passthrough: config.audit.passthrough,
             audit,
             metrics,
@@ -183,12 +184,15 @@ impl ProxyService {
     async fn handle(self, req: Request<Incoming>) -> Response<ResponseBody> {
         let state = self.state.clone();
         let (mut parts, body) = req.into_parts();
-        let request_id = headers::request_id(&parts.headers);
+        // Secrets first: nothing about the request is kept until they are known.
+        let redacted = parts.uri.query().map(|q| state.redactor.redact_query(q));
+        let secrets = redacted.as_ref().map(|r| &r.secrets);
+        let request_id = headers::request_id(&parts.headers, secrets);
         // From here on the request is recorded exactly once, even if the
         // client goes away while this future waits (the tracker's drop).
         let mut tracker = Tracker::new(
             state.clone(),
-            self.new_record(&parts, &request_id),
+            self.new_record(&parts, &request_id, redacted.as_ref()),
             parts.method.clone(),
         );
         let client_version = parts.version;
@@ -227,14 +231,22 @@ impl ProxyService {
             // The body of a campaign DELETE is not forwarded: the route takes none.
             drop(body);
             // Boxed, so that passthrough requests do not carry its state.
-            return Box::pin(self.guarded(campaign_id, parts, tracker, request_id, client_version))
-                .await;
+            let api_key = redacted.and_then(|r| r.api_key.zip(r.api_key_raw));
+            return Box::pin(self.guarded(
+                campaign_id,
+                parts,
+                api_key,
+                tracker,
+                request_id,
+                client_version,
+            ))
+            .await;
         }
 
         let body = if body.is_end_stream() {
             RequestBody::Empty
         } else {
-            let counted = body::CountedIncoming::new(body);
+            let counted = body::CountedIncoming::new(body, may_carry_key(&parts));
             tracker.upload = Some(counted.state());
             RequestBody::Client(counted)
         };
@@ -269,20 +281,14 @@ impl ProxyService {
         &self,
         campaign_id: u64,
         parts: http::request::Parts,
+        api_key: Option<(String, String)>,
         mut tracker: Tracker,
         request_id: HeaderValue,
         client_version: http::Version,
     ) -> Response<ResponseBody> {
         let state = self.state.clone();
-        let key = parts
-            .uri
-            .query()
-            .map(|q| redact::redact_query(q, &state.redact_params));
-        let api_key_raw = key.as_ref().and_then(|k| k.api_key_raw.clone());
-        let api_key_sha256 = key
-            .as_ref()
-            .and_then(|k| k.api_key.as_deref())
-            .map(redact::key_sha256);
+        let api_key_sha256 = api_key.as_ref().map(|(key, _)| redact::key_sha256(key));
+        let api_key_raw = api_key.map(|(_, raw)| raw);
         let input = GuardInput {
             campaign_id,
             user_agent: parts.headers.get(header::USER_AGENT).cloned(),
@@ -312,27 +318,33 @@ impl ProxyService {
         resp
     }
 
-    fn new_record(&self, parts: &http::request::Parts, request_id: &HeaderValue) -> AuditRecord {
+    fn new_record(
+        &self,
+        parts: &http::request::Parts,
+        request_id: &HeaderValue,
+        redacted: Option<&redact::RedactedQuery>,
+    ) -> AuditRecord {
         let path = parts.uri.path();
-        let (query, api_key, secrets) = match parts.uri.query() {
-            Some(q) => {
-                let r = redact::redact_query(q, &self.state.redact_params);
-                (Some(r.query), r.api_key, r.secrets)
-            }
-            None => (None, None, Vec::new()),
-        };
+        let no_secrets = redact::Secrets::default();
+        let secrets = redacted.map(|r| &r.secrets).unwrap_or(&no_secrets);
         // Scrub before truncating, so a key cut in half cannot survive.
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
-            .map(|v| redact::scrub(&String::from_utf8_lossy(v.as_bytes()), &secrets))
+            .map(|v| {
+                secrets
+                    .scrub(&String::from_utf8_lossy(v.as_bytes()))
+                    .into_owned()
+            })
             .map(|ua| truncate(ua, 512));
         let mut record = AuditRecord::empty(OperationKind::Passthrough);
         record.request_id = request_id.to_str().unwrap_or("").to_string();
         record.method = parts.method.as_str().to_string();
-        record.path = truncate(redact::scrub(path, &secrets), 2048);
-        record.query = query.map(|q| truncate(q, 4096));
-        record.actor_fingerprint = api_key.map(|key| self.fingerprint(key));
+        record.path = truncate(secrets.scrub(path).into_owned(), 2048);
+        record.query = redacted.map(|r| truncate(r.query.clone(), 4096));
+        record.actor_fingerprint = redacted
+            .and_then(|r| r.api_key.clone())
+            .map(|key| self.fingerprint(key));
         record.client_addr = self.client_ip.to_str().ok().map(str::to_string);
         record.user_agent = user_agent;
         record.campaign_id = campaign_id(path);
@@ -505,6 +517,20 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
         source = e.source();
     }
     false
+}
+
+/// Whether the body may carry the key (`api_key` in JSON, which SmartLead
+/// accepts for POST, PATCH and PUT), so it is scanned as it streams.
+fn may_carry_key(parts: &http::request::Parts) -> bool {
+    let writes = matches!(parts.method, Method::POST | Method::PATCH | Method::PUT);
+    let json_or_unsaid = match parts.headers.get(header::CONTENT_TYPE) {
+        None => true,
+        Some(ct) => ct
+            .as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"json")),
+    };
+    writes && json_or_unsaid
 }
 
 /// The campaign a path is about (`/api/v1/campaigns/{id}` and below), for the
