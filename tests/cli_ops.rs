@@ -373,6 +373,30 @@ async fn audit_filters_narrow_the_trail_and_csv_quotes_what_it_must() {
     let table = stdout(&w.run(&["audit", "--method", "DELETE"]));
     assert!(table.lines().next().unwrap().contains("METHOD"));
     assert_eq!(table.lines().count(), 1 + 5);
+
+    // What the guard did is a column: the word, or `-` for plain traffic.
+    let table = stdout(&w.run(&["audit", "--campaign", "101"]));
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let at = header
+        .iter()
+        .position(|c| *c == "ACTION")
+        .expect("an ACTION column");
+    let actions: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(at).unwrap())
+        .collect();
+    assert_eq!(actions, vec!["allowed", "archived", "-", "-"], "{table}");
+    // The policy's words find the same records; a typo lists the words.
+    assert_eq!(all(&["--action", "archive"]).len(), 4);
+    assert_eq!(all(&["--action", "Allow", "--campaign", "101"]).len(), 1);
+    let typo = w.run(&["audit", "--action", "archve"]);
+    assert!(!typo.status.success());
+    assert!(
+        stderr(&typo).contains("allowed, archived, denied, refused"),
+        "{}",
+        stderr(&typo)
+    );
 }
 
 #[tokio::test]

@@ -695,6 +695,24 @@ async fn spelling_is_refused(path: &str) {
         up.requests()
     );
     assert!(up.campaign(101).is_some());
+    // Recorded as the campaign delete it is, with the id it would reach.
+    let audit_id: i64 = reply
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-safedelete-audit-id: ")
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("{path}: no audit id in {reply}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let rows = gw.wait_for_audit_rows(1).await;
+    let row = rows.iter().find(|r| r.id == audit_id).unwrap();
+    assert_eq!(row.operation, "delete_campaign", "{path}");
+    assert_eq!(row.action.as_deref(), Some("refused"), "{path}");
+    assert_eq!(row.campaign_id, Some(101), "{path}");
+    assert_eq!(row.status, 400);
 }
 
 macro_rules! spelling_tests {
@@ -716,6 +734,75 @@ spelling_tests! {
     spelling_with_a_matrix_parameter_is_refused: "/api/v1/campaigns/101;x=1",
     spelling_with_a_dot_segment_is_refused: "/api/v1/./campaigns/101",
     spelling_with_trailing_garbage_is_refused: "/api/v1/campaigns/101abc",
+}
+
+#[tokio::test]
+async fn a_campaign_id_beyond_i64_is_refused_not_wrapped() {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"allow\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let reply = delete(
+        &gw,
+        "/api/v1/campaigns/9223372036854775808?api_key=sl_test_key",
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{:?}", reply.body);
+    assert!(reply.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("out of range"));
+    assert!(up.requests().is_empty());
+    let rows = gw.wait_for_audit_rows(1).await;
+    assert_eq!(rows[0].action.as_deref(), Some("refused"));
+    assert!(
+        rows.iter().all(|r| r.campaign_id.is_none_or(|c| c > 0)),
+        "{rows:?}"
+    );
+    assert!(operations(&gw).await.is_empty());
+}
+
+#[tokio::test]
+async fn guarded_records_store_the_bytes_the_client_got() {
+    let up = fake(20).await;
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"archive\"\n\
+                     [[policy.rules]]\nname = \"keep-102\"\naction = \"deny\"\ncampaign_ids = [102]\n\
+                     [[policy.rules]]\nname = \"drop-103\"\naction = \"allow\"\ncampaign_ids = [103]\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let mut replies = Vec::new();
+    for (id, action) in [
+        (101, "archived"),
+        (102, "denied"),
+        (103, "allowed"),
+        (999, "refused"),
+    ] {
+        let reply = delete(&gw, &format!("/api/v1/campaigns/{id}?api_key=sl_test_key")).await;
+        assert_eq!(reply.header("x-safedelete-action"), Some(action), "{id}");
+        replies.push(reply);
+    }
+    let rows = gw.wait_for_audit_rows(4).await;
+    for reply in &replies {
+        let id: i64 = reply
+            .header("x-safedelete-audit-id")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let row = rows.iter().find(|r| r.id == id).unwrap();
+        assert!(!reply.body.is_empty());
+        assert_eq!(row.bytes_out, reply.body.len() as i64, "{row:?}");
+        assert_eq!(row.action.as_deref(), reply.header("x-safedelete-action"));
+    }
 }
 
 #[tokio::test]

@@ -715,6 +715,50 @@ async fn pretty_logs_have_one_readable_access_line_per_request() {
     ] {
         assert!(access.contains(&field), "{field} missing from {access}");
     }
+    // Nothing to say is said by leaving the field out.
+    assert!(!access.contains("error_kind"), "{access}");
+    assert!(!access.contains("action="), "{access}");
+    // A guarded request's line says what the guard did.
+    let reply = send(
+        Request::delete(format!(
+            "http://{proxy}/api/v1/campaigns/101?api_key=sl_test_key"
+        ))
+        .body(Full::default())
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.header("x-safedelete-action"), Some("archived"));
+    let access = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("safedelete::access") && l.contains("method=DELETE"))
+        .unwrap();
+    assert!(
+        access.contains("action=\"archived\"") || access.contains("action=archived"),
+        "{access}"
+    );
+    let refused = send(
+        Request::delete(format!(
+            "http://{proxy}/api/v1/campaigns/101/?api_key=sl_test_key"
+        ))
+        .body(Full::default())
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+    let access = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("safedelete::access") && l.contains("method=DELETE"))
+        .unwrap();
+    assert!(
+        access.contains("action=\"refused\"") || access.contains("action=refused"),
+        "{access}"
+    );
+    assert!(
+        access.contains("error_kind=\"bad_request\"") || access.contains("error_kind=bad_request"),
+        "{access}"
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -35,9 +35,6 @@ const AUDIT_PARAMS: &[&str] = &[
     "campaign", "actor", "action", "method", "status", "since", "until", "limit", "cursor",
 ];
 
-/// The actions a guarded call's record can carry.
-const ACTIONS: [&str; 4] = ["allowed", "archived", "denied", "refused"];
-
 /// `GET /v1/audit`
 pub async fn audit(
     State(state): State<AdminState>,
@@ -51,9 +48,14 @@ pub async fn audit(
         action: p
             .get("action")
             .map(|a| {
-                ACTIONS.contains(&a).then(|| a.to_string()).ok_or_else(|| {
-                    ApiError::bad("action", "one of allowed, archived, denied, refused")
-                })
+                crate::audit::query::parse_action(a)
+                    .map(str::to_string)
+                    .map_err(|_| {
+                        ApiError::bad(
+                            "action",
+                            "one of allowed, archived, denied, refused (or allow, archive, deny)",
+                        )
+                    })
             })
             .transpose()?,
         method: p

@@ -33,6 +33,28 @@ pub struct StoredEvent {
     pub hash: Option<String>,
 }
 
+/// What the guard did with a request, as `audit_events.action` stores it.
+pub const ACTIONS: [&str; 4] = ["allowed", "archived", "denied", "refused"];
+
+/// An action as people write it: the stored word or the policy's (`allow`,
+/// `archive`, `deny`), in any case. The error lists what is accepted.
+pub fn parse_action(input: &str) -> Result<&'static str, String> {
+    let word = input.trim().to_ascii_lowercase();
+    let found = match word.as_str() {
+        "allowed" | "allow" => Some(ACTIONS[0]),
+        "archived" | "archive" => Some(ACTIONS[1]),
+        "denied" | "deny" => Some(ACTIONS[2]),
+        "refused" | "refuse" => Some(ACTIONS[3]),
+        _ => None,
+    };
+    found.ok_or_else(|| {
+        format!(
+            "`{input}` is not an action; use one of {} (or the policy's allow, archive, deny)",
+            ACTIONS.join(", ")
+        )
+    })
+}
+
 /// Which records to read. Every field narrows; none set means all.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -122,4 +144,20 @@ pub async fn recent(pool: &SqlitePool, limit: u32) -> Result<Vec<StoredEvent>, s
         limit,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_read_in_the_trail_s_words_and_the_policy_s() {
+        assert_eq!(parse_action("archive"), Ok("archived"));
+        assert_eq!(parse_action("ARCHIVED"), Ok("archived"));
+        assert_eq!(parse_action("deny"), Ok("denied"));
+        assert_eq!(parse_action("allow"), Ok("allowed"));
+        assert_eq!(parse_action("refused"), Ok("refused"));
+        let err = parse_action("archve").unwrap_err();
+        assert!(err.contains("allowed, archived, denied, refused"), "{err}");
+    }
 }

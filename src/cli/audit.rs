@@ -48,8 +48,9 @@ pub struct FilterArgs {
     /// An actor label or a key fingerprint.
     #[arg(long, value_name = "A")]
     pub actor: Option<String>,
-    /// The guard's action: allowed, archived, denied, refused.
-    #[arg(long, value_name = "A")]
+    /// The guard's action: allowed, archived, denied, refused (or the
+    /// policy's allow, archive, deny).
+    #[arg(long, value_name = "A", value_parser = parse_action)]
     pub action: Option<String>,
     /// HTTP method, e.g. DELETE.
     #[arg(long, value_name = "M")]
@@ -116,6 +117,11 @@ pub enum Format {
     Jsonl,
     /// RFC 4180 CSV with a header row.
     Csv,
+}
+
+/// `--action`: the trail's words or the policy's, stored as the trail's.
+fn parse_action(input: &str) -> Result<String, String> {
+    crate::audit::query::parse_action(input).map(str::to_string)
 }
 
 /// Runs an `audit` command.
@@ -383,8 +389,8 @@ fn write_csv_record(
 fn write_table(out: &mut impl Write, events: &[StoredEvent]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:>7}  {:<24}  {:<7}  {:>6}  {:>9}  {:<16}  {:<23}  TARGET",
-        "ID", "TIME", "METHOD", "STATUS", "MS", "ACTOR", "ERROR"
+        "{:>7}  {:<24}  {:<7}  {:>6}  {:<8}  {:>9}  {:<16}  {:<23}  TARGET",
+        "ID", "TIME", "METHOD", "STATUS", "ACTION", "MS", "ACTOR", "ERROR"
     )?;
     for e in events {
         let target = match &e.query {
@@ -393,11 +399,12 @@ fn write_table(out: &mut impl Write, events: &[StoredEvent]) -> std::io::Result<
         };
         writeln!(
             out,
-            "{:>7}  {:<24}  {:<7}  {:>6}  {:>9.1}  {:<16}  {:<23}  {}",
+            "{:>7}  {:<24}  {:<7}  {:>6}  {:<8}  {:>9.1}  {:<16}  {:<23}  {}",
             e.id,
             e.time,
             e.method,
             e.status,
+            e.action.as_deref().unwrap_or("-"),
             e.duration_ms,
             e.actor_fingerprint.as_deref().unwrap_or("-"),
             e.error_kind.as_deref().unwrap_or("-"),

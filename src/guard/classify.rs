@@ -40,12 +40,29 @@ pub enum ClassifyError {
         "this request could delete a campaign but is not spelled exactly \
          `DELETE /api/v1/campaigns/{{id}}`; send exactly that form so the guard can check it"
     )]
-    AmbiguousDelete,
+    AmbiguousDelete {
+        /// The campaign it would reach, as far as it can be told (for the
+        /// audit trail's per-campaign history).
+        campaign_id: Option<i64>,
+    },
+    #[error("campaign id {0} is out of range; SmartLead's ids are at most 9223372036854775807")]
+    IdOutOfRange(String),
     #[error(
         "form-encoded bodies are not accepted on a campaign's own route (a `_method` field \
          could turn them into a delete); SmartLead's API takes JSON"
     )]
     FormOnCampaign,
+}
+
+impl ClassifyError {
+    /// Whether the refused request was a campaign delete (spelled another
+    /// way), rather than some other request refused before classification.
+    pub fn is_campaign_delete(&self) -> bool {
+        matches!(
+            self,
+            ClassifyError::AmbiguousDelete { .. } | ClassifyError::IdOutOfRange(_)
+        )
+    }
 }
 
 static OVERRIDE_HEADERS: [HeaderName; 3] = [
@@ -85,10 +102,24 @@ pub fn classify(
     let exact = *method == Method::DELETE
         && path.strip_prefix("/api/v1/campaigns/") == Some(id.as_str())
         && is_canonical_id(id);
-    match id.parse::<u64>() {
-        Ok(campaign_id) if exact => Ok(Operation::DeleteCampaign { campaign_id }),
-        _ => Err(ClassifyError::AmbiguousDelete),
+    if !exact {
+        return Err(ClassifyError::AmbiguousDelete {
+            campaign_id: leading_id(id),
+        });
     }
+    // Ids are stored as SQLite integers: one past i64 would wrap negative.
+    match id.parse::<i64>() {
+        Ok(campaign_id) if campaign_id > 0 => Ok(Operation::DeleteCampaign {
+            campaign_id: campaign_id as u64,
+        }),
+        _ => Err(ClassifyError::IdOutOfRange(id.clone())),
+    }
+}
+
+/// The number a lenient id parser would read (`0108`, `108abc`), if it fits.
+fn leading_id(id: &str) -> Option<i64> {
+    let digits = id.len() - id.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    id[..digits].parse::<i64>().ok().filter(|v| *v > 0)
 }
 
 /// `/api/v1/campaigns/{one segment}`, after canonicalisation.
@@ -173,6 +204,40 @@ mod tests {
     }
 
     #[test]
+    fn ids_beyond_i64_are_refused_not_wrapped() {
+        assert_eq!(
+            delete("/api/v1/campaigns/9223372036854775807"),
+            Ok(Operation::DeleteCampaign {
+                campaign_id: i64::MAX as u64
+            })
+        );
+        for id in ["9223372036854775808", "9999999999999999999"] {
+            assert_eq!(
+                delete(&format!("/api/v1/campaigns/{id}")),
+                Err(ClassifyError::IdOutOfRange(id.to_string()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_spelling_names_the_campaign_it_would_reach() {
+        for (path, id) in [
+            ("/api/v1/campaigns/108/", Some(108)),
+            ("/api/v1/campaigns/%31%30%38", Some(108)),
+            ("/api/v1/campaigns/0108", Some(108)),
+            ("/api/v1/campaigns/108abc", Some(108)),
+            ("/api/v1/campaigns/abc", None),
+            ("/api/v1/campaigns/99999999999999999999999/", None),
+        ] {
+            assert_eq!(
+                delete(path),
+                Err(ClassifyError::AmbiguousDelete { campaign_id: id }),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn every_other_spelling_of_a_campaign_delete_is_refused() {
         for path in [
             "/api/v1/campaigns/108/",
@@ -192,10 +257,11 @@ mod tests {
             "/api/v1\\campaigns\\108",
             "/api/v1/campaigns/99999999999999999999999",
             "/api/v1/campaigns/abc",
+            "/api/v1/campaigns/9223372036854775808/",
         ] {
             let result = delete(path);
             assert!(
-                matches!(result, Err(ClassifyError::AmbiguousDelete)),
+                matches!(result, Err(ClassifyError::AmbiguousDelete { .. })),
                 "{path}: {result:?}"
             );
         }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
@@ -43,16 +43,14 @@ pub struct GuardInput {
     pub record: AuditRecord,
 }
 
-/// What the client gets back.
+/// What the client gets back. The body is whole: its length is part of the
+/// audit record, which is written (and chained) before the answer leaves.
 pub struct GuardResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: GuardBody,
-}
-
-pub enum GuardBody {
-    Json(Bytes),
-    Upstream(Incoming),
+    pub body: Bytes,
+    /// What the guard did: `allowed`, `archived`, `denied` or `refused`.
+    pub action: &'static str,
 }
 
 /// Runs the pipeline in its own task and waits for its answer.
@@ -89,7 +87,8 @@ pub async fn run(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
             GuardResponse {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 headers: json_headers("refused"),
-                body: GuardBody::Json(Bytes::from(body.to_string())),
+                body: Bytes::from(body.to_string()),
+                action: "refused",
             }
         }
     }
@@ -411,7 +410,8 @@ impl Run {
             return Ok(FactsOutcome::Relay(GuardResponse {
                 status,
                 headers,
-                body: GuardBody::Json(bytes),
+                body: bytes,
+                action: "refused",
             }));
         }
         if !status.is_success() {
@@ -625,13 +625,25 @@ impl Run {
                     .await;
                 let (mut parts, body) = resp.into_parts();
                 crate::proxy::headers::strip_hop_by_hop(&mut parts.headers);
+                // SmartLead's answer to a delete is small: read it whole so
+                // the record says what the client got.
+                let body = match read_limited(body).await {
+                    Ok(bytes) => bytes,
+                    Err(()) => {
+                        self.record.error_kind = Some(ErrorKind::UpstreamBodyError);
+                        parts.headers.remove(header::CONTENT_LENGTH);
+                        Bytes::new()
+                    }
+                };
                 self.record.status = status.as_u16();
+                self.record.bytes_out = body.len() as u64;
                 let audit_id = self.write_audit("allowed", None).await;
                 add_guard_headers(&mut parts.headers, "allowed", audit_id, self.snapshot_id);
                 GuardResponse {
                     status,
                     headers: parts.headers,
-                    body: GuardBody::Upstream(body),
+                    body,
+                    action: "allowed",
                 }
             }
             Ok(Err(err)) if err.is_connect() => {
@@ -703,6 +715,7 @@ impl Run {
         self.finish_operation(State::NotFound, Some(resp.status.as_u16()), None)
             .await;
         self.record.status = resp.status.as_u16();
+        self.record.bytes_out = resp.body.len() as u64;
         let audit_id = self.write_audit("refused", None).await;
         add_guard_headers(&mut resp.headers, "refused", audit_id, None);
         resp
@@ -724,8 +737,9 @@ impl Run {
         body: impl FnOnce(Value) -> Value,
     ) -> GuardResponse {
         self.record.status = status.as_u16();
-        let audit_id = self.write_audit(action, error).await;
         let d = self.decision.as_ref();
+        // The audit id is in the `x-safedelete-audit-id` header: the body
+        // is complete before the record (which counts its bytes) is written.
         let extra = json!({
             "action": action,
             "campaign_id": self.campaign_id,
@@ -734,14 +748,17 @@ impl Run {
             "policy_revision": d.map(|d| d.revision.clone()),
             "operation_id": self.operation_id,
             "snapshot_id": self.snapshot_id,
-            "audit_id": audit_id,
         });
+        let body = Bytes::from(body(extra).to_string());
+        self.record.bytes_out = body.len() as u64;
+        let audit_id = self.write_audit(action, error).await;
         let mut headers = json_headers(action);
         add_guard_headers(&mut headers, action, audit_id, self.snapshot_id);
         GuardResponse {
             status,
             headers,
-            body: GuardBody::Json(Bytes::from(body(extra).to_string())),
+            body,
+            action,
         }
     }
 
@@ -808,13 +825,4 @@ async fn read_limited(body: Incoming) -> Result<Bytes, ()> {
         .await
         .map(|c| c.to_bytes())
         .map_err(|_| ())
-}
-
-impl From<GuardResponse> for Response<GuardBody> {
-    fn from(g: GuardResponse) -> Self {
-        let mut resp = Response::new(g.body);
-        *resp.status_mut() = g.status;
-        *resp.headers_mut() = g.headers;
-        resp
-    }
 }

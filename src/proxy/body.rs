@@ -114,7 +114,7 @@ pub struct Tracker {
     state: Arc<ProxyState>,
     pub record: AuditRecord,
     pub method: Method,
-    started: Instant,
+    pub started: Instant,
     pub upload: Option<Arc<UploadState>>,
     bytes_out: u64,
     body_error: Option<ErrorKind>,
@@ -180,7 +180,9 @@ impl Tracker {
             duration_ms = r.duration.as_micros() as f64 / 1000.0,
             bytes_in = r.bytes_in,
             bytes_out = r.bytes_out,
-            error_kind = r.error_kind.map(|e| e.as_str()).unwrap_or(""),
+            // Absent, not empty, when there is nothing to say.
+            action = r.action,
+            error_kind = r.error_kind.map(|e| e.as_str()),
             "request"
         );
         let recorded = state.audit_passthrough || r.operation != OperationKind::Passthrough;

@@ -25,8 +25,8 @@ use sqlx::SqlitePool;
 
 use crate::audit::{redact, AuditRecord, AuditSink, OperationKind};
 use crate::config::{Config, GuardPolicy, GuardSettings};
-use crate::guard::classify::{classify, Operation};
-use crate::guard::pipeline::{self, GuardBody, GuardInput};
+use crate::guard::classify::{classify, ClassifyError, Operation};
+use crate::guard::pipeline::{self, GuardInput};
 use crate::metrics::Metrics;
 use body::{ResponseBody, Tracker};
 use client::{RequestBody, UpstreamClient};
@@ -208,6 +208,9 @@ impl ProxyService {
             &parts.headers,
         ) {
             Ok(op) => op,
+            Err(err) if err.is_campaign_delete() => {
+                return Box::pin(self.refuse_delete(err, tracker, request_id)).await
+            }
             Err(err) => return self.fail(err.into(), tracker, &request_id),
         };
 
@@ -302,12 +305,8 @@ impl ProxyService {
         tracker.record.operation = OperationKind::DeleteCampaign;
         let answer = pipeline::run(state.clone(), input).await;
         tracker.record.status = answer.status.as_u16();
-        let mut body = match answer.body {
-            GuardBody::Json(bytes) => ResponseBody::full(bytes),
-            GuardBody::Upstream(incoming) => {
-                ResponseBody::upstream(incoming, state.body_idle_timeout)
-            }
-        };
+        tracker.record.action = Some(answer.action);
+        let mut body = ResponseBody::full(answer.body);
         body.track(tracker);
         let mut resp = Response::new(body);
         *resp.status_mut() = answer.status;
@@ -365,6 +364,45 @@ impl ProxyService {
                 fp
             }
         }
+    }
+
+    /// A campaign delete refused for its spelling: recorded durably as the
+    /// campaign-delete operation it is, so the refusal carries its audit id
+    /// and shows up in the campaign's history.
+    async fn refuse_delete(
+        &self,
+        err: ClassifyError,
+        mut tracker: Tracker,
+        request_id: HeaderValue,
+    ) -> Response<ResponseBody> {
+        let err = ProxyError::from(err);
+        let mut resp: Response<ResponseBody> = err.to_response(&request_id);
+        let r = &mut tracker.record;
+        r.operation = OperationKind::DeleteCampaign;
+        if let ProxyError::Refused(ClassifyError::AmbiguousDelete { campaign_id }) = &err {
+            r.campaign_id = *campaign_id;
+        }
+        r.action = Some("refused");
+        r.status = err.status().as_u16();
+        r.error_kind = Some(err.kind());
+        r.bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+        r.duration = tracker.started.elapsed();
+        match self.state.audit.write_durable(r.clone()).await {
+            Ok(id) => {
+                tracker.audited = true;
+                resp.headers_mut().insert(
+                    pipeline::X_SAFEDELETE_AUDIT_ID.clone(),
+                    HeaderValue::from(id),
+                );
+            }
+            // The tracker records it through the queue instead.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write the audit record of a refused delete")
+            }
+        }
+        tracing::debug!(request_id = ?request_id, error = %err, "delete refused for its spelling");
+        resp.body_mut().track(tracker);
+        resp
     }
 
     fn fail(

@@ -161,6 +161,7 @@ pub struct AuditRow {
     pub user_agent: Option<String>,
     pub operation: String,
     pub campaign_id: Option<i64>,
+    pub action: Option<String>,
     pub upstream_status: Option<i64>,
     pub status: i64,
     pub bytes_in: i64,
@@ -176,7 +177,7 @@ pub async fn audit_rows(db: &Path) -> Vec<AuditRow> {
     let pool = safedelete::db::open_existing(db).await.unwrap();
     let rows = sqlx::query_as::<_, AuditRow>(
         "SELECT id, request_id, method, path, query, actor_fingerprint, client_addr, user_agent, \
-         operation, campaign_id, upstream_status, status, bytes_in, bytes_out, duration_ms, error_kind \
+         operation, campaign_id, action, upstream_status, status, bytes_in, bytes_out, duration_ms, error_kind \
          FROM audit_events ORDER BY id",
     )
     .fetch_all(&pool)
