@@ -1,11 +1,19 @@
-//! Files only the gateway's user can read: exports and the directories
-//! created for them are private.
+//! Files only the gateway's user can read: the database, its `-wal` and
+//! `-shm`, exports and the directories created for them are private; `serve`
+//! warns about a database others can read; a permission failure names the
+//! path and its owner.
+//!
+//! The tests run as root in CI, and root ignores file modes, so the commands
+//! that must meet a permission are run as `nobody` (through `setpriv`) when
+//! the test runs as root, and directly otherwise.
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -14,6 +22,9 @@ use http::Request;
 use http_body_util::Full;
 
 const BIN: &str = env!("CARGO_BIN_EXE_safedelete");
+
+/// `nobody`: a user that owns nothing the tests create.
+const NOBODY: u32 = 65534;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -27,6 +38,21 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// The effective uid of this process (`/proc/self` belongs to it).
+fn my_uid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+fn running_as_root() -> bool {
+    my_uid() == 0
+}
+
+fn sibling(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// `safedelete ARGS --config CONFIG`, as this user.
 fn run(args: &[&str], config: &Path) -> Output {
     Command::new(BIN)
@@ -37,6 +63,45 @@ fn run(args: &[&str], config: &Path) -> Output {
         .unwrap()
 }
 
+/// `safedelete ARGS --config CONFIG` as another user: `nobody` when the test
+/// runs as root, this (unprivileged) user otherwise. `dir` must be readable
+/// by that user; the binary is copied there when `nobody` cannot reach it.
+fn run_unprivileged(args: &[&str], config: &Path, dir: &Path) -> Output {
+    let mut command = if running_as_root() {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .arg("--clear-groups")
+            .arg(reachable_binary(dir));
+        c
+    } else {
+        Command::new(BIN)
+    };
+    command
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// The binary itself when every directory above it lets others through,
+/// else a copy in `dir`.
+fn reachable_binary(dir: &Path) -> PathBuf {
+    let bin = Path::new(BIN);
+    let open = bin.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0);
+    if open {
+        return bin.to_path_buf();
+    }
+    let copy = dir.join("safedelete");
+    if !copy.exists() {
+        std::fs::copy(bin, &copy).unwrap();
+        set_mode(&copy, 0o755);
+    }
+    copy
+}
+
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -45,6 +110,10 @@ fn stdout(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A gateway (default policy `archive`) that archived campaign 101, so the
@@ -84,6 +153,65 @@ impl Archived {
     fn config(&self) -> PathBuf {
         self.gw.dir.path().join("safedelete.toml")
     }
+}
+
+/// A tempdir others may enter, holding a copy of `db` (0444, directory 0555)
+/// and a config naming it; the copy has no `-wal` or `-shm` beside it.
+struct ReadOnlyCopy {
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    config: PathBuf,
+}
+
+impl ReadOnlyCopy {
+    fn of(db: &Path) -> ReadOnlyCopy {
+        assert!(
+            !sibling(db, "-wal").exists(),
+            "a stopped gateway leaves no -wal"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        set_mode(dir.path(), 0o755);
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        let copy = ro.join("safedelete.db");
+        std::fs::copy(db, &copy).unwrap();
+        set_mode(&copy, 0o444);
+        set_mode(&ro, 0o555);
+        let config = dir.path().join("ro.toml");
+        std::fs::write(
+            &config,
+            config_text("http://127.0.0.1:9", &copy, Extra::default()),
+        )
+        .unwrap();
+        set_mode(&config, 0o644);
+        ReadOnlyCopy {
+            dir,
+            db: copy,
+            config,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run_unprivileged(args, &self.config, self.dir.path())
+    }
+}
+
+#[tokio::test]
+async fn the_gateways_database_wal_and_shm_are_0600_and_its_directory_0700() {
+    let fake = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let mut gw = Gateway::start(&fake.url()).await;
+    let reply = get(&gw.url(&format!("/api/v1/campaigns?api_key={KEY}"))).await;
+    assert_eq!(reply.status, 200);
+    gw.wait_for_audit_rows(1).await;
+    // While the gateway runs, WAL mode keeps all three files.
+    let db = gw.db_path.clone();
+    for path in [db.clone(), sibling(&db, "-wal"), sibling(&db, "-shm")] {
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    assert_eq!(mode(db.parent().unwrap()), 0o700);
+    gw.stop().await;
 }
 
 #[tokio::test]
@@ -147,4 +275,117 @@ async fn snapshot_and_audit_exports_are_0600_in_directories_created_0700() {
         &a.config(),
     ));
     assert_eq!(mode(&trail), 0o600);
+}
+
+#[tokio::test]
+async fn serve_warns_at_start_when_others_can_read_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("safedelete.db");
+    safedelete::db::open(&db).await.unwrap().close().await;
+    set_mode(&db, 0o644);
+    let config = dir.path().join("safedelete.toml");
+    std::fs::write(
+        &config,
+        config_text("http://127.0.0.1:9", &db, Extra::default()),
+    )
+    .unwrap();
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("SAFEDELETE_LOG_FORMAT", "json")
+        .env("SAFEDELETE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let listening = line.contains("safedelete listening");
+            let _ = tx.send(line);
+            if listening {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        let listening = line.contains("safedelete listening");
+        lines.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let path = db.display().to_string();
+    let warning = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["level"] == "WARN" && v["path"] == path.as_str())
+        .unwrap_or_else(|| panic!("no warning naming {path} in:\n{}", lines.join("\n")));
+    assert_eq!(warning["mode"], "0644");
+    let message = warning["message"].as_str().unwrap();
+    assert!(message.contains("0644"), "{message}");
+    assert!(message.contains(&format!("chmod 600 {path}")), "{message}");
+    assert!(
+        lines.iter().any(|l| l.contains("safedelete listening")),
+        "the warning does not stop the gateway:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_write_command_on_a_read_only_copy_names_the_file_and_its_owner() {
+    let a = Archived::build().await;
+    let copy = ReadOnlyCopy::of(&a.gw.db_path);
+    let out = copy.run(&["snapshots", "pin", &a.snapshot_id.to_string()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let owner = std::fs::metadata(&copy.db).unwrap().uid();
+    assert!(
+        err.contains(&format!("permission denied on {}", copy.db.display())),
+        "{err}"
+    );
+    assert!(err.contains(&format!("uid {owner}")), "{err}");
+    assert!(err.contains("mode 0444"), "{err}");
+}
+
+#[tokio::test]
+async fn a_permission_error_names_the_database_path_and_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    set_mode(dir.path(), 0o755);
+    let db = dir.path().join("data").join("safedelete.db");
+    safedelete::db::open(&db).await.unwrap().close().await;
+    set_mode(db.parent().unwrap(), 0o755);
+    // Root's private file keeps `nobody` out; without root, a file with no
+    // permissions at all keeps out even its owner.
+    let private = if running_as_root() { 0o600 } else { 0o000 };
+    set_mode(&db, private);
+    let config = dir.path().join("safedelete.toml");
+    std::fs::write(
+        &config,
+        config_text("http://127.0.0.1:9", &db, Extra::default()),
+    )
+    .unwrap();
+    set_mode(&config, 0o644);
+
+    let out = run_unprivileged(&["snapshots", "list"], &config, dir.path());
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("permission denied on {}", db.display())),
+        "{err}"
+    );
+    let uid = my_uid();
+    assert!(err.contains(&format!("uid {uid}")), "{err}");
+    assert!(err.contains(&format!("mode {private:04o}")), "{err}");
+    if uid == 0 {
+        assert!(err.contains("owned by root (uid 0)"), "{err}");
+        assert!(err.contains("run safedelete as root"), "{err}");
+    }
+    assert!(err.contains("chown"), "{err}");
 }
