@@ -1,12 +1,17 @@
 //! The one SQLite pool: opened with explicit pragmas (WAL, `synchronous=FULL`,
 //! a busy timeout) and migrated with the migrations embedded in the binary;
-//! [`open`] for the gateway, [`open_existing`] for the operator commands.
+//! [`open`] for the gateway, [`open_existing`] for the operator commands that
+//! write. Commands that only read use [`open_read_only`]: no write, no
+//! migration, so they also work on a read-only copy of the database.
 //!
 //! `access` keeps the files private (directory 0700, database 0600) and
-//! explains a permission failure by the path, owner and mode in the way.
+//! explains a permission failure by the path, owner and mode in the way;
+//! `schema` checks a read-only database has the binary's migrations.
 
 mod access;
+mod schema;
 
+use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use access::{Blocked, Owner};
+pub use schema::Mismatch;
 
 /// A problem opening or migrating the database.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,8 @@ pub enum DbError {
         #[source]
         source: MigrateError,
     },
+    #[error("cannot read the database {path}: {mismatch}")]
+    Schema { path: PathBuf, mismatch: Mismatch },
 }
 
 /// How long a connection waits for another writer's lock before failing.
@@ -113,11 +121,73 @@ fn warn_if_exposed(path: &Path) {
     }
 }
 
-/// Opens an existing database for the operator commands (`audit`, ...); a
-/// missing file is an error rather than a new empty database.
+/// Opens an existing database for the operator commands that write (`snapshots
+/// pin | unpin | prune`); a missing file is an error rather than a new empty
+/// database.
 pub async fn open_existing(path: &Path) -> Result<SqlitePool, DbError> {
     require_file(path)?;
     connect(path, false).await
+}
+
+/// Opens an existing database read-only for the commands that only read
+/// (`audit`, `history`, `snapshots list | show | export | verify`): nothing is
+/// written or migrated, and a schema other than the binary's is refused with
+/// what to run.
+///
+/// A read-only copy (in a directory this user may not write, with no `-wal`
+/// or `-shm` beside it) is opened as immutable: SQLite needs a `-shm` to read
+/// a WAL database and cannot create one there. That is only safe while
+/// nobody writes the file, which holds here: a gateway keeps a `-wal` beside
+/// the database for as long as it has it open.
+pub async fn open_read_only(path: &Path) -> Result<SqlitePool, DbError> {
+    require_file(path)?;
+    let (pool, applied) = match read(path, false).await {
+        Ok(read) => read,
+        Err(err) if is_access_error(&err) && !has_wal_files(path) => read(path, true)
+            .await
+            .map_err(|source| open_error(path, source, false))?,
+        Err(source) => return Err(open_error(path, source, false)),
+    };
+    let known: BTreeSet<i64> = MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect();
+    if let Some(mismatch) = schema::compare(&applied, &known) {
+        pool.close().await;
+        return Err(DbError::Schema {
+            path: path.to_path_buf(),
+            mismatch,
+        });
+    }
+    Ok(pool)
+}
+
+/// A read-only pool and the migrations the database records (its first read).
+async fn read(path: &Path, immutable: bool) -> Result<(SqlitePool, Vec<(i64, bool)>), sqlx::Error> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .immutable(immutable)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    match schema::applied(&pool).await {
+        Ok(applied) => Ok((pool, applied)),
+        Err(err) => {
+            pool.close().await;
+            Err(err)
+        }
+    }
+}
+
+fn has_wal_files(path: &Path) -> bool {
+    ["-wal", "-shm"]
+        .iter()
+        .any(|suffix| access::sibling(path, suffix).exists())
 }
 
 /// A missing file is [`DbError::Missing`]; anything else (a file this user

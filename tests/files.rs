@@ -1,7 +1,8 @@
 //! Files only the gateway's user can read: the database, its `-wal` and
 //! `-shm`, exports and the directories created for them are private; `serve`
-//! warns about a database others can read; a permission failure names the
-//! path and its owner.
+//! warns about a database others can read; the read-only commands work on a
+//! read-only copy run by another user; a permission failure names the path
+//! and its owner.
 //!
 //! The tests run as root in CI, and root ignores file modes, so the commands
 //! that must meet a permission are run as `nobody` (through `setpriv`) when
@@ -339,6 +340,43 @@ async fn serve_warns_at_start_when_others_can_read_the_database() {
 }
 
 #[tokio::test]
+async fn read_only_commands_work_on_a_read_only_copy_run_by_another_user() {
+    let a = Archived::build().await;
+    let copy = ReadOnlyCopy::of(&a.gw.db_path);
+    let before = std::fs::read(&copy.db).unwrap();
+    let id = a.snapshot_id.to_string();
+
+    let audit = stdout(&copy.run(&["audit"]));
+    assert!(audit.contains("DELETE"), "{audit}");
+    let history = stdout(&copy.run(&["history", "--campaign", "101"]));
+    assert!(
+        history.contains("campaign 101: 1 guarded operation"),
+        "{history}"
+    );
+    let list = stdout(&copy.run(&["snapshots", "list"]));
+    assert!(list.contains("complete"), "{list}");
+    let show = stdout(&copy.run(&["snapshots", "show", &id]));
+    assert!(show.contains("leads_csv"), "{show}");
+    let export = copy.run(&["snapshots", "export", &id]);
+    assert!(export.status.success(), "{}", stderr(&export));
+    assert_eq!(export.stdout, a.fake.expected_leads_csv(101));
+    let verify = stdout(&copy.run(&["snapshots", "verify"]));
+    assert!(verify.contains(": OK ("), "{verify}");
+    assert!(!verify.contains("FAILED"), "{verify}");
+    let chain = stdout(&copy.run(&["audit", "verify"]));
+    assert!(chain.starts_with("OK: "), "{chain}");
+
+    assert_eq!(
+        std::fs::read(&copy.db).unwrap(),
+        before,
+        "the copy is unchanged"
+    );
+    for suffix in ["-wal", "-shm", "-journal"] {
+        assert!(!sibling(&copy.db, suffix).exists(), "{suffix} appeared");
+    }
+}
+
+#[tokio::test]
 async fn a_write_command_on_a_read_only_copy_names_the_file_and_its_owner() {
     let a = Archived::build().await;
     let copy = ReadOnlyCopy::of(&a.gw.db_path);
@@ -388,4 +426,48 @@ async fn a_permission_error_names_the_database_path_and_its_owner() {
         assert!(err.contains("run safedelete as root"), "{err}");
     }
     assert!(err.contains("chown"), "{err}");
+}
+
+#[tokio::test]
+async fn a_read_only_command_refuses_a_schema_this_binary_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("safedelete.db");
+    let pool = safedelete::db::open(&db).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the future', 1, X'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let config = dir.path().join("safedelete.toml");
+    std::fs::write(
+        &config,
+        config_text("http://127.0.0.1:9", &db, Extra::default()),
+    )
+    .unwrap();
+    let newer = run(&["audit"], &config);
+    assert!(!newer.status.success());
+    assert!(
+        stderr(&newer).contains("a newer safedelete migrated it"),
+        "{}",
+        stderr(&newer)
+    );
+
+    let pool = safedelete::db::open_existing(&db).await;
+    assert!(pool.is_err(), "the gateway refuses it too");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version >= 6")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let older = run(&["snapshots", "list"], &config);
+    assert!(!older.status.success());
+    let err = stderr(&older);
+    assert!(err.contains("older than this binary"), "{err}");
+    assert!(err.contains("run `safedelete serve`"), "{err}");
 }
