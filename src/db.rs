@@ -1,17 +1,39 @@
 //! The one SQLite pool: opened with explicit pragmas (WAL, `synchronous=FULL`,
-//! a busy timeout) and migrated with the migrations embedded in the binary.
+//! a busy timeout) and migrated with the migrations embedded in the binary;
+//! [`open`] for the gateway, [`open_existing`] for the operator commands that
+//! write. Commands that only read use [`open_read_only`]: no write, no
+//! migration, so they also work on a read-only copy of the database.
+//!
+//! `access` keeps the files private (directory 0700, database 0600) and
+//! explains a permission failure by the path, owner and mode in the way;
+//! `schema` checks a read-only database has the binary's migrations.
 
+mod access;
+mod schema;
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+
+pub use access::{Blocked, Owner};
+pub use schema::Mismatch;
 
 /// A problem opening or migrating the database.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot create the database directory {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the database file {path}: {source}")]
+    CreateFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -24,12 +46,28 @@ pub enum DbError {
         #[source]
         source: sqlx::Error,
     },
+    /// SQLite was refused a file: `blocked` names it, its owner and mode
+    /// (boxed: it is rare, and would otherwise double every `Result` here).
+    #[error(
+        "cannot open the database {path}: permission denied on {blocked}; run safedelete \
+         as {} (`sudo -u {} safedelete ...`), or give this user access to it (`chown`, \
+         or `chmod` for a shared group)",
+        .blocked.owner.login(), .blocked.owner.login()
+    )]
+    Denied {
+        path: PathBuf,
+        blocked: Box<Blocked>,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("cannot migrate the database {path}: {source}")]
     Migrate {
         path: PathBuf,
         #[source]
-        source: sqlx::migrate::MigrateError,
+        source: MigrateError,
     },
+    #[error("cannot read the database {path}: {mismatch}")]
+    Schema { path: PathBuf, mismatch: Mismatch },
 }
 
 /// How long a connection waits for another writer's lock before failing.
@@ -47,27 +85,122 @@ fn options(path: &Path, create: bool) -> SqliteConnectOptions {
         .foreign_keys(true)
 }
 
-/// Opens (creating it and its directory if needed) and migrates the database
-/// the gateway writes to.
+/// Opens (creating it 0600 and its directory 0700 if needed) and migrates
+/// the database the gateway writes to; warns when an existing database is
+/// readable by other users.
 pub async fn open(path: &Path) -> Result<SqlitePool, DbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+        access::create_private_dir(dir).map_err(|source| DbError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
     }
+    match access::create_private_file(path) {
+        // SQLite, refused the same way, then says by whom.
+        Err(err) if err.kind() == ErrorKind::PermissionDenied => {}
+        Err(source) => {
+            return Err(DbError::CreateFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Ok(()) => warn_if_exposed(path),
+    }
     connect(path, true).await
 }
 
-/// Opens an existing database for the operator commands (`audit`, ...); a
-/// missing file is an error rather than a new empty database.
+fn warn_if_exposed(path: &Path) {
+    if let Some(mode) = access::exposed_mode(path) {
+        let path = path.display();
+        tracing::warn!(
+            path = %path,
+            mode = %format_args!("{mode:04o}"),
+            "the database {path} has mode {mode:04o}: other users can read it, and its \
+             snapshots hold every lead's personal data; fix it with `chmod 600 {path}`"
+        );
+    }
+}
+
+/// Opens an existing database for the operator commands that write (`snapshots
+/// pin | unpin | prune`); a missing file is an error rather than a new empty
+/// database.
 pub async fn open_existing(path: &Path) -> Result<SqlitePool, DbError> {
-    if !path.is_file() {
-        return Err(DbError::Missing {
+    require_file(path)?;
+    connect(path, false).await
+}
+
+/// Opens an existing database read-only for the commands that only read
+/// (`audit`, `history`, `snapshots list | show | export | verify`): nothing is
+/// written or migrated, and a schema other than the binary's is refused with
+/// what to run.
+///
+/// A read-only copy (in a directory this user may not write, with no `-wal`
+/// or `-shm` beside it) is opened as immutable: SQLite needs a `-shm` to read
+/// a WAL database and cannot create one there. That is only safe while
+/// nobody writes the file, which holds here: a gateway keeps a `-wal` beside
+/// the database for as long as it has it open.
+pub async fn open_read_only(path: &Path) -> Result<SqlitePool, DbError> {
+    require_file(path)?;
+    let (pool, applied) = match read(path, false).await {
+        Ok(read) => read,
+        Err(err) if is_access_error(&err) && !has_wal_files(path) => read(path, true)
+            .await
+            .map_err(|source| open_error(path, source, false))?,
+        Err(source) => return Err(open_error(path, source, false)),
+    };
+    let known: BTreeSet<i64> = MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect();
+    if let Some(mismatch) = schema::compare(&applied, &known) {
+        pool.close().await;
+        return Err(DbError::Schema {
             path: path.to_path_buf(),
+            mismatch,
         });
     }
-    connect(path, false).await
+    Ok(pool)
+}
+
+/// A read-only pool and the migrations the database records (its first read).
+async fn read(path: &Path, immutable: bool) -> Result<(SqlitePool, Vec<(i64, bool)>), sqlx::Error> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .immutable(immutable)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    match schema::applied(&pool).await {
+        Ok(applied) => Ok((pool, applied)),
+        Err(err) => {
+            pool.close().await;
+            Err(err)
+        }
+    }
+}
+
+fn has_wal_files(path: &Path) -> bool {
+    ["-wal", "-shm"]
+        .iter()
+        .any(|suffix| access::sibling(path, suffix).exists())
+}
+
+/// A missing file is [`DbError::Missing`]; anything else (a file this user
+/// may not see, say) is left for SQLite to report, explained.
+fn require_file(path: &Path) -> Result<(), DbError> {
+    let missing = || DbError::Missing {
+        path: path.to_path_buf(),
+    };
+    match std::fs::metadata(path) {
+        Err(err) if err.kind() == ErrorKind::NotFound => Err(missing()),
+        Ok(meta) if !meta.is_file() => Err(missing()),
+        _ => Ok(()),
+    }
 }
 
 async fn connect(path: &Path, create: bool) -> Result<SqlitePool, DbError> {
@@ -75,16 +208,63 @@ async fn connect(path: &Path, create: bool) -> Result<SqlitePool, DbError> {
         .max_connections(4)
         .connect_with(options(path, create))
         .await
-        .map_err(|source| DbError::Open {
+        .map_err(|source| open_error(path, source, true))?;
+    match MIGRATOR.run(&pool).await {
+        Ok(()) => Ok(pool),
+        Err(err) => {
+            pool.close().await;
+            Err(match err {
+                // Migrating is the first write: a read-only file fails here.
+                MigrateError::Execute(source) if is_access_error(&source) => {
+                    open_error(path, source, true)
+                }
+                source => DbError::Migrate {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })
+        }
+    }
+}
+
+/// [`DbError::Denied`] naming the file in the way when SQLite failed for
+/// lack of permission, else [`DbError::Open`].
+fn open_error(path: &Path, source: sqlx::Error, write: bool) -> DbError {
+    let blocked = is_access_error(&source)
+        .then(|| access::find_blocked(path, write))
+        .flatten()
+        .map(Box::new);
+    match blocked {
+        Some(blocked) => DbError::Denied {
+            path: path.to_path_buf(),
+            blocked,
+            source,
+        },
+        None => DbError::Open {
             path: path.to_path_buf(),
             source,
-        })?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .map_err(|source| DbError::Migrate {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(pool)
+        },
+    }
+}
+
+/// SQLite's "cannot open" (14), "read-only" (8) and "permission" (3) codes,
+/// extended codes included, or an I/O permission error.
+fn is_access_error(err: &sqlx::Error) -> bool {
+    const SQLITE_PERM: i32 = 3;
+    const SQLITE_READONLY: i32 = 8;
+    const SQLITE_CANTOPEN: i32 = 14;
+    match err {
+        sqlx::Error::Io(io) => io.kind() == ErrorKind::PermissionDenied,
+        sqlx::Error::Database(db) => {
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            matches!(
+                primary,
+                Some(SQLITE_PERM | SQLITE_READONLY | SQLITE_CANTOPEN)
+            )
+        }
+        _ => false,
+    }
 }

@@ -13,7 +13,7 @@
 //! - [`metrics`]: lock-free counters rendered as Prometheus text.
 //! - [`guard`]: the deletion guard: classification, policy, the guarded pipeline.
 //! - [`snapshot`]: capturing a campaign's data into checksummed, compressed chunks.
-//! - [`db`]: the SQLite pool and embedded migrations.
+//! - [`db`]: the SQLite pool (read-write, or read-only for the commands that only read), embedded migrations, private file modes.
 //! - [`tls`]: rustls configs for the upstream client and the proxy listener.
 //! - [`logging`]: tracing setup (JSON or pretty).
 

@@ -201,9 +201,10 @@ pub async fn run(args: AuditArgs) -> Result<(), CliError> {
     }
 }
 
+/// Every `audit` command only reads, so each works on a read-only copy.
 async fn open(arg: &ConfigArg) -> Result<sqlx::SqlitePool, CliError> {
     let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
-    Ok(db::open_existing(&config.database).await?)
+    Ok(db::open_read_only(&config.database).await?)
 }
 
 async fn list(

@@ -1,5 +1,7 @@
 //! `safedelete snapshots export`: snapshot parts written out, decompressed
-//! and checksum-verified, to stdout, a file, or every part into a directory.
+//! and checksum-verified, to stdout, a file, or every part into a directory;
+//! files 0600 and created directories 0700, since parts hold leads' personal
+//! data.
 
 use std::path::{Path, PathBuf};
 
@@ -66,9 +68,12 @@ async fn export_to_file(
     })
 }
 
-/// Every complete part into `dir`, each under [`PartKind::file_name`] and
-/// each through its own temporary file; parts that are not complete are
-/// named on stderr and skipped.
+/// Mode of directories `export` creates (existing ones are left as they are).
+const EXPORT_DIR_MODE: u32 = 0o700;
+
+/// Every complete part into `dir` (created 0700 if missing), each under
+/// [`PartKind::file_name`] and each through its own temporary file, 0600;
+/// parts that are not complete are named on stderr and skipped.
 pub async fn export_all(pool: &SqlitePool, snapshot_id: i64, dir: &Path) -> Result<(), CliError> {
     if dir.is_file() {
         return Err(CliError::ExportDirIsFile {
@@ -78,7 +83,10 @@ pub async fn export_all(pool: &SqlitePool, snapshot_id: i64, dir: &Path) -> Resu
     let snapshot = store::get_snapshot(pool, snapshot_id)
         .await
         .map_err(CliError::Snapshots)?;
-    tokio::fs::create_dir_all(dir)
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(EXPORT_DIR_MODE)
+        .create(dir)
         .await
         .map_err(|source| CliError::ExportDir {
             path: dir.to_path_buf(),

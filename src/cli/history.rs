@@ -25,7 +25,7 @@ pub struct HistoryArgs {
 /// Runs `history`; a campaign the gateway never saw is an error.
 pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
     let config = Config::load(args.config.config.as_deref(), &ProcessEnv)?;
-    let pool = db::open_existing(&config.database).await?;
+    let pool = db::open_read_only(&config.database).await?;
     let history = history::campaign(&pool, args.campaign).await;
     pool.close().await;
     let history = history?;

@@ -1,5 +1,7 @@
 //! Where exports go: stdout, or a file that only ever appears complete
-//! (written to `FILE.partial` beside it, synced, then renamed over it).
+//! (written to `FILE.partial` beside it, synced, then renamed over it) and
+//! that only its owner may read, mode 0600: exports hold leads' personal
+//! data and the audit trail.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -63,7 +65,7 @@ impl Sink {
             }),
             Some(path) => {
                 let temp = partial_path(path);
-                let file = File::create(&temp)
+                let file = create_private(&temp)
                     .await
                     .map_err(|source| ExportError::Create {
                         path: temp.clone(),
@@ -134,6 +136,26 @@ impl Sink {
             let _ = tokio::fs::remove_file(&temp).await;
         }
     }
+}
+
+/// Mode of exported files.
+const FILE_MODE: u32 = 0o600;
+
+/// Creates (or truncates) `path` 0600. The mode is set again on the open
+/// file because `mode` applies only when the file is new, and a
+/// `FILE.partial` left by a crash may have any mode.
+async fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .await?;
+    file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))
+        .await?;
+    Ok(file)
 }
 
 /// `FILE.partial`, in the same directory so the final rename stays on one

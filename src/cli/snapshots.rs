@@ -112,7 +112,7 @@ fn part_kind() -> impl TypedValueParser<Value = PartKind> {
 /// Runs a `snapshots` command.
 pub async fn run(command: SnapshotsCommand) -> Result<(), CliError> {
     let (config, action) = split(command);
-    let pool = open(config).await?;
+    let pool = open(config, action.writes()).await?;
     let result = run_on(&pool, action).await;
     pool.close().await;
     result
@@ -146,6 +146,17 @@ enum Action {
         older_than: Age,
         dry_run: bool,
     },
+}
+
+impl Action {
+    /// Pin, unpin and prune change the database; the rest only read it, so
+    /// they open it read-only and work on a read-only copy too.
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            Action::Pin { .. } | Action::Prune { dry_run: false, .. }
+        )
+    }
 }
 
 fn split(command: SnapshotsCommand) -> (ConfigArg, Action) {
@@ -233,9 +244,14 @@ async fn run_on(pool: &SqlitePool, action: Action) -> Result<(), CliError> {
     }
 }
 
-async fn open(arg: ConfigArg) -> Result<SqlitePool, CliError> {
+async fn open(arg: ConfigArg, writes: bool) -> Result<SqlitePool, CliError> {
     let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
-    Ok(db::open_existing(&config.database).await?)
+    let pool = if writes {
+        db::open_existing(&config.database).await?
+    } else {
+        db::open_read_only(&config.database).await?
+    };
+    Ok(pool)
 }
 
 async fn list(
