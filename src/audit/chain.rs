@@ -42,6 +42,9 @@ pub struct Hashed<'a> {
     pub bytes_out: i64,
     pub duration_ms: f64,
     pub error_kind: Option<&'a str>,
+    /// A note for people (gap and interrupted-operation records); hashed
+    /// only when present, so records from before it existed still verify.
+    pub detail: Option<&'a str>,
 }
 
 /// The record's hash given the previous one.
@@ -83,6 +86,9 @@ fn canonical(r: &Hashed<'_>) -> Vec<u8> {
     separate(&mut out);
     serde_json::to_writer(&mut out, &r.duration_ms).expect("writing JSON to memory cannot fail");
     text(&mut out, r.error_kind);
+    if r.detail.is_some() {
+        text(&mut out, r.detail);
+    }
     out.push(b']');
     out
 }
@@ -160,6 +166,7 @@ fn hashed(e: &StoredEvent) -> Hashed<'_> {
         bytes_out: e.bytes_out,
         duration_ms: e.duration_ms,
         error_kind: e.error_kind.as_deref(),
+        detail: e.detail.as_deref(),
     }
 }
 
@@ -258,6 +265,8 @@ pub struct VerifyReport {
     pub problem: Option<Problem>,
     /// The newest record, to keep as a checkpoint.
     pub head: Option<Checkpoint>,
+    /// Gap records: where the trail says records were lost (id, detail).
+    pub gaps: Vec<(i64, String)>,
 }
 
 /// Walks the whole chain, oldest first, in pages.
@@ -270,6 +279,7 @@ pub async fn verify(
         unchained: 0,
         problem: None,
         head: None,
+        gaps: Vec::new(),
     };
     // Records from `chain_start` on must be chained; a missing start record
     // (deleted) means every record must be.
@@ -339,6 +349,9 @@ pub async fn verify(
                 }
             }
             report.records += 1;
+            if e.operation == super::OperationKind::AuditGap.as_str() {
+                report.gaps.push((e.id, e.detail.clone().unwrap_or_default()));
+            }
             prev = Some((e.id, stored_hash.to_string()));
         }
     }
@@ -385,6 +398,7 @@ mod tests {
             bytes_out: 1234,
             duration_ms,
             error_kind: None,
+            detail: None,
         }
     }
 

@@ -17,6 +17,9 @@ pub use writer::{AuditError, AuditSink, AuditWriter};
 pub enum OperationKind {
     Passthrough,
     DeleteCampaign,
+    /// Not a request: records were lost here (the `detail` says how many,
+    /// when and why).
+    AuditGap,
 }
 
 impl OperationKind {
@@ -24,6 +27,7 @@ impl OperationKind {
         match self {
             OperationKind::Passthrough => "passthrough",
             OperationKind::DeleteCampaign => "delete_campaign",
+            OperationKind::AuditGap => "audit_gap",
         }
     }
 }
@@ -47,6 +51,16 @@ pub enum ErrorKind {
     ArchiveFailed,
     Conflict,
     StorageFailed,
+    /// The response body waited longer than `body_idle_timeout` for the
+    /// client to read it.
+    ClientStalled,
+    /// Audit records were lost (a gap record).
+    AuditLost,
+    /// Refused because the audit trail cannot be written
+    /// (`audit.on_failure = "refuse"`).
+    AuditUnavailable,
+    /// The gateway stopped before the operation finished.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -68,6 +82,10 @@ impl ErrorKind {
             ErrorKind::ArchiveFailed => "archive_failed",
             ErrorKind::Conflict => "operation_in_progress",
             ErrorKind::StorageFailed => "storage_failed",
+            ErrorKind::ClientStalled => "client_stalled",
+            ErrorKind::AuditLost => "audit_lost",
+            ErrorKind::AuditUnavailable => "audit_unavailable",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }
@@ -99,6 +117,8 @@ pub struct AuditRecord {
     pub bytes_out: u64,
     pub duration: Duration,
     pub error_kind: Option<ErrorKind>,
+    /// A note for people (gap and interrupted-operation records).
+    pub detail: Option<String>,
 }
 
 impl AuditRecord {
@@ -127,6 +147,7 @@ impl AuditRecord {
             bytes_out: 0,
             duration: Duration::ZERO,
             error_kind: None,
+            detail: None,
         }
     }
 }

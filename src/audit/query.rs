@@ -29,6 +29,8 @@ pub struct StoredEvent {
     pub bytes_out: i64,
     pub duration_ms: f64,
     pub error_kind: Option<String>,
+    /// A note for people: what a gap record lost, where an operation stopped.
+    pub detail: Option<String>,
     pub prev_hash: Option<String>,
     pub hash: Option<String>,
 }
@@ -73,7 +75,7 @@ pub struct Filter {
 const COLUMNS: &str = "id, time, request_id, method, path, query, actor_fingerprint, actor_label, \
     client_addr, user_agent, operation, campaign_id, action, would_action, rule, \
     policy_revision, snapshot_id, upstream_status, status, bytes_in, bytes_out, \
-    duration_ms, error_kind, prev_hash, hash";
+    duration_ms, error_kind, detail, prev_hash, hash";
 
 /// Page order: newest first (`before` is an exclusive id cursor) or oldest
 /// first (`after`), both stable because ids only grow.

@@ -12,13 +12,13 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, Hashed};
-use super::{format_time, AuditRecord};
+use super::{format_time, AuditRecord, ErrorKind, OperationKind};
 use crate::metrics::Metrics;
 
 /// How long the writer waits for more records before committing a batch
@@ -29,6 +29,93 @@ use crate::metrics::Metrics;
 /// visible at most this much later.
 const LINGER: Duration = Duration::from_millis(20);
 const LINGER_STEPS: u32 = 2;
+
+/// How often a failing writer tries again when no record arrives.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether the trail can be written now, and what was lost while it could
+/// not. Shared by the writer, the proxy (queue drops, `audit.on_failure`)
+/// and `/readyz`.
+#[derive(Debug, Default)]
+pub struct AuditHealth {
+    /// Why the last write failed; `None` while writing works.
+    failing: std::sync::Mutex<Option<String>>,
+    /// Records lost and not yet accounted for by a gap record.
+    gap: std::sync::Mutex<Option<Gap>>,
+}
+
+/// Records lost in a row: how many, when, and why (the last cause).
+#[derive(Debug, Clone)]
+struct Gap {
+    lost: u64,
+    first: SystemTime,
+    last: SystemTime,
+    cause: String,
+}
+
+impl AuditHealth {
+    /// Why the trail cannot be written, while it cannot.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failing).clone()
+    }
+
+    fn set_failure(&self, cause: Option<String>) {
+        *lock(&self.failing) = cause;
+    }
+
+    /// Counts records that will never be written, for the next gap record.
+    fn lost(&self, count: u64, first: SystemTime, last: SystemTime, cause: &str) {
+        let mut gap = lock(&self.gap);
+        match &mut *gap {
+            Some(g) => {
+                g.lost += count;
+                g.first = g.first.min(first);
+                g.last = g.last.max(last);
+                g.cause = cause.to_string();
+            }
+            None => {
+                *gap = Some(Gap {
+                    lost: count,
+                    first,
+                    last,
+                    cause: cause.to_string(),
+                })
+            }
+        }
+    }
+
+    fn take_gap(&self) -> Option<Gap> {
+        lock(&self.gap).take()
+    }
+
+    /// Puts back a gap whose record could not be written either.
+    fn restore_gap(&self, gap: Gap) {
+        self.lost(gap.lost, gap.first, gap.last, &gap.cause);
+    }
+}
+
+impl Gap {
+    /// The record that says so in the chain.
+    fn record(&self) -> AuditRecord {
+        let mut r = AuditRecord::empty(OperationKind::AuditGap);
+        r.method = "-".into();
+        r.path = "-".into();
+        r.error_kind = Some(ErrorKind::AuditLost);
+        r.detail = Some(format!(
+            "{} audit record{} lost between {} and {}: {}",
+            self.lost,
+            if self.lost == 1 { "" } else { "s" },
+            format_time(self.first),
+            format_time(self.last),
+            self.cause
+        ));
+        r
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// What travels to the writer thread.
 enum Job {
@@ -58,6 +145,7 @@ pub enum AuditError {
 pub struct AuditSink {
     tx: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+    health: Arc<AuditHealth>,
     last_drop_log: Arc<AtomicU64>,
 }
 
@@ -66,8 +154,14 @@ impl AuditSink {
     /// record is dropped, counted in `safedelete_audit_dropped_total` and logged
     /// (at most once a second).
     pub fn submit(&self, record: AuditRecord) {
+        let time = record.time;
         if let Err(err) = self.tx.try_send(Job::Record(record)) {
             self.metrics.audit_dropped.fetch_add(1, Ordering::Relaxed);
+            let cause = match &err {
+                mpsc::error::TrySendError::Full(_) => "the audit queue was full",
+                mpsc::error::TrySendError::Closed(_) => "the audit writer had stopped",
+            };
+            self.health.lost(1, time, time, cause);
             let now = unix_secs();
             let last = self.last_drop_log.load(Ordering::Relaxed);
             if now != last
@@ -104,6 +198,12 @@ impl AuditSink {
         }
     }
 
+    /// Why the trail cannot be written, while it cannot (`/readyz`,
+    /// `audit.on_failure`).
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
     /// Records waiting to be written.
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
@@ -127,16 +227,19 @@ impl AuditWriter {
     ) -> Result<(AuditSink, AuditWriter), AuditError> {
         let conn = open(database).map_err(AuditError::Open)?;
         let (tx, rx) = mpsc::channel(capacity);
+        let health = Arc::new(AuditHealth::default());
         let thread = {
             let metrics = metrics.clone();
+            let health = health.clone();
             std::thread::Builder::new()
                 .name("safedelete-audit".into())
-                .spawn(move || run(conn, rx, batch_max, &metrics))
+                .spawn(move || run(conn, rx, batch_max, &metrics, &health))
                 .map_err(AuditError::Thread)?
         };
         let sink = AuditSink {
             tx: tx.clone(),
             metrics,
+            health,
             last_drop_log: Arc::new(AtomicU64::new(0)),
         };
         Ok((sink, AuditWriter { tx, thread }))
@@ -173,10 +276,29 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     batch_max: usize,
     metrics: &Metrics,
+    health: &AuditHealth,
 ) -> u64 {
     let mut batch: Vec<Job> = Vec::with_capacity(batch_max);
     let mut written = 0u64;
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        let first = if health.failure().is_some() {
+            // Failing: try again now and then even when nothing arrives, so
+            // readiness and the gap record do not wait for the next request.
+            match rx.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(PROBE_EVERY);
+                    written += write_batch(&mut conn, &mut batch, metrics, health, 1);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.blocking_recv() {
+                Some(job) => job,
+                None => break,
+            }
+        };
         batch.push(first);
         drain(&mut rx, &mut batch, batch_max);
         // Under load, wait a moment for more records: one commit (and one
@@ -190,12 +312,16 @@ fn run(
             std::thread::sleep(LINGER / LINGER_STEPS);
             drain(&mut rx, &mut batch, batch_max);
         }
-        if batch.iter().any(|j| matches!(j, Job::Stop)) {
+        let stopping = batch.iter().any(|j| matches!(j, Job::Stop));
+        if stopping {
             // Refuse new records; what is already queued is still written.
             rx.close();
         }
-        written += write_with_retry(&mut conn, &mut batch, metrics);
+        written += write_batch(&mut conn, &mut batch, metrics, health, 5);
         batch.clear();
+        if stopping && rx.is_empty() {
+            break;
+        }
     }
     written
 }
@@ -216,21 +342,30 @@ impl Job {
     }
 }
 
-/// Writes a batch, retrying a few times (the database may be busy or the disk
-/// briefly full); a batch that still fails is counted as dropped and logged,
-/// and the callers waiting on its guarded records learn why.
-fn write_with_retry(conn: &mut Connection, batch: &mut [Job], metrics: &Metrics) -> u64 {
+/// Writes a batch (after the gap record, if records were lost before it),
+/// trying up to `attempts` times (the database may be busy or the disk
+/// briefly full). A batch that still fails is counted as lost for the next
+/// gap record, and the callers waiting on its guarded records learn why.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &mut [Job],
+    metrics: &Metrics,
+    health: &AuditHealth,
+    attempts: u32,
+) -> u64 {
     let records = batch.iter().filter(|j| !matches!(j, Job::Stop)).count();
-    if records == 0 {
+    let gap = health.take_gap();
+    if records == 0 && gap.is_none() {
         return 0;
     }
+    let gap_record = gap.as_ref().map(Gap::record);
     let started = Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut attempt = 1;
     let outcome = loop {
-        match insert_chained(conn, batch) {
+        match insert_chained(conn, gap_record.as_ref(), batch) {
             Ok(first_id) => break Ok(first_id),
-            Err(err) if attempt < 5 => {
+            Err(err) if attempt < attempts => {
                 tracing::warn!(error = %err, attempt, rows = records, "audit batch failed, retrying");
                 std::thread::sleep(delay);
                 delay *= 2;
@@ -241,6 +376,13 @@ fn write_with_retry(conn: &mut Connection, batch: &mut [Job], metrics: &Metrics)
     };
     match outcome {
         Ok(first_id) => {
+            if health.failure().is_some() {
+                tracing::info!("the audit trail can be written again");
+            }
+            health.set_failure(None);
+            if let (Some(gap), Some(r)) = (&gap, &gap_record) {
+                tracing::warn!(lost = gap.lost, detail = r.detail.as_deref().unwrap_or(""), "audit gap recorded in the trail");
+            }
             metrics
                 .audit_written
                 .fetch_add(records as u64, Ordering::Relaxed);
@@ -259,13 +401,31 @@ fn write_with_retry(conn: &mut Connection, batch: &mut [Job], metrics: &Metrics)
             records as u64
         }
         Err(err) => {
+            let cause = err.to_string();
+            if health.failure().is_none() {
+                tracing::error!(error = %err, "the audit trail cannot be written");
+            }
+            health.set_failure(Some(cause.clone()));
+            if let Some(gap) = gap {
+                health.restore_gap(gap);
+            }
             metrics
                 .audit_dropped
                 .fetch_add(records as u64, Ordering::Relaxed);
-            tracing::error!(error = %err, rows = records, "audit batch lost after retries");
+            if records > 0 {
+                tracing::error!(error = %err, rows = records, "audit batch lost after retries");
+            }
+            let mut times = batch.iter().filter_map(|j| match j {
+                Job::Record(r) | Job::Durable(r, _) => Some(r.time),
+                Job::Stop => None,
+            });
+            if let Some(t0) = times.next() {
+                let (first, last) = times.fold((t0, t0), |(a, b), t| (a.min(t), b.max(t)));
+                health.lost(records as u64, first, last, &cause);
+            }
             for job in batch.iter_mut() {
                 if let Job::Durable(_, reply) = std::mem::replace(job, Job::Stop) {
-                    let _ = reply.send(Err(err.to_string()));
+                    let _ = reply.send(Err(cause.clone()));
                 }
             }
             0
@@ -277,7 +437,11 @@ fn write_with_retry(conn: &mut Connection, batch: &mut [Job], metrics: &Metrics)
 /// before (`prev_hash`, `hash`), in one `BEGIN IMMEDIATE` transaction: the
 /// write lock is held from the first read, so every writer on the file (this
 /// one, another gateway's) extends one chain. Returns the first id.
-fn insert_chained(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<i64> {
+fn insert_chained(
+    conn: &mut Connection,
+    gap: Option<&AuditRecord>,
+    batch: &[Job],
+) -> rusqlite::Result<i64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (last_id, last_hash): (i64, Option<String>) = tx
         .prepare_cached("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")?
@@ -301,15 +465,15 @@ fn insert_chained(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<i64>
             "INSERT INTO audit_events (id, time, request_id, method, path, query, \
              actor_fingerprint, actor_label, client_addr, user_agent, operation, campaign_id, \
              action, would_action, rule, policy_revision, snapshot_id, upstream_status, status, \
-             bytes_in, bytes_out, duration_ms, error_kind, prev_hash, hash) \
+             bytes_in, bytes_out, duration_ms, error_kind, detail, prev_hash, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-             ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
+             ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
         )?;
-        for job in batch {
-            let r = match job {
-                Job::Record(r) | Job::Durable(r, _) => r,
-                Job::Stop => continue,
-            };
+        let records = batch.iter().filter_map(|job| match job {
+            Job::Record(r) | Job::Durable(r, _) => Some(r),
+            Job::Stop => None,
+        });
+        for r in gap.into_iter().chain(records) {
             let time = format_time(r.time);
             let duration_ms = r.duration.as_micros() as f64 / 1000.0;
             let hashed = Hashed {
@@ -336,6 +500,7 @@ fn insert_chained(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<i64>
                 bytes_out: r.bytes_out as i64,
                 duration_ms,
                 error_kind: r.error_kind.map(|e| e.as_str()),
+                detail: r.detail.as_deref(),
             };
             let hash = chain::hash(&prev_hash, &hashed);
             insert.execute(params![
@@ -362,6 +527,7 @@ fn insert_chained(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<i64>
                 r.bytes_out as i64,
                 duration_ms,
                 r.error_kind.map(|e| e.as_str()),
+                r.detail,
                 prev_hash,
                 hash,
             ])?;
@@ -370,7 +536,8 @@ fn insert_chained(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<i64>
         }
     }
     tx.commit()?;
-    Ok(first_id)
+    // The batch's own records follow the gap record.
+    Ok(first_id + i64::from(gap.is_some()))
 }
 
 fn unix_secs() -> u64 {
