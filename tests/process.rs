@@ -429,6 +429,18 @@ fn invalid_config_is_refused_with_the_key_named() {
             "[upstreem]\nurl = \"http://x\"\n",
             "unknown field `upstreem`",
         ),
+        (
+            "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\nactors = [\"alcie\"]\n",
+            "policy.rules[0] (\"freeze\").actors: \"alcie\" is not an actor",
+        ),
+        (
+            "[[policy.rules]]\nname = \"keep\"\naction = \"deny\"\nstatuses = [\"ACTIV\"]\n",
+            "policy.rules[0] (\"keep\").statuses: \"ACTIV\" is not a SmartLead campaign status",
+        ),
+        (
+            "[[policy.rules]]\nname = \"go\"\naction = \"allow\"\nsnapshot = \"off\"\n",
+            "add allow_without_snapshot = true",
+        ),
     ];
     for (text, expected) in cases {
         let path = dir.path().join("bad.toml");

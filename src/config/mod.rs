@@ -15,7 +15,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::guard::policy::Policy;
+use crate::guard::policy::{Policy, UNKNOWN_ACTOR};
 
 pub use env::{Env, NoEnv, ProcessEnv};
 use file::FileConfig;
@@ -126,12 +126,20 @@ pub struct GuardPolicy {
 }
 
 impl GuardPolicy {
+    /// Pairs a policy with the actors it may name; a rule naming an actor
+    /// that `actors` does not define is refused.
+    pub fn new(policy: Policy, actors: Vec<Actor>) -> Result<GuardPolicy, ConfigError> {
+        let names: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
+        policy.check_actors(&names)?;
+        Ok(GuardPolicy { policy, actors })
+    }
+
     /// The label of the key with this SHA-256 (full hex), or `unknown`.
     pub fn actor_label(&self, key_sha256: Option<&str>) -> &str {
         key_sha256
             .and_then(|k| self.actors.iter().find(|a| a.key_sha256 == k))
             .map(|a| a.name.as_str())
-            .unwrap_or("unknown")
+            .unwrap_or(UNKNOWN_ACTOR)
     }
 }
 
@@ -415,6 +423,7 @@ impl Config {
             None => Policy::builtin(),
         };
         let actors = load_actors(file.actors)?;
+        let policy = GuardPolicy::new(policy, actors)?;
         let guard = load_guard(file.guard)?;
 
         Ok(Config {
@@ -447,7 +456,7 @@ impl Config {
                 token,
             },
             log: Log { format, filter },
-            policy: GuardPolicy { policy, actors },
+            policy,
             guard,
         })
     }
@@ -553,10 +562,10 @@ fn load_actors(actors: Vec<file::FileActor>) -> Result<Vec<Actor>, ConfigError> 
     let mut out: Vec<Actor> = Vec::new();
     for (i, a) in actors.into_iter().enumerate() {
         let key = format!("actors[{i}]");
-        if a.name.trim().is_empty() || a.name == "unknown" {
+        if a.name.trim().is_empty() || a.name == UNKNOWN_ACTOR {
             return Err(ConfigError::invalid(
                 format!("{key}.name"),
-                "must be a non-empty label other than `unknown`",
+                format!("must be a non-empty label other than `{UNKNOWN_ACTOR}`"),
             ));
         }
         let sha = a.key_sha256.trim().to_ascii_lowercase();

@@ -182,3 +182,25 @@ fn workers_and_audit_passthrough_are_read_and_checked() {
     let err = load("workers = 5000\n", &[]).unwrap_err();
     assert!(err.to_string().contains("workers"), "{err}");
 }
+
+#[test]
+fn a_rule_naming_an_actor_no_actors_entry_defines_is_refused() {
+    let alice = format!(
+        "[[actors]]\nname = \"alice\"\nkey_sha256 = \"{}\"\n\n",
+        "ab".repeat(32)
+    );
+    let rule = "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\nactors = [\"alcie\"]\n";
+    let err = load(&format!("{alice}{rule}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("policy.rules[0] (\"freeze\").actors: \"alcie\" is not an actor")
+            && err.ends_with("[[actors]] defines alice"),
+        "{err}"
+    );
+    let ok = load(&format!("{alice}{}", rule.replace("alcie", "alice")), &[]).unwrap();
+    assert_eq!(
+        ok.policy.policy.rules()[0].actors.as_deref(),
+        Some(&["alice".to_string()][..])
+    );
+}
