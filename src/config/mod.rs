@@ -392,6 +392,11 @@ impl Config {
                 "must be between 0 (one per CPU) and 1024",
             ));
         }
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            file.shutdown_grace,
+            Duration::from_secs(30),
+        )?;
         let request_head_timeout = positive(
             "request_head_timeout",
             file.request_head_timeout,
@@ -430,7 +435,7 @@ impl Config {
             source: None,
             listen,
             listen_tls,
-            shutdown_grace: file.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+            shutdown_grace,
             request_head_timeout,
             body_idle_timeout,
             workers,
@@ -705,15 +710,38 @@ fn parse_upstream(key: &str, value: &str) -> Result<(Scheme, Authority), ConfigE
     Ok((scheme, authority))
 }
 
-fn positive(
+/// A duration key: `value` as written, or `default` when absent.
+fn duration(
     key: &str,
-    value: Option<Duration>,
+    value: Option<file::RawDuration>,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    match value {
-        Some(d) if d.is_zero() => Err(ConfigError::invalid(key, "must be greater than zero")),
-        Some(d) => Ok(d),
-        None => Ok(default),
+    let written = match value {
+        None => return Ok(default),
+        Some(toml::Value::String(s)) => match humantime::parse_duration(s.trim()) {
+            Ok(d) => return Ok(d),
+            Err(_) => format!("{s:?}"),
+        },
+        Some(other) => other.to_string(),
+    };
+    Err(ConfigError::invalid(
+        key,
+        format!("{written} is not a duration; write it with a unit, for example \"30s\" or \"5m\""),
+    ))
+}
+
+/// A duration key that must not be zero.
+fn positive(
+    key: &str,
+    value: Option<file::RawDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match duration(key, value, default)? {
+        d if d.is_zero() => Err(ConfigError::invalid(
+            key,
+            "must be greater than zero (for example \"30s\")",
+        )),
+        d => Ok(d),
     }
 }
 

@@ -111,7 +111,11 @@ fn tls_needs_both_files() {
 #[test]
 fn bad_durations_and_formats_are_refused() {
     let err = load("[upstream]\nconnect_timeout = \"soon\"\n", &[]).unwrap_err();
-    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("upstream.connect_timeout: \"soon\" is not a duration"),
+        "{err}"
+    );
     let err = load("[upstream]\nconnect_timeout = \"0s\"\n", &[]).unwrap_err();
     assert!(
         err.to_string().starts_with("upstream.connect_timeout:"),
@@ -203,4 +207,38 @@ fn a_rule_naming_an_actor_no_actors_entry_defines_is_refused() {
         ok.policy.policy.rules()[0].actors.as_deref(),
         Some(&["alice".to_string()][..])
     );
+}
+
+#[test]
+fn a_bad_duration_names_the_key_and_shows_how_to_write_one() {
+    let keys = [
+        ("", "shutdown_grace"),
+        ("", "request_head_timeout"),
+        ("", "body_idle_timeout"),
+        ("[upstream]\n", "upstream.connect_timeout"),
+        ("[upstream]\n", "upstream.first_byte_timeout"),
+        ("[upstream]\n", "upstream.idle_timeout"),
+        ("[guard]\n", "guard.snapshot_budget"),
+    ];
+    let bad = [
+        ("\"30\"", "\"30\""),
+        ("\"5 minutes please\"", "\"5 minutes please\""),
+        ("30", "30"),
+    ];
+    for (table, key) in keys {
+        let name = key.rsplit('.').next().unwrap();
+        for (written, shown) in bad {
+            let err = load(&format!("{table}{name} = {written}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{key}: {shown} is not a duration; write it with a unit, for example \"30s\" or \"5m\""
+                )
+            );
+        }
+        let ok = load(&format!("{table}{name} = \"1m 30s\"\n"), &[]).unwrap();
+        assert!(ok.render_masked().contains(&format!("{name} = \"1m 30s\"")));
+    }
 }
