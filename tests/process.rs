@@ -464,6 +464,19 @@ fn invalid_config_is_refused_with_the_key_named() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SAFEDELETE_LISTEN"));
+    // A log filter that would silence every line stops serve before it starts.
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("SAFEDELETE_LOG", "inf")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SAFEDELETE_LOG: \"inf\" would be read as a module name, not a level (did you mean \"info\"?)"),
+        "{err}"
+    );
 }
 
 #[test]

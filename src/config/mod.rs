@@ -6,6 +6,7 @@
 
 mod env;
 mod file;
+mod suggest;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -225,7 +226,64 @@ pub struct Admin {
 #[derive(Debug, Clone)]
 pub struct Log {
     pub format: LogFormat,
-    pub filter: String,
+    pub filter: LogFilter,
+}
+
+/// A tracing filter (`info`, `safedelete=debug,info`) that was checked when
+/// the config was loaded, so installing it cannot fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    /// The level names a bare directive may be.
+    const LEVELS: &'static [&'static str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+    /// Refuses what `EnvFilter` refuses, and the mistakes it accepts but
+    /// reads as a module name, which silences every other log line: a
+    /// misspelt level (`inf`) or a space in a bare directive (`warn, info`).
+    fn parse(key: &str, value: &str) -> Result<LogFilter, ConfigError> {
+        let bad = |problem: String| {
+            ConfigError::invalid(
+                key,
+                format!(
+                    "{problem}; write a level such as \"info\", or per-module directives \
+                     such as \"safedelete=debug,info\""
+                ),
+            )
+        };
+        if value.trim().is_empty() {
+            return Err(bad("is empty, which would silence every log line".into()));
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(value) {
+            return Err(bad(format!("{value:?} is not a log filter ({err})")));
+        }
+        for directive in value.split(',') {
+            if directive.is_empty() || directive.contains(['=', '[']) {
+                continue;
+            }
+            let word = directive.trim().to_ascii_lowercase();
+            if directive.contains(char::is_whitespace) {
+                return Err(bad(format!(
+                    "{value:?} has a space in {directive:?}, which would be read as a module name \
+                     and silence every other log line"
+                )));
+            }
+            if Self::LEVELS.contains(&word.as_str()) {
+                continue;
+            }
+            if let Some(level) = suggest::closest(&word, Self::LEVELS, 2) {
+                return Err(bad(format!(
+                    "{directive:?} would be read as a module name, not a level \
+                     (did you mean {level:?}?)"
+                )));
+            }
+        }
+        Ok(LogFilter(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Config {
@@ -419,9 +477,10 @@ impl Config {
                 ))
             }
         };
-        let filter = pick(env, "SAFEDELETE_LOG", file.log.filter, "log.filter")?
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| "info".into());
+        let filter = match pick(env, "SAFEDELETE_LOG", file.log.filter, "log.filter")? {
+            Some((key, v)) => LogFilter::parse(&key, &v)?,
+            None => LogFilter("info".into()),
+        };
 
         let policy = match &file.policy {
             Some(p) => Policy::from_file(p)?,
@@ -558,7 +617,7 @@ impl Config {
             LogFormat::Json => "json",
         };
         out.push_str(&format!("format = {}\n", s(format)));
-        out.push_str(&format!("filter = {}\n", s(&self.log.filter)));
+        out.push_str(&format!("filter = {}\n", s(self.log.filter.as_str())));
         out
     }
 }

@@ -43,7 +43,7 @@ fn environment_overrides_the_file() {
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:3000");
     assert_eq!(c.database, PathBuf::from("/tmp/x.db"));
     assert_eq!(c.log.format, LogFormat::Json);
-    assert_eq!(c.log.filter, "debug");
+    assert_eq!(c.log.filter.as_str(), "debug");
     assert_eq!(c.admin.token.unwrap().expose(), "0123456789abcdef0123");
 }
 
@@ -240,5 +240,48 @@ fn a_bad_duration_names_the_key_and_shows_how_to_write_one() {
         }
         let ok = load(&format!("{table}{name} = \"1m 30s\"\n"), &[]).unwrap();
         assert!(ok.render_masked().contains(&format!("{name} = \"1m 30s\"")));
+    }
+}
+
+#[test]
+fn a_log_filter_that_would_silence_the_logs_is_refused_with_an_example() {
+    const HOW: &str =
+        "; write a level such as \"info\", or per-module directives such as \"safedelete=debug,info\"";
+    let cases = [
+        (
+            "safedelete=verbose",
+            "\"safedelete=verbose\" is not a log filter (",
+        ),
+        ("=info", "\"=info\" is not a log filter ("),
+        ("", "is empty, which would silence every log line"),
+        (
+            "inf",
+            "\"inf\" would be read as a module name, not a level (did you mean \"info\"?)",
+        ),
+        ("debugg", "(did you mean \"debug\"?)"),
+        ("warn, info", "\"warn, info\" has a space in \" info\""),
+    ];
+    for (filter, problem) in cases {
+        let err = load("", &[("SAFEDELETE_LOG", filter)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("SAFEDELETE_LOG: ") && err.contains(problem) && err.ends_with(HOW),
+            "{filter:?}: {err}"
+        );
+    }
+    let err = load("[log]\nfilter = \"inf\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("log.filter: \"inf\""), "{err}");
+    for ok in [
+        "info",
+        "WARN",
+        "safedelete=debug,info",
+        "warn,safedelete::server=info",
+        "hyper,info",
+    ] {
+        let c = load("", &[("SAFEDELETE_LOG", ok)]).unwrap();
+        assert_eq!(c.log.filter.as_str(), ok);
     }
 }
