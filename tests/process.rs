@@ -502,6 +502,35 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
     );
 }
 
+#[test]
+fn check_config_warns_about_a_mistyped_variable_naming_the_closest_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("SAFEDELETE_UPSTREM", "http://127.0.0.1:9999")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "a warning, not an error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "safedelete: warning: environment variable SAFEDELETE_UPSTREM is not one safedelete \
+             reads, so it is ignored; did you mean SAFEDELETE_UPSTREAM?"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("127.0.0.1:9999"),
+        "the value is never shown: {err}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("url = \"https://server.smartlead.ai\""),
+        "the mistyped variable took no effect: {text}"
+    );
+}
+
 #[tokio::test]
 async fn pretty_logs_have_one_readable_access_line_per_request() {
     let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())

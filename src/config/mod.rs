@@ -18,7 +18,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::guard::policy::{Policy, UNKNOWN_ACTOR};
 
-pub use env::{Env, NoEnv, ProcessEnv};
+use env::var;
+pub use env::{unknown_variables, Env, NoEnv, ProcessEnv, UnknownVariable};
 use file::FileConfig;
 
 /// Where `serve` looks for a config file when `--config` is not given.
@@ -318,33 +319,20 @@ impl Config {
 
     /// Validates a parsed file, with environment overrides applied on top.
     fn from_file(file: FileConfig, env: &dyn Env) -> Result<Config, ConfigError> {
-        let listen = pick(env, "SAFEDELETE_LISTEN", file.listen, "listen")?
+        let listen = pick(env, var::LISTEN, file.listen, "listen")?
             .map(|(key, v)| parse_addr(&key, &v))
             .transpose()?
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let admin_listen = pick(
-            env,
-            "SAFEDELETE_ADMIN_LISTEN",
-            file.admin.listen,
-            "admin.listen",
-        )?
-        .map(|(key, v)| parse_addr(&key, &v))
-        .transpose()?
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
-        let upstream_url = pick(
-            env,
-            "SAFEDELETE_UPSTREAM",
-            file.upstream.url,
-            "upstream.url",
-        )?
-        .unwrap_or_else(|| ("upstream.url".into(), DEFAULT_UPSTREAM.into()));
+        let admin_listen = pick(env, var::ADMIN_LISTEN, file.admin.listen, "admin.listen")?
+            .map(|(key, v)| parse_addr(&key, &v))
+            .transpose()?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+        let upstream_url = pick(env, var::UPSTREAM, file.upstream.url, "upstream.url")?
+            .unwrap_or_else(|| ("upstream.url".into(), DEFAULT_UPSTREAM.into()));
         let (scheme, authority) = parse_upstream(&upstream_url.0, &upstream_url.1)?;
-        let database = match env.get("SAFEDELETE_DATABASE") {
+        let database = match env.get(var::DATABASE) {
             Some(v) if v.is_empty() => {
-                return Err(ConfigError::invalid(
-                    "SAFEDELETE_DATABASE",
-                    "must not be empty",
-                ))
+                return Err(ConfigError::invalid(var::DATABASE, "must not be empty"))
             }
             Some(v) => PathBuf::from(v),
             None => file
@@ -355,7 +343,7 @@ impl Config {
         if database.as_os_str().is_empty() {
             return Err(ConfigError::invalid("database.path", "must not be empty"));
         }
-        let token = match env.get("SAFEDELETE_ADMIN_TOKEN") {
+        let token = match env.get(var::ADMIN_TOKEN) {
             Some(v) => Some(v),
             None => file.admin.token,
         };
@@ -374,7 +362,8 @@ impl Config {
             return Err(ConfigError::invalid(
                 "admin.listen",
                 format!(
-                    "{admin_listen} is reachable from other hosts; set admin.token (or SAFEDELETE_ADMIN_TOKEN) or listen on 127.0.0.1"
+                    "{admin_listen} is reachable from other hosts; set admin.token (or {}) or listen on 127.0.0.1",
+                    var::ADMIN_TOKEN
                 ),
             ));
         }
@@ -466,7 +455,7 @@ impl Config {
             Duration::from_secs(60),
         )?;
 
-        let format = match pick(env, "SAFEDELETE_LOG_FORMAT", file.log.format, "log.format")? {
+        let format = match pick(env, var::LOG_FORMAT, file.log.format, "log.format")? {
             None => LogFormat::Pretty,
             Some((_, v)) if v.eq_ignore_ascii_case("pretty") => LogFormat::Pretty,
             Some((_, v)) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
@@ -477,7 +466,7 @@ impl Config {
                 ))
             }
         };
-        let filter = match pick(env, "SAFEDELETE_LOG", file.log.filter, "log.filter")? {
+        let filter = match pick(env, var::LOG, file.log.filter, "log.filter")? {
             Some((key, v)) => LogFilter::parse(&key, &v)?,
             None => LogFilter("info".into()),
         };

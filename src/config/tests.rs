@@ -285,3 +285,65 @@ fn a_log_filter_that_would_silence_the_logs_is_refused_with_an_example() {
         assert_eq!(c.log.filter.as_str(), ok);
     }
 }
+
+#[test]
+fn an_unknown_safedelete_variable_is_reported_with_the_closest_known_name() {
+    let env: std::collections::HashMap<String, String> = [
+        ("SAFEDELETE_UPSTREM", "http://127.0.0.1:9"),
+        ("SAFEDELETE_LOGFORMAT", "json"),
+        ("SAFEDELETE_EVERYTHING", "1"),
+        ("SAFEDELETE_LOG", "info"),
+        ("HOME", "/root"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let found = unknown_variables(&env);
+    let names: Vec<(&str, Option<&str>)> =
+        found.iter().map(|u| (u.name.as_str(), u.closest)).collect();
+    assert_eq!(
+        names,
+        [
+            ("SAFEDELETE_EVERYTHING", None),
+            ("SAFEDELETE_LOGFORMAT", Some("SAFEDELETE_LOG_FORMAT")),
+            ("SAFEDELETE_UPSTREM", Some("SAFEDELETE_UPSTREAM")),
+        ]
+    );
+    let shown = found[2].to_string();
+    assert_eq!(
+        shown,
+        "environment variable SAFEDELETE_UPSTREM is not one safedelete reads, so it is ignored; \
+         did you mean SAFEDELETE_UPSTREAM?"
+    );
+    assert!(!shown.contains("127.0.0.1"), "values are never shown");
+    assert!(found[0].to_string().contains("(known: SAFEDELETE_LISTEN, "));
+    assert!(unknown_variables(&NoEnv).is_empty());
+}
+
+#[test]
+fn every_safedelete_variable_the_docs_and_scripts_use_is_known() {
+    let sources = [
+        include_str!("../../README.md"),
+        include_str!("../../config/safedelete.example.toml"),
+        include_str!("../../Dockerfile"),
+        include_str!("../../bench/forward.sh"),
+        include_str!("../../bench/snapshot.sh"),
+        include_str!("../../bench/instructions.sh"),
+        include_str!("../../bench/audit.sh"),
+    ];
+    for text in sources {
+        for (at, _) in text.match_indices(var::PREFIX) {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name == var::PREFIX {
+                continue; // "SAFEDELETE_*", the family
+            }
+            assert!(
+                var::KNOWN.contains(&name.as_str()),
+                "{name} is not in env::var::KNOWN"
+            );
+        }
+    }
+}
