@@ -740,17 +740,13 @@ async fn sighup_reloads_the_policy_and_keeps_it_when_the_new_one_is_invalid() {
             tables: "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n",
             ..Extra::default()
         },
-    )
-    .replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"{}\"", gw.proxy),
     );
-    std::fs::write(&config, deny).unwrap();
+    std::fs::write(&config, &deny).unwrap();
     hup(&gw);
     let mut status = 0;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if gw.logs().contains("policy reloaded") {
+        if gw.logs().contains("config reloaded") {
             let r = send(
                 Request::delete(gw.url("/api/v1/campaigns/102?api_key=sl_test_key"))
                     .body(Full::default())
@@ -763,15 +759,48 @@ async fn sighup_reloads_the_policy_and_keeps_it_when_the_new_one_is_invalid() {
     }
     assert_eq!(status, 403, "the reloaded deny rule was not enforced");
 
-    std::fs::write(&config, "[policy]\ndefault = \"nuke\"\n").unwrap();
-    hup(&gw);
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if gw.logs().contains("policy reload refused") {
-            break;
+    // Each of these is refused, and the deny rule stays in force: an invalid
+    // policy, a rule naming an actor nobody defined, an empty file (which
+    // would otherwise mean "the built-in defaults"), a missing file.
+    let undefined_actor = deny.replace(
+        "action = \"deny\"\n",
+        "action = \"deny\"\nactors = [\"alcie\"]\n",
+    );
+    let refusals = [
+        (
+            Some("[policy]\ndefault = \"nuke\"\n"),
+            "\\\"nuke\\\" is not an action",
+        ),
+        (
+            Some(undefined_actor.as_str()),
+            "\\\"alcie\\\" is not an actor",
+        ),
+        (Some("# nothing but a comment\n"), "has no settings"),
+        (None, "No such file"),
+    ];
+    for (n, (text, why)) in refusals.into_iter().enumerate() {
+        match text {
+            Some(text) => std::fs::write(&config, text).unwrap(),
+            None => std::fs::remove_file(&config).unwrap(),
         }
+        hup(&gw);
+        let refused = || gw.logs().matches("config reload refused").count() > n;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if refused() {
+                break;
+            }
+        }
+        assert!(refused(), "{}", gw.logs());
+        let line = gw
+            .logs()
+            .lines()
+            .filter(|l| l.contains("config reload refused"))
+            .nth(n)
+            .unwrap()
+            .to_string();
+        assert!(line.contains(why), "{why}: {line}");
     }
-    assert!(gw.logs().contains("policy reload refused"), "{}", gw.logs());
     let r = send(
         Request::delete(gw.url("/api/v1/campaigns/101?api_key=sl_test_key"))
             .body(Full::default())
@@ -780,6 +809,89 @@ async fn sighup_reloads_the_policy_and_keeps_it_when_the_new_one_is_invalid() {
     .await;
     assert_eq!(r.status, 403, "the old policy must stay in force");
     assert!(up.requests().iter().all(|r| r.method != "DELETE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_policy_and_names_the_settings_that_need_a_restart() {
+    const OLD_TOKEN: &str = "first-admin-token-0001";
+    const NEW_TOKEN: &str = "second-admin-token-0002";
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let old_admin = format!("token = \"{OLD_TOKEN}\"\n");
+    let (config, db) = write_config(
+        dir.path(),
+        &up.url(),
+        Extra {
+            admin: &old_admin,
+            ..Extra::default()
+        },
+    );
+    let gw = Proc::start(&config, "info");
+    let new_admin = format!("token = \"{NEW_TOKEN}\"\n");
+    let changed = config_text(
+        &up.url(),
+        &db,
+        Extra {
+            admin: &new_admin,
+            tables: "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n",
+            ..Extra::default()
+        },
+    );
+    std::fs::write(&config, changed).unwrap();
+    let ok = Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let reloaded = || {
+        gw.logs()
+            .lines()
+            .find(|l| l.contains("config reloaded"))
+            .map(str::to_string)
+    };
+    for _ in 0..50 {
+        if reloaded().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = reloaded().unwrap_or_else(|| panic!("no reload line: {}", gw.logs()));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "WARN", "{line}");
+    assert_eq!(v["applied"], "policy", "{line}");
+    assert_eq!(v["needs_restart"], "admin.token", "{line}");
+    let expected = safedelete::config::Config::load(Some(&config), &safedelete::config::NoEnv)
+        .unwrap()
+        .policy
+        .policy
+        .revision()
+        .to_string();
+    assert_eq!(v["policy_revision"], expected.as_str(), "{line}");
+    let logs = gw.logs();
+    assert!(
+        !logs.contains(NEW_TOKEN) && !logs.contains(OLD_TOKEN),
+        "a token is in the logs: {logs}"
+    );
+    // The policy is in force; the admin listener still wants the old token.
+    let denied = send(
+        Request::delete(gw.url("/api/v1/campaigns/101?api_key=sl_test_key"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(denied.status, 403);
+    for (token, status) in [(OLD_TOKEN, 200), (NEW_TOKEN, 401)] {
+        let reply = send(
+            Request::get(format!("http://{}/v1/audit?limit=1", gw.admin))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status.as_u16(), status, "{token}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 
 mod env;
 mod file;
+mod render;
 mod suggest;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::guard::policy::{Policy, UNKNOWN_ACTOR};
 use env::var;
 pub use env::{unknown_variables, Env, NoEnv, ProcessEnv, UnknownVariable};
 use file::FileConfig;
+pub use render::RELOADED;
 
 /// Where `serve` looks for a config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/safedelete.toml";
@@ -45,6 +47,10 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
+    #[error("config file {path} has no settings (it is empty or holds only comments); refusing it rather than falling back to the built-in defaults")]
+    EmptyFile { path: PathBuf },
+    #[error("no config file to reload: the gateway started without one, on the built-in defaults; restart it with --config FILE")]
+    NoFileToReload,
     #[error("{key}: {problem}")]
     Invalid { key: String, problem: String },
     #[error(transparent)]
@@ -292,24 +298,37 @@ impl Config {
     /// else the built-in defaults; then applies `SAFEDELETE_*` overrides from `env`.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
         let path = match path {
-            Some(p) => Some(p.to_path_buf()),
-            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+            Some(p) => p,
+            None => match Path::new(DEFAULT_CONFIG_PATH) {
+                p if p.is_file() => p,
+                _ => return Config::from_file(FileConfig::default(), env),
+            },
         };
-        let file = match &path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.clone(),
-                    source,
-                })?;
-                Self::parse(&text).map_err(|source| ConfigError::Parse {
-                    path: p.clone(),
-                    source: Box::new(source),
-                })?
-            }
-            None => FileConfig::default(),
-        };
+        Config::from_text(path, &read_file(path)?, env)
+    }
+
+    /// Loads the file this config came from again, for SIGHUP. A missing
+    /// file, one with no settings at all (empty, or only comments) and having
+    /// started without a file are refused, not read as "the built-in
+    /// defaults", which would quietly replace every policy rule.
+    pub fn reload(&self, env: &dyn Env) -> Result<Config, ConfigError> {
+        let path = self.source.as_deref().ok_or(ConfigError::NoFileToReload)?;
+        let text = read_file(path)?;
+        if toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.is_empty()) {
+            return Err(ConfigError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        Config::from_text(path, &text, env)
+    }
+
+    fn from_text(path: &Path, text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let file = Self::parse(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
         let mut config = Config::from_file(file, env)?;
-        config.source = path;
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 
@@ -513,102 +532,13 @@ impl Config {
             guard,
         })
     }
+}
 
-    /// Re-reads only the policy and actors from the same file (SIGHUP).
-    pub fn reload_policy(&self, env: &dyn Env) -> Result<GuardPolicy, ConfigError> {
-        Ok(Config::load(self.source.as_deref(), env)?.policy)
-    }
-
-    /// The effective configuration as TOML, secrets masked (`check-config`).
-    pub fn render_masked(&self) -> String {
-        let s = |v: &str| toml::Value::String(v.to_string()).to_string();
-        let d = |v: Duration| s(&humantime::format_duration(v).to_string());
-        let p = |v: &Path| s(&v.display().to_string());
-        let mut out = String::new();
-        let source = self
-            .source
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "built-in defaults".into());
-        out.push_str(&format!(
-            "# effective configuration (from {source} and SAFEDELETE_* variables)\n"
-        ));
-        out.push_str(&format!("listen = {}\n", s(&self.listen.to_string())));
-        out.push_str(&format!("shutdown_grace = {}\n", d(self.shutdown_grace)));
-        out.push_str(&format!(
-            "request_head_timeout = {}\n",
-            d(self.request_head_timeout)
-        ));
-        out.push_str(&format!(
-            "body_idle_timeout = {}\n",
-            d(self.body_idle_timeout)
-        ));
-        out.push_str(&format!("workers = {}\n", self.workers));
-        if let Some(tls) = &self.listen_tls {
-            out.push_str("\n[listen_tls]\n");
-            out.push_str(&format!("cert_file = {}\n", p(&tls.cert_file)));
-            out.push_str(&format!("key_file = {}\n", p(&tls.key_file)));
-        }
-        let u = &self.upstream;
-        out.push_str("\n[upstream]\n");
-        out.push_str(&format!("url = {}\n", s(&u.url())));
-        if let Some(ca) = &u.ca_file {
-            out.push_str(&format!("ca_file = {}\n", p(ca)));
-        }
-        out.push_str(&format!("connect_timeout = {}\n", d(u.connect_timeout)));
-        out.push_str(&format!(
-            "first_byte_timeout = {}\n",
-            d(u.first_byte_timeout)
-        ));
-        out.push_str(&format!("idle_timeout = {}\n", d(u.idle_timeout)));
-        out.push_str(&format!("max_idle_per_host = {}\n", u.max_idle_per_host));
-        out.push_str("\n[database]\n");
-        out.push_str(&format!("path = {}\n", p(&self.database)));
-        out.push_str("\n[audit]\n");
-        out.push_str(&format!("passthrough = {}\n", self.audit.passthrough));
-        let params: Vec<String> = self.audit.redact_params.iter().map(|v| s(v)).collect();
-        out.push_str(&format!("redact_params = [{}]\n", params.join(", ")));
-        out.push_str(&format!("queue_capacity = {}\n", self.audit.queue_capacity));
-        out.push_str(&format!("batch_max = {}\n", self.audit.batch_max));
-        out.push_str("\n[admin]\n");
-        out.push_str(&format!("listen = {}\n", s(&self.admin.listen.to_string())));
-        if self.admin.token.is_some() {
-            out.push_str("token = \"***\"\n");
-        }
-        out.push_str("\n[guard]\n");
-        out.push_str(&format!(
-            "snapshot_budget = {}\n",
-            d(self.guard.snapshot_budget)
-        ));
-        let attempts: Vec<String> = self
-            .guard
-            .archive_attempts
-            .iter()
-            .map(|a| s(&format!("{} {}", a.method, a.status)))
-            .collect();
-        out.push_str(&format!("archive_attempts = [{}]\n", attempts.join(", ")));
-        out.push_str(&format!(
-            "# policy: default {}, {} rule(s), revision {}\n",
-            self.policy.policy.default_action().as_str(),
-            self.policy.policy.rules().len(),
-            self.policy.policy.revision()
-        ));
-        for a in &self.policy.actors {
-            out.push_str(&format!(
-                "# actor: {} (key sha256 {}…)\n",
-                a.name,
-                &a.key_sha256[..12]
-            ));
-        }
-        out.push_str("\n[log]\n");
-        let format = match self.log.format {
-            LogFormat::Pretty => "pretty",
-            LogFormat::Json => "json",
-        };
-        out.push_str(&format!("format = {}\n", s(format)));
-        out.push_str(&format!("filter = {}\n", s(self.log.filter.as_str())));
-        out
-    }
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn load_actors(actors: Vec<file::FileActor>) -> Result<Vec<Actor>, ConfigError> {

@@ -337,8 +337,9 @@ fn every_safedelete_variable_the_docs_and_scripts_use_is_known() {
                 .chars()
                 .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                 .collect();
-            if name == var::PREFIX {
-                continue; // "SAFEDELETE_*", the family
+            // "SAFEDELETE_*", the family; the README's example of the warning.
+            if name == var::PREFIX || name == "SAFEDELETE_UPSTREM" {
+                continue;
             }
             assert!(
                 var::KNOWN.contains(&name.as_str()),
@@ -346,4 +347,84 @@ fn every_safedelete_variable_the_docs_and_scripts_use_is_known() {
             );
         }
     }
+}
+
+#[test]
+fn changed_keys_name_each_setting_that_differs_and_never_show_a_secret() {
+    let before = load("", &[]).unwrap();
+    assert!(before.changed_keys(&before.clone()).is_empty());
+    let after = load(
+        "listen = \"127.0.0.1:7000\"\n\
+         [upstream]\nurl = \"http://127.0.0.1:9\"\n\
+         [admin]\ntoken = \"a-brand-new-admin-token\"\n\
+         [[actors]]\nname = \"alice\"\nkey_sha256 = \"abababababababababababababababababababababababababababababababab\"\n\
+         [[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n\
+         [log]\nfilter = \"warn\"\n",
+        &[],
+    )
+    .unwrap();
+    let changed = before.changed_keys(&after);
+    assert_eq!(
+        changed,
+        [
+            "listen",
+            "upstream.url",
+            "admin.token",
+            "policy",
+            "actors",
+            "log.filter"
+        ]
+    );
+    assert_eq!(after.changed_keys(&before), changed);
+    // A different token of the same length is still a change.
+    let other_token = load("[admin]\ntoken = \"a-brand-new-admin-tokeN\"\n", &[]).unwrap();
+    let same_token = load("[admin]\ntoken = \"a-brand-new-admin-token\"\n", &[]).unwrap();
+    assert_eq!(other_token.changed_keys(&same_token), ["admin.token"]);
+    assert!(!format!("{changed:?}").contains("a-brand-new"));
+    // Only the policy's meaning counts, not how the file spells it.
+    let spelled = load("[policy]\ndefault = \"ARCHIVE\" # the default\n", &[]).unwrap();
+    assert!(before.changed_keys(&spelled).is_empty());
+}
+
+#[test]
+fn reload_refuses_a_missing_or_empty_file_and_a_gateway_started_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("safedelete.toml");
+    std::fs::write(
+        &path,
+        "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n",
+    )
+    .unwrap();
+    let running = Config::load(Some(&path), &NoEnv).unwrap();
+    assert_eq!(
+        running.reload(&NoEnv).unwrap().policy.policy.rules().len(),
+        1
+    );
+    for empty in [
+        "",
+        "  \n\n",
+        "# every rule commented out\n# [[policy.rules]]\n",
+    ] {
+        std::fs::write(&path, empty).unwrap();
+        let err = running.reload(&NoEnv).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "config file {} has no settings (it is empty or holds only comments); \
+                 refusing it rather than falling back to the built-in defaults",
+                path.display()
+            ),
+            "{empty:?}"
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+    let err = running.reload(&NoEnv).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("cannot read config file {}: ", path.display()))
+            && err.contains("No such file"),
+        "{err}"
+    );
+    let defaults = load("", &[]).unwrap();
+    let err = defaults.reload(&NoEnv).unwrap_err().to_string();
+    assert!(err.starts_with("no config file to reload"), "{err}");
 }
