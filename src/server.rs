@@ -152,6 +152,13 @@ pub async fn run(
         database = %config.database.display(),
         tls = tls.is_some(),
         workers = workers.count(),
+        config = config
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "no config file".into())
+            .as_str(),
+        policy_revision = %state.policy().policy.revision(),
         "safedelete listening"
     );
     ready.store(true, Ordering::Release);

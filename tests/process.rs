@@ -894,6 +894,75 @@ async fn sighup_applies_the_policy_and_names_the_settings_that_need_a_restart() 
     }
 }
 
+#[tokio::test]
+async fn the_start_up_line_names_the_config_file_and_the_policy_revision() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _db) = write_config(
+        dir.path(),
+        &up.url(),
+        Extra {
+            tables: "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n",
+            ..Extra::default()
+        },
+    );
+    let mut gw = Proc::start(&config, "info");
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("safedelete listening"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["config"], config.display().to_string(), "{line}");
+    let revision = safedelete::config::Config::load(Some(&config), &safedelete::config::NoEnv)
+        .unwrap()
+        .policy
+        .policy
+        .revision()
+        .to_string();
+    assert_eq!(v["policy_revision"], revision.as_str(), "{line}");
+    assert!(gw.terminate().success());
+
+    // No config file at all: the line says so (pretty format, as in the README),
+    // after warning about a mistyped variable.
+    let empty = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(empty.path())
+        .env("SAFEDELETE_LISTEN", "127.0.0.1:0")
+        .env("SAFEDELETE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SAFEDELETE_UPSTREAM", up.url())
+        .env("SAFEDELETE_UPSTREM", up.url())
+        .env("SAFEDELETE_LOG_FORMAT", "pretty")
+        .env("SAFEDELETE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let warning = lines.next().unwrap().unwrap();
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("SAFEDELETE_UPSTREM is not one safedelete reads")
+            && warning.contains("did you mean SAFEDELETE_UPSTREAM?"),
+        "{warning}"
+    );
+    let listening = lines.next().unwrap().unwrap();
+    let builtin = safedelete::guard::policy::Policy::builtin();
+    assert!(
+        listening.contains("safedelete listening")
+            && listening.contains(" config=\"no config file\" ")
+            && listening.ends_with(&format!(" policy_revision={}", builtin.revision())),
+        "{listening}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_gateway_on_the_same_database_respects_a_live_claim() {
     let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(200))
