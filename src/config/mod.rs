@@ -1,5 +1,7 @@
 //! Configuration: the TOML file (`file`), environment overrides (`env`), and the
-//! validated, immutable [`Config`] the gateway runs with.
+//! validated, immutable [`Config`] the gateway runs with; `render` lists its
+//! settings for `check-config` and for the reload diff, `suggest` finds the
+//! closest known word for "did you mean" messages.
 //!
 //! Loading never creates files and never exits the process: every problem comes
 //! back as a [`ConfigError`] that names the key and what is wrong with it.
