@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, ProcessEnv};
+use crate::config::{unknown_variables, Config, ConfigError, ProcessEnv};
 use crate::db::DbError;
 use crate::guard::history::HistoryError;
 use crate::server::{self, Listeners, ServeError};
@@ -170,6 +170,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(arg) => serve(arg).await,
         Command::CheckConfig(arg) => {
             let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
+            for unknown in unknown_variables(&ProcessEnv) {
+                eprintln!("safedelete: warning: {unknown}");
+            }
             print!("{}", config.render_masked());
             Ok(())
         }
@@ -217,6 +220,9 @@ async fn health(arg: ConfigArg, url: Option<String>) -> Result<(), CliError> {
 async fn serve(arg: ConfigArg) -> Result<(), CliError> {
     let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
     let _log_guard = crate::logging::init(&config.log);
+    for unknown in unknown_variables(&ProcessEnv) {
+        tracing::warn!(variable = %unknown.name, "{unknown}");
+    }
     let listeners = Listeners::bind(&config).await?;
     let summary = server::run(config, listeners, shutdown_signal()).await;
     if let Err(err) = &summary {

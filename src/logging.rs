@@ -18,13 +18,8 @@ pub fn init(log: &Log) -> WorkerGuard {
         .lossy(true)
         .finish(std::io::stdout());
     let _ = DROPPED.set(writer.error_counter());
-    let filter = EnvFilter::try_new(&log.filter).unwrap_or_else(|err| {
-        eprintln!(
-            "safedelete: log filter `{}` is invalid ({err}); using `info`",
-            log.filter
-        );
-        EnvFilter::new("info")
-    });
+    // Checked when the config was loaded (`LogFilter`), so nothing is lost here.
+    let filter = EnvFilter::new(log.filter.as_str());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState};
 use crate::audit::{AuditError, AuditWriter};
-use crate::config::Config;
+use crate::config::{Config, RELOADED};
 use crate::db::{self, DbError};
 use crate::metrics::Metrics;
 use crate::proxy::{client, ProxyService, ProxyState};
@@ -152,6 +152,13 @@ pub async fn run(
         database = %config.database.display(),
         tls = tls.is_some(),
         workers = workers.count(),
+        config = config
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "no config file".into())
+            .as_str(),
+        policy_revision = %state.policy().policy.revision(),
         "safedelete listening"
     );
     ready.store(true, Ordering::Release);
@@ -233,24 +240,42 @@ async fn recover_unfinished(pool: &sqlx::SqlitePool) {
     }
 }
 
-/// SIGHUP reloads the policy and actors: validate, swap, or keep the old
-/// ones and log why the new ones were refused.
-async fn reload_on_sighup(config: Config, state: Arc<ProxyState>) {
+/// SIGHUP reloads the config file: the whole file is validated, the policy
+/// and actors are swapped in, and one line says which changed settings were
+/// applied and which need a restart (names only, never values). An invalid
+/// file is refused and everything running stays as it was.
+async fn reload_on_sighup(mut running: Config, state: Arc<ProxyState>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; policy reload is off");
         return;
     };
     while hup.recv().await.is_some() {
-        match config.reload_policy(&crate::config::ProcessEnv) {
-            Ok(new) => {
-                let revision = new.policy.revision().to_string();
-                state.set_policy(new);
-                tracing::info!(policy_revision = %revision, "policy reloaded");
-            }
+        let new = match running.reload(&crate::config::ProcessEnv) {
+            Ok(new) => new,
             Err(err) => {
-                tracing::error!(error = %err, kept = %state.policy().policy.revision(), "policy reload refused; keeping the current policy");
+                tracing::error!(error = %err, kept = %state.policy().policy.revision(), "config reload refused; keeping the running config");
+                continue;
             }
+        };
+        let changed = running.changed_keys(&new);
+        let (applied, restart): (Vec<&str>, Vec<&str>) =
+            changed.iter().partition(|k| RELOADED.contains(k));
+        if !applied.is_empty() {
+            state.set_policy(new.policy.clone());
+            running.policy = new.policy;
+        }
+        // `running` keeps the settings that need a restart as they are in
+        // force, so the next reload reports them again until then.
+        let list = |keys: &[&str]| match keys {
+            [] => "none".to_string(),
+            keys => keys.join(", "),
+        };
+        let revision = running.policy.policy.revision();
+        if restart.is_empty() {
+            tracing::info!(applied = %list(&applied), needs_restart = "none", policy_revision = %revision, "config reloaded");
+        } else {
+            tracing::warn!(applied = %list(&applied), needs_restart = %list(&restart), policy_revision = %revision, "config reloaded; some changed settings need a restart");
         }
     }
 }

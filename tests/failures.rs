@@ -47,6 +47,32 @@ async fn an_unreachable_upstream_is_a_502_in_smartlead_shape() {
 }
 
 #[tokio::test]
+async fn an_https_upstream_that_speaks_plain_http_is_a_502_that_says_so() {
+    let up = fake().await;
+    let plain = up.url();
+    let https = plain.replacen("http://", "https://", 1);
+    let gw = Gateway::start(&https).await;
+    let reply = get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")).await;
+    assert_eq!(reply.status, 502);
+    let body = reply.json();
+    let message = body["error"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "safedelete: the upstream answered plain HTTP to a TLS handshake; use http:// in \
+         upstream.url, or check the port; the request was not sent"
+    );
+    assert!(
+        !message.contains(&plain[7..]),
+        "no address in the body: {message}"
+    );
+    assert_eq!(body["error_kind"], "upstream_connect_failed");
+    assert!(
+        up.requests().is_empty(),
+        "nothing reached the upstream as a request"
+    );
+}
+
+#[tokio::test]
 async fn a_slow_upstream_is_a_504_after_the_first_byte_timeout() {
     let up = fake().await;
     up.fault(FaultRule {

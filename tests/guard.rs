@@ -601,7 +601,7 @@ async fn snapshot_off_skips_the_capture() {
     let gw = Gateway::start_with(
         &up.url(),
         Extra {
-            tables: "[[policy.rules]]\nname = \"drafts-go\"\naction = \"allow\"\nsnapshot = \"off\"\nstatuses = [\"DRAFTED\"]\n",
+            tables: "[[policy.rules]]\nname = \"drafts-go\"\naction = \"allow\"\nsnapshot = \"off\"\nallow_without_snapshot = true\nstatuses = [\"DRAFTED\"]\n",
             ..Extra::default()
         },
     )

@@ -619,6 +619,18 @@ fn invalid_config_is_refused_with_the_key_named() {
             "[upstreem]\nurl = \"http://x\"\n",
             "unknown field `upstreem`",
         ),
+        (
+            "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\nactors = [\"alcie\"]\n",
+            "policy.rules[0] (\"freeze\").actors: \"alcie\" is not an actor",
+        ),
+        (
+            "[[policy.rules]]\nname = \"keep\"\naction = \"deny\"\nstatuses = [\"ACTIV\"]\n",
+            "policy.rules[0] (\"keep\").statuses: \"ACTIV\" is not a SmartLead campaign status",
+        ),
+        (
+            "[[policy.rules]]\nname = \"go\"\naction = \"allow\"\nsnapshot = \"off\"\n",
+            "add allow_without_snapshot = true",
+        ),
     ];
     for (text, expected) in cases {
         let path = dir.path().join("bad.toml");
@@ -642,6 +654,19 @@ fn invalid_config_is_refused_with_the_key_named() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SAFEDELETE_LISTEN"));
+    // A log filter that would silence every line stops serve before it starts.
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("SAFEDELETE_LOG", "inf")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SAFEDELETE_LOG: \"inf\" would be read as a module name, not a level (did you mean \"info\"?)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -664,6 +689,35 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
     assert!(
         !dir.path().join("data").exists(),
         "check-config must not create files"
+    );
+}
+
+#[test]
+fn check_config_warns_about_a_mistyped_variable_naming_the_closest_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("SAFEDELETE_UPSTREM", "http://127.0.0.1:9999")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "a warning, not an error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "safedelete: warning: environment variable SAFEDELETE_UPSTREM is not one safedelete \
+             reads, so it is ignored; did you mean SAFEDELETE_UPSTREAM?"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("127.0.0.1:9999"),
+        "the value is never shown: {err}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("url = \"https://server.smartlead.ai\""),
+        "the mistyped variable took no effect: {text}"
     );
 }
 
@@ -920,17 +974,13 @@ async fn sighup_reloads_the_policy_and_keeps_it_when_the_new_one_is_invalid() {
             tables: "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n",
             ..Extra::default()
         },
-    )
-    .replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"{}\"", gw.proxy),
     );
-    std::fs::write(&config, deny).unwrap();
+    std::fs::write(&config, &deny).unwrap();
     hup(&gw);
     let mut status = 0;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if gw.logs().contains("policy reloaded") {
+        if gw.logs().contains("config reloaded") {
             let r = send(
                 Request::delete(gw.url("/api/v1/campaigns/102?api_key=sl_test_key"))
                     .body(Full::default())
@@ -943,15 +993,48 @@ async fn sighup_reloads_the_policy_and_keeps_it_when_the_new_one_is_invalid() {
     }
     assert_eq!(status, 403, "the reloaded deny rule was not enforced");
 
-    std::fs::write(&config, "[policy]\ndefault = \"nuke\"\n").unwrap();
-    hup(&gw);
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if gw.logs().contains("policy reload refused") {
-            break;
+    // Each of these is refused, and the deny rule stays in force: an invalid
+    // policy, a rule naming an actor nobody defined, an empty file (which
+    // would otherwise mean "the built-in defaults"), a missing file.
+    let undefined_actor = deny.replace(
+        "action = \"deny\"\n",
+        "action = \"deny\"\nactors = [\"alcie\"]\n",
+    );
+    let refusals = [
+        (
+            Some("[policy]\ndefault = \"nuke\"\n"),
+            "\\\"nuke\\\" is not an action",
+        ),
+        (
+            Some(undefined_actor.as_str()),
+            "\\\"alcie\\\" is not an actor",
+        ),
+        (Some("# nothing but a comment\n"), "has no settings"),
+        (None, "No such file"),
+    ];
+    for (n, (text, why)) in refusals.into_iter().enumerate() {
+        match text {
+            Some(text) => std::fs::write(&config, text).unwrap(),
+            None => std::fs::remove_file(&config).unwrap(),
         }
+        hup(&gw);
+        let refused = || gw.logs().matches("config reload refused").count() > n;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if refused() {
+                break;
+            }
+        }
+        assert!(refused(), "{}", gw.logs());
+        let line = gw
+            .logs()
+            .lines()
+            .filter(|l| l.contains("config reload refused"))
+            .nth(n)
+            .unwrap()
+            .to_string();
+        assert!(line.contains(why), "{why}: {line}");
     }
-    assert!(gw.logs().contains("policy reload refused"), "{}", gw.logs());
     let r = send(
         Request::delete(gw.url("/api/v1/campaigns/101?api_key=sl_test_key"))
             .body(Full::default())
@@ -960,6 +1043,158 @@ async fn sighup_reloads_the_policy_and_keeps_it_when_the_new_one_is_invalid() {
     .await;
     assert_eq!(r.status, 403, "the old policy must stay in force");
     assert!(up.requests().iter().all(|r| r.method != "DELETE"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_policy_and_names_the_settings_that_need_a_restart() {
+    const OLD_TOKEN: &str = "first-admin-token-0001";
+    const NEW_TOKEN: &str = "second-admin-token-0002";
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let old_admin = format!("token = \"{OLD_TOKEN}\"\n");
+    let (config, db) = write_config(
+        dir.path(),
+        &up.url(),
+        Extra {
+            admin: &old_admin,
+            ..Extra::default()
+        },
+    );
+    let gw = Proc::start(&config, "info");
+    let new_admin = format!("token = \"{NEW_TOKEN}\"\n");
+    let changed = config_text(
+        &up.url(),
+        &db,
+        Extra {
+            admin: &new_admin,
+            tables: "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n",
+            ..Extra::default()
+        },
+    );
+    std::fs::write(&config, changed).unwrap();
+    let ok = Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let reloaded = || {
+        gw.logs()
+            .lines()
+            .find(|l| l.contains("config reloaded"))
+            .map(str::to_string)
+    };
+    for _ in 0..50 {
+        if reloaded().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = reloaded().unwrap_or_else(|| panic!("no reload line: {}", gw.logs()));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "WARN", "{line}");
+    assert_eq!(v["applied"], "policy", "{line}");
+    assert_eq!(v["needs_restart"], "admin.token", "{line}");
+    let expected = safedelete::config::Config::load(Some(&config), &safedelete::config::NoEnv)
+        .unwrap()
+        .policy
+        .policy
+        .revision()
+        .to_string();
+    assert_eq!(v["policy_revision"], expected.as_str(), "{line}");
+    let logs = gw.logs();
+    assert!(
+        !logs.contains(NEW_TOKEN) && !logs.contains(OLD_TOKEN),
+        "a token is in the logs: {logs}"
+    );
+    // The policy is in force; the admin listener still wants the old token.
+    let denied = send(
+        Request::delete(gw.url("/api/v1/campaigns/101?api_key=sl_test_key"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(denied.status, 403);
+    for (token, status) in [(OLD_TOKEN, 200), (NEW_TOKEN, 401)] {
+        let reply = send(
+            Request::get(format!("http://{}/v1/audit?limit=1", gw.admin))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status.as_u16(), status, "{token}");
+    }
+}
+
+#[tokio::test]
+async fn the_start_up_line_names_the_config_file_and_the_policy_revision() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _db) = write_config(
+        dir.path(),
+        &up.url(),
+        Extra {
+            tables: "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n",
+            ..Extra::default()
+        },
+    );
+    let mut gw = Proc::start(&config, "info");
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("safedelete listening"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["config"], config.display().to_string(), "{line}");
+    let revision = safedelete::config::Config::load(Some(&config), &safedelete::config::NoEnv)
+        .unwrap()
+        .policy
+        .policy
+        .revision()
+        .to_string();
+    assert_eq!(v["policy_revision"], revision.as_str(), "{line}");
+    assert!(gw.terminate().success());
+
+    // No config file at all: the line says so (pretty format, as in the README),
+    // after warning about a mistyped variable.
+    let empty = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .current_dir(empty.path())
+        .env("SAFEDELETE_LISTEN", "127.0.0.1:0")
+        .env("SAFEDELETE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SAFEDELETE_UPSTREAM", up.url())
+        .env("SAFEDELETE_UPSTREM", up.url())
+        .env("SAFEDELETE_LOG_FORMAT", "pretty")
+        .env("SAFEDELETE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let warning = lines.next().unwrap().unwrap();
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("SAFEDELETE_UPSTREM is not one safedelete reads")
+            && warning.contains("did you mean SAFEDELETE_UPSTREAM?"),
+        "{warning}"
+    );
+    let listening = lines.next().unwrap().unwrap();
+    let builtin = safedelete::guard::policy::Policy::builtin();
+    assert!(
+        listening.contains("safedelete listening")
+            && listening.contains(" config=\"no config file\" ")
+            && listening.ends_with(&format!(" policy_revision={}", builtin.revision())),
+        "{listening}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

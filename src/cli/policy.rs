@@ -2,7 +2,7 @@
 //! campaign, rule by rule, without a gateway, a database or the upstream.
 
 use crate::config::{Config, ProcessEnv};
-use crate::guard::policy::{self, Facts};
+use crate::guard::policy::{self, Facts, UNKNOWN_ACTOR};
 
 use super::{CliError, ConfigArg};
 
@@ -46,8 +46,8 @@ pub fn run(command: PolicyCommand) -> Result<(), CliError> {
 
 fn explain(args: ExplainArgs) -> Result<(), CliError> {
     let config = Config::load(args.config.config.as_deref(), &ProcessEnv)?;
-    let actor = args.actor.as_deref().unwrap_or("unknown");
-    let known = actor == "unknown" || config.policy.actors.iter().any(|a| a.name == actor);
+    let actor = args.actor.as_deref().unwrap_or(UNKNOWN_ACTOR);
+    let known = actor == UNKNOWN_ACTOR || config.policy.actors.iter().any(|a| a.name == actor);
     if !known {
         // Still explained, since rules may name actors before their keys are
         // listed, but the gateway itself would label such a caller `unknown`.

@@ -3,9 +3,13 @@
 //! validated value the rest of the gateway uses.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
+
+/// A duration as written (`"30s"`, `"5m"`, `"250ms"`), or whatever else was
+/// written there: validation parses it, so a mistake gets an error that names
+/// the key and shows a valid example instead of a TOML type error.
+pub type RawDuration = toml::Value;
 
 /// The whole TOML document.
 #[derive(Debug, Default, Deserialize)]
@@ -14,15 +18,12 @@ pub struct FileConfig {
     /// Address of the proxy listener.
     pub listen: Option<String>,
     /// How long in-flight requests may take to finish after SIGTERM.
-    #[serde(default, with = "humantime_serde")]
-    pub shutdown_grace: Option<Duration>,
+    pub shutdown_grace: Option<RawDuration>,
     /// How long a client connection may take to send a request head,
     /// including time idle on keep-alive.
-    #[serde(default, with = "humantime_serde")]
-    pub request_head_timeout: Option<Duration>,
+    pub request_head_timeout: Option<RawDuration>,
     /// The longest pause allowed inside a body, in either direction.
-    #[serde(default, with = "humantime_serde")]
-    pub body_idle_timeout: Option<Duration>,
+    pub body_idle_timeout: Option<RawDuration>,
     pub listen_tls: Option<FileListenTls>,
     /// Threads serving the proxy listener; 0 means one per CPU.
     pub workers: Option<usize>,
@@ -56,8 +57,7 @@ pub struct FileActor {
 #[serde(deny_unknown_fields)]
 pub struct FileGuard {
     /// Total time a snapshot may take, retries and backoff included.
-    #[serde(default, with = "humantime_serde")]
-    pub snapshot_budget: Option<Duration>,
+    pub snapshot_budget: Option<RawDuration>,
     /// How a delete is turned into an archive: "METHOD STATUS" entries tried in order.
     pub archive_attempts: Option<Vec<String>>,
 }
@@ -74,12 +74,9 @@ pub struct FileListenTls {
 pub struct FileUpstream {
     pub url: Option<String>,
     pub ca_file: Option<PathBuf>,
-    #[serde(default, with = "humantime_serde")]
-    pub connect_timeout: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    pub first_byte_timeout: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    pub idle_timeout: Option<Duration>,
+    pub connect_timeout: Option<RawDuration>,
+    pub first_byte_timeout: Option<RawDuration>,
+    pub idle_timeout: Option<RawDuration>,
     pub max_idle_per_host: Option<usize>,
 }
 

@@ -1,11 +1,15 @@
 //! Configuration: the TOML file (`file`), environment overrides (`env`), and the
-//! validated, immutable [`Config`] the gateway runs with.
+//! validated, immutable [`Config`] the gateway runs with; `render` lists its
+//! settings for `check-config` and for the reload diff, `suggest` finds the
+//! closest known word for "did you mean" messages.
 //!
 //! Loading never creates files and never exits the process: every problem comes
 //! back as a [`ConfigError`] that names the key and what is wrong with it.
 
 mod env;
 mod file;
+mod render;
+mod suggest;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,10 +19,12 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::guard::policy::Policy;
+use crate::guard::policy::{Policy, UNKNOWN_ACTOR};
 
-pub use env::{Env, NoEnv, ProcessEnv};
+use env::var;
+pub use env::{unknown_variables, Env, NoEnv, ProcessEnv, UnknownVariable};
 use file::FileConfig;
+pub use render::RELOADED;
 
 /// Where `serve` looks for a config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/safedelete.toml";
@@ -43,6 +49,10 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
+    #[error("config file {path} has no settings (it is empty or holds only comments); refusing it rather than falling back to the built-in defaults")]
+    EmptyFile { path: PathBuf },
+    #[error("no config file to reload: the gateway started without one, on the built-in defaults; restart it with --config FILE")]
+    NoFileToReload,
     #[error("{key}: {problem}")]
     Invalid { key: String, problem: String },
     #[error(transparent)]
@@ -126,12 +136,20 @@ pub struct GuardPolicy {
 }
 
 impl GuardPolicy {
+    /// Pairs a policy with the actors it may name; a rule naming an actor
+    /// that `actors` does not define is refused.
+    pub fn new(policy: Policy, actors: Vec<Actor>) -> Result<GuardPolicy, ConfigError> {
+        let names: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
+        policy.check_actors(&names)?;
+        Ok(GuardPolicy { policy, actors })
+    }
+
     /// The label of the key with this SHA-256 (full hex), or `unknown`.
     pub fn actor_label(&self, key_sha256: Option<&str>) -> &str {
         key_sha256
             .and_then(|k| self.actors.iter().find(|a| a.key_sha256 == k))
             .map(|a| a.name.as_str())
-            .unwrap_or("unknown")
+            .unwrap_or(UNKNOWN_ACTOR)
     }
 }
 
@@ -217,7 +235,64 @@ pub struct Admin {
 #[derive(Debug, Clone)]
 pub struct Log {
     pub format: LogFormat,
-    pub filter: String,
+    pub filter: LogFilter,
+}
+
+/// A tracing filter (`info`, `safedelete=debug,info`) that was checked when
+/// the config was loaded, so installing it cannot fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    /// The level names a bare directive may be.
+    const LEVELS: &'static [&'static str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+    /// Refuses what `EnvFilter` refuses, and the mistakes it accepts but
+    /// reads as a module name, which silences every other log line: a
+    /// misspelt level (`inf`) or a space in a bare directive (`warn, info`).
+    fn parse(key: &str, value: &str) -> Result<LogFilter, ConfigError> {
+        let bad = |problem: String| {
+            ConfigError::invalid(
+                key,
+                format!(
+                    "{problem}; write a level such as \"info\", or per-module directives \
+                     such as \"safedelete=debug,info\""
+                ),
+            )
+        };
+        if value.trim().is_empty() {
+            return Err(bad("is empty, which would silence every log line".into()));
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(value) {
+            return Err(bad(format!("{value:?} is not a log filter ({err})")));
+        }
+        for directive in value.split(',') {
+            if directive.is_empty() || directive.contains(['=', '[']) {
+                continue;
+            }
+            let word = directive.trim().to_ascii_lowercase();
+            if directive.contains(char::is_whitespace) {
+                return Err(bad(format!(
+                    "{value:?} has a space in {directive:?}, which would be read as a module name \
+                     and silence every other log line"
+                )));
+            }
+            if Self::LEVELS.contains(&word.as_str()) {
+                continue;
+            }
+            if let Some(level) = suggest::closest(&word, Self::LEVELS, 2) {
+                return Err(bad(format!(
+                    "{directive:?} would be read as a module name, not a level \
+                     (did you mean {level:?}?)"
+                )));
+            }
+        }
+        Ok(LogFilter(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Config {
@@ -225,24 +300,37 @@ impl Config {
     /// else the built-in defaults; then applies `SAFEDELETE_*` overrides from `env`.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
         let path = match path {
-            Some(p) => Some(p.to_path_buf()),
-            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+            Some(p) => p,
+            None => match Path::new(DEFAULT_CONFIG_PATH) {
+                p if p.is_file() => p,
+                _ => return Config::from_file(FileConfig::default(), env),
+            },
         };
-        let file = match &path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.clone(),
-                    source,
-                })?;
-                Self::parse(&text).map_err(|source| ConfigError::Parse {
-                    path: p.clone(),
-                    source: Box::new(source),
-                })?
-            }
-            None => FileConfig::default(),
-        };
+        Config::from_text(path, &read_file(path)?, env)
+    }
+
+    /// Loads the file this config came from again, for SIGHUP. A missing
+    /// file, one with no settings at all (empty, or only comments) and having
+    /// started without a file are refused, not read as "the built-in
+    /// defaults", which would quietly replace every policy rule.
+    pub fn reload(&self, env: &dyn Env) -> Result<Config, ConfigError> {
+        let path = self.source.as_deref().ok_or(ConfigError::NoFileToReload)?;
+        let text = read_file(path)?;
+        if toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.is_empty()) {
+            return Err(ConfigError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        Config::from_text(path, &text, env)
+    }
+
+    fn from_text(path: &Path, text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let file = Self::parse(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
         let mut config = Config::from_file(file, env)?;
-        config.source = path;
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 
@@ -252,33 +340,20 @@ impl Config {
 
     /// Validates a parsed file, with environment overrides applied on top.
     fn from_file(file: FileConfig, env: &dyn Env) -> Result<Config, ConfigError> {
-        let listen = pick(env, "SAFEDELETE_LISTEN", file.listen, "listen")?
+        let listen = pick(env, var::LISTEN, file.listen, "listen")?
             .map(|(key, v)| parse_addr(&key, &v))
             .transpose()?
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let admin_listen = pick(
-            env,
-            "SAFEDELETE_ADMIN_LISTEN",
-            file.admin.listen,
-            "admin.listen",
-        )?
-        .map(|(key, v)| parse_addr(&key, &v))
-        .transpose()?
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
-        let upstream_url = pick(
-            env,
-            "SAFEDELETE_UPSTREAM",
-            file.upstream.url,
-            "upstream.url",
-        )?
-        .unwrap_or_else(|| ("upstream.url".into(), DEFAULT_UPSTREAM.into()));
+        let admin_listen = pick(env, var::ADMIN_LISTEN, file.admin.listen, "admin.listen")?
+            .map(|(key, v)| parse_addr(&key, &v))
+            .transpose()?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+        let upstream_url = pick(env, var::UPSTREAM, file.upstream.url, "upstream.url")?
+            .unwrap_or_else(|| ("upstream.url".into(), DEFAULT_UPSTREAM.into()));
         let (scheme, authority) = parse_upstream(&upstream_url.0, &upstream_url.1)?;
-        let database = match env.get("SAFEDELETE_DATABASE") {
+        let database = match env.get(var::DATABASE) {
             Some(v) if v.is_empty() => {
-                return Err(ConfigError::invalid(
-                    "SAFEDELETE_DATABASE",
-                    "must not be empty",
-                ))
+                return Err(ConfigError::invalid(var::DATABASE, "must not be empty"))
             }
             Some(v) => PathBuf::from(v),
             None => file
@@ -289,7 +364,7 @@ impl Config {
         if database.as_os_str().is_empty() {
             return Err(ConfigError::invalid("database.path", "must not be empty"));
         }
-        let token = match env.get("SAFEDELETE_ADMIN_TOKEN") {
+        let token = match env.get(var::ADMIN_TOKEN) {
             Some(v) => Some(v),
             None => file.admin.token,
         };
@@ -308,7 +383,8 @@ impl Config {
             return Err(ConfigError::invalid(
                 "admin.listen",
                 format!(
-                    "{admin_listen} is reachable from other hosts; set admin.token (or SAFEDELETE_ADMIN_TOKEN) or listen on 127.0.0.1"
+                    "{admin_listen} is reachable from other hosts; set admin.token (or {}) or listen on 127.0.0.1",
+                    var::ADMIN_TOKEN
                 ),
             ));
         }
@@ -384,6 +460,11 @@ impl Config {
                 "must be between 0 (one per CPU) and 1024",
             ));
         }
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            file.shutdown_grace,
+            Duration::from_secs(30),
+        )?;
         let request_head_timeout = positive(
             "request_head_timeout",
             file.request_head_timeout,
@@ -395,7 +476,7 @@ impl Config {
             Duration::from_secs(60),
         )?;
 
-        let format = match pick(env, "SAFEDELETE_LOG_FORMAT", file.log.format, "log.format")? {
+        let format = match pick(env, var::LOG_FORMAT, file.log.format, "log.format")? {
             None => LogFormat::Pretty,
             Some((_, v)) if v.eq_ignore_ascii_case("pretty") => LogFormat::Pretty,
             Some((_, v)) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
@@ -406,22 +487,24 @@ impl Config {
                 ))
             }
         };
-        let filter = pick(env, "SAFEDELETE_LOG", file.log.filter, "log.filter")?
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| "info".into());
+        let filter = match pick(env, var::LOG, file.log.filter, "log.filter")? {
+            Some((key, v)) => LogFilter::parse(&key, &v)?,
+            None => LogFilter("info".into()),
+        };
 
         let policy = match &file.policy {
             Some(p) => Policy::from_file(p)?,
             None => Policy::builtin(),
         };
         let actors = load_actors(file.actors)?;
+        let policy = GuardPolicy::new(policy, actors)?;
         let guard = load_guard(file.guard)?;
 
         Ok(Config {
             source: None,
             listen,
             listen_tls,
-            shutdown_grace: file.shutdown_grace.unwrap_or(Duration::from_secs(30)),
+            shutdown_grace,
             request_head_timeout,
             body_idle_timeout,
             workers,
@@ -447,116 +530,27 @@ impl Config {
                 token,
             },
             log: Log { format, filter },
-            policy: GuardPolicy { policy, actors },
+            policy,
             guard,
         })
     }
+}
 
-    /// Re-reads only the policy and actors from the same file (SIGHUP).
-    pub fn reload_policy(&self, env: &dyn Env) -> Result<GuardPolicy, ConfigError> {
-        Ok(Config::load(self.source.as_deref(), env)?.policy)
-    }
-
-    /// The effective configuration as TOML, secrets masked (`check-config`).
-    pub fn render_masked(&self) -> String {
-        let s = |v: &str| toml::Value::String(v.to_string()).to_string();
-        let d = |v: Duration| s(&humantime::format_duration(v).to_string());
-        let p = |v: &Path| s(&v.display().to_string());
-        let mut out = String::new();
-        let source = self
-            .source
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "built-in defaults".into());
-        out.push_str(&format!(
-            "# effective configuration (from {source} and SAFEDELETE_* variables)\n"
-        ));
-        out.push_str(&format!("listen = {}\n", s(&self.listen.to_string())));
-        out.push_str(&format!("shutdown_grace = {}\n", d(self.shutdown_grace)));
-        out.push_str(&format!(
-            "request_head_timeout = {}\n",
-            d(self.request_head_timeout)
-        ));
-        out.push_str(&format!(
-            "body_idle_timeout = {}\n",
-            d(self.body_idle_timeout)
-        ));
-        out.push_str(&format!("workers = {}\n", self.workers));
-        if let Some(tls) = &self.listen_tls {
-            out.push_str("\n[listen_tls]\n");
-            out.push_str(&format!("cert_file = {}\n", p(&tls.cert_file)));
-            out.push_str(&format!("key_file = {}\n", p(&tls.key_file)));
-        }
-        let u = &self.upstream;
-        out.push_str("\n[upstream]\n");
-        out.push_str(&format!("url = {}\n", s(&u.url())));
-        if let Some(ca) = &u.ca_file {
-            out.push_str(&format!("ca_file = {}\n", p(ca)));
-        }
-        out.push_str(&format!("connect_timeout = {}\n", d(u.connect_timeout)));
-        out.push_str(&format!(
-            "first_byte_timeout = {}\n",
-            d(u.first_byte_timeout)
-        ));
-        out.push_str(&format!("idle_timeout = {}\n", d(u.idle_timeout)));
-        out.push_str(&format!("max_idle_per_host = {}\n", u.max_idle_per_host));
-        out.push_str("\n[database]\n");
-        out.push_str(&format!("path = {}\n", p(&self.database)));
-        out.push_str("\n[audit]\n");
-        out.push_str(&format!("passthrough = {}\n", self.audit.passthrough));
-        let params: Vec<String> = self.audit.redact_params.iter().map(|v| s(v)).collect();
-        out.push_str(&format!("redact_params = [{}]\n", params.join(", ")));
-        out.push_str(&format!("queue_capacity = {}\n", self.audit.queue_capacity));
-        out.push_str(&format!("batch_max = {}\n", self.audit.batch_max));
-        out.push_str("\n[admin]\n");
-        out.push_str(&format!("listen = {}\n", s(&self.admin.listen.to_string())));
-        if self.admin.token.is_some() {
-            out.push_str("token = \"***\"\n");
-        }
-        out.push_str("\n[guard]\n");
-        out.push_str(&format!(
-            "snapshot_budget = {}\n",
-            d(self.guard.snapshot_budget)
-        ));
-        let attempts: Vec<String> = self
-            .guard
-            .archive_attempts
-            .iter()
-            .map(|a| s(&format!("{} {}", a.method, a.status)))
-            .collect();
-        out.push_str(&format!("archive_attempts = [{}]\n", attempts.join(", ")));
-        out.push_str(&format!(
-            "# policy: default {}, {} rule(s), revision {}\n",
-            self.policy.policy.default_action().as_str(),
-            self.policy.policy.rules().len(),
-            self.policy.policy.revision()
-        ));
-        for a in &self.policy.actors {
-            out.push_str(&format!(
-                "# actor: {} (key sha256 {}…)\n",
-                a.name,
-                &a.key_sha256[..12]
-            ));
-        }
-        out.push_str("\n[log]\n");
-        let format = match self.log.format {
-            LogFormat::Pretty => "pretty",
-            LogFormat::Json => "json",
-        };
-        out.push_str(&format!("format = {}\n", s(format)));
-        out.push_str(&format!("filter = {}\n", s(&self.log.filter)));
-        out
-    }
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn load_actors(actors: Vec<file::FileActor>) -> Result<Vec<Actor>, ConfigError> {
     let mut out: Vec<Actor> = Vec::new();
     for (i, a) in actors.into_iter().enumerate() {
         let key = format!("actors[{i}]");
-        if a.name.trim().is_empty() || a.name == "unknown" {
+        if a.name.trim().is_empty() || a.name == UNKNOWN_ACTOR {
             return Err(ConfigError::invalid(
                 format!("{key}.name"),
-                "must be a non-empty label other than `unknown`",
+                format!("must be a non-empty label other than `{UNKNOWN_ACTOR}`"),
             ));
         }
         let sha = a.key_sha256.trim().to_ascii_lowercase();
@@ -696,15 +690,38 @@ fn parse_upstream(key: &str, value: &str) -> Result<(Scheme, Authority), ConfigE
     Ok((scheme, authority))
 }
 
-fn positive(
+/// A duration key: `value` as written, or `default` when absent.
+fn duration(
     key: &str,
-    value: Option<Duration>,
+    value: Option<file::RawDuration>,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    match value {
-        Some(d) if d.is_zero() => Err(ConfigError::invalid(key, "must be greater than zero")),
-        Some(d) => Ok(d),
-        None => Ok(default),
+    let written = match value {
+        None => return Ok(default),
+        Some(toml::Value::String(s)) => match humantime::parse_duration(s.trim()) {
+            Ok(d) => return Ok(d),
+            Err(_) => format!("{s:?}"),
+        },
+        Some(other) => other.to_string(),
+    };
+    Err(ConfigError::invalid(
+        key,
+        format!("{written} is not a duration; write it with a unit, for example \"30s\" or \"5m\""),
+    ))
+}
+
+/// A duration key that must not be zero.
+fn positive(
+    key: &str,
+    value: Option<file::RawDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match duration(key, value, default)? {
+        d if d.is_zero() => Err(ConfigError::invalid(
+            key,
+            "must be greater than zero (for example \"30s\")",
+        )),
+        d => Ok(d),
     }
 }
 

@@ -43,7 +43,7 @@ fn environment_overrides_the_file() {
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:3000");
     assert_eq!(c.database, PathBuf::from("/tmp/x.db"));
     assert_eq!(c.log.format, LogFormat::Json);
-    assert_eq!(c.log.filter, "debug");
+    assert_eq!(c.log.filter.as_str(), "debug");
     assert_eq!(c.admin.token.unwrap().expose(), "0123456789abcdef0123");
 }
 
@@ -111,7 +111,11 @@ fn tls_needs_both_files() {
 #[test]
 fn bad_durations_and_formats_are_refused() {
     let err = load("[upstream]\nconnect_timeout = \"soon\"\n", &[]).unwrap_err();
-    assert!(err.to_string().contains("connect_timeout"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("upstream.connect_timeout: \"soon\" is not a duration"),
+        "{err}"
+    );
     let err = load("[upstream]\nconnect_timeout = \"0s\"\n", &[]).unwrap_err();
     assert!(
         err.to_string().starts_with("upstream.connect_timeout:"),
@@ -191,4 +195,246 @@ fn workers_and_audit_passthrough_are_read_and_checked() {
     assert!(defaults.audit.passthrough);
     let err = load("workers = 5000\n", &[]).unwrap_err();
     assert!(err.to_string().contains("workers"), "{err}");
+}
+
+#[test]
+fn a_rule_naming_an_actor_no_actors_entry_defines_is_refused() {
+    let alice = format!(
+        "[[actors]]\nname = \"alice\"\nkey_sha256 = \"{}\"\n\n",
+        "ab".repeat(32)
+    );
+    let rule = "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\nactors = [\"alcie\"]\n";
+    let err = load(&format!("{alice}{rule}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("policy.rules[0] (\"freeze\").actors: \"alcie\" is not an actor")
+            && err.ends_with("[[actors]] defines alice"),
+        "{err}"
+    );
+    let ok = load(&format!("{alice}{}", rule.replace("alcie", "alice")), &[]).unwrap();
+    assert_eq!(
+        ok.policy.policy.rules()[0].actors.as_deref(),
+        Some(&["alice".to_string()][..])
+    );
+}
+
+#[test]
+fn a_bad_duration_names_the_key_and_shows_how_to_write_one() {
+    let keys = [
+        ("", "shutdown_grace"),
+        ("", "request_head_timeout"),
+        ("", "body_idle_timeout"),
+        ("[upstream]\n", "upstream.connect_timeout"),
+        ("[upstream]\n", "upstream.first_byte_timeout"),
+        ("[upstream]\n", "upstream.idle_timeout"),
+        ("[guard]\n", "guard.snapshot_budget"),
+    ];
+    let bad = [
+        ("\"30\"", "\"30\""),
+        ("\"5 minutes please\"", "\"5 minutes please\""),
+        ("30", "30"),
+    ];
+    for (table, key) in keys {
+        let name = key.rsplit('.').next().unwrap();
+        for (written, shown) in bad {
+            let err = load(&format!("{table}{name} = {written}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{key}: {shown} is not a duration; write it with a unit, for example \"30s\" or \"5m\""
+                )
+            );
+        }
+        let ok = load(&format!("{table}{name} = \"1m 30s\"\n"), &[]).unwrap();
+        assert!(ok.render_masked().contains(&format!("{name} = \"1m 30s\"")));
+    }
+}
+
+#[test]
+fn a_log_filter_that_would_silence_the_logs_is_refused_with_an_example() {
+    const HOW: &str =
+        "; write a level such as \"info\", or per-module directives such as \"safedelete=debug,info\"";
+    let cases = [
+        (
+            "safedelete=verbose",
+            "\"safedelete=verbose\" is not a log filter (",
+        ),
+        ("=info", "\"=info\" is not a log filter ("),
+        ("", "is empty, which would silence every log line"),
+        (
+            "inf",
+            "\"inf\" would be read as a module name, not a level (did you mean \"info\"?)",
+        ),
+        ("debugg", "(did you mean \"debug\"?)"),
+        ("warn, info", "\"warn, info\" has a space in \" info\""),
+    ];
+    for (filter, problem) in cases {
+        let err = load("", &[("SAFEDELETE_LOG", filter)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("SAFEDELETE_LOG: ") && err.contains(problem) && err.ends_with(HOW),
+            "{filter:?}: {err}"
+        );
+    }
+    let err = load("[log]\nfilter = \"inf\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("log.filter: \"inf\""), "{err}");
+    for ok in [
+        "info",
+        "WARN",
+        "safedelete=debug,info",
+        "warn,safedelete::server=info",
+        "hyper,info",
+    ] {
+        let c = load("", &[("SAFEDELETE_LOG", ok)]).unwrap();
+        assert_eq!(c.log.filter.as_str(), ok);
+    }
+}
+
+#[test]
+fn an_unknown_safedelete_variable_is_reported_with_the_closest_known_name() {
+    let env: std::collections::HashMap<String, String> = [
+        ("SAFEDELETE_UPSTREM", "http://127.0.0.1:9"),
+        ("SAFEDELETE_LOGFORMAT", "json"),
+        ("SAFEDELETE_EVERYTHING", "1"),
+        ("SAFEDELETE_LOG", "info"),
+        ("HOME", "/root"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let found = unknown_variables(&env);
+    let names: Vec<(&str, Option<&str>)> =
+        found.iter().map(|u| (u.name.as_str(), u.closest)).collect();
+    assert_eq!(
+        names,
+        [
+            ("SAFEDELETE_EVERYTHING", None),
+            ("SAFEDELETE_LOGFORMAT", Some("SAFEDELETE_LOG_FORMAT")),
+            ("SAFEDELETE_UPSTREM", Some("SAFEDELETE_UPSTREAM")),
+        ]
+    );
+    let shown = found[2].to_string();
+    assert_eq!(
+        shown,
+        "environment variable SAFEDELETE_UPSTREM is not one safedelete reads, so it is ignored; \
+         did you mean SAFEDELETE_UPSTREAM?"
+    );
+    assert!(!shown.contains("127.0.0.1"), "values are never shown");
+    assert!(found[0].to_string().contains("(known: SAFEDELETE_LISTEN, "));
+    assert!(unknown_variables(&NoEnv).is_empty());
+}
+
+#[test]
+fn every_safedelete_variable_the_docs_and_scripts_use_is_known() {
+    let sources = [
+        include_str!("../../README.md"),
+        include_str!("../../config/safedelete.example.toml"),
+        include_str!("../../Dockerfile"),
+        include_str!("../../bench/forward.sh"),
+        include_str!("../../bench/snapshot.sh"),
+        include_str!("../../bench/instructions.sh"),
+        include_str!("../../bench/audit.sh"),
+    ];
+    for text in sources {
+        for (at, _) in text.match_indices(var::PREFIX) {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            // "SAFEDELETE_*", the family; the README's example of the warning.
+            if name == var::PREFIX || name == "SAFEDELETE_UPSTREM" {
+                continue;
+            }
+            assert!(
+                var::KNOWN.contains(&name.as_str()),
+                "{name} is not in env::var::KNOWN"
+            );
+        }
+    }
+}
+
+#[test]
+fn changed_keys_name_each_setting_that_differs_and_never_show_a_secret() {
+    let before = load("", &[]).unwrap();
+    assert!(before.changed_keys(&before.clone()).is_empty());
+    let after = load(
+        "listen = \"127.0.0.1:7000\"\n\
+         [upstream]\nurl = \"http://127.0.0.1:9\"\n\
+         [admin]\ntoken = \"a-brand-new-admin-token\"\n\
+         [[actors]]\nname = \"alice\"\nkey_sha256 = \"abababababababababababababababababababababababababababababababab\"\n\
+         [[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n\
+         [log]\nfilter = \"warn\"\n",
+        &[],
+    )
+    .unwrap();
+    let changed = before.changed_keys(&after);
+    assert_eq!(
+        changed,
+        [
+            "listen",
+            "upstream.url",
+            "admin.token",
+            "policy",
+            "actors",
+            "log.filter"
+        ]
+    );
+    assert_eq!(after.changed_keys(&before), changed);
+    // A different token of the same length is still a change.
+    let other_token = load("[admin]\ntoken = \"a-brand-new-admin-tokeN\"\n", &[]).unwrap();
+    let same_token = load("[admin]\ntoken = \"a-brand-new-admin-token\"\n", &[]).unwrap();
+    assert_eq!(other_token.changed_keys(&same_token), ["admin.token"]);
+    assert!(!format!("{changed:?}").contains("a-brand-new"));
+    // Only the policy's meaning counts, not how the file spells it.
+    let spelled = load("[policy]\ndefault = \"ARCHIVE\" # the default\n", &[]).unwrap();
+    assert!(before.changed_keys(&spelled).is_empty());
+}
+
+#[test]
+fn reload_refuses_a_missing_or_empty_file_and_a_gateway_started_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("safedelete.toml");
+    std::fs::write(
+        &path,
+        "[[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\n",
+    )
+    .unwrap();
+    let running = Config::load(Some(&path), &NoEnv).unwrap();
+    assert_eq!(
+        running.reload(&NoEnv).unwrap().policy.policy.rules().len(),
+        1
+    );
+    for empty in [
+        "",
+        "  \n\n",
+        "# every rule commented out\n# [[policy.rules]]\n",
+    ] {
+        std::fs::write(&path, empty).unwrap();
+        let err = running.reload(&NoEnv).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "config file {} has no settings (it is empty or holds only comments); \
+                 refusing it rather than falling back to the built-in defaults",
+                path.display()
+            ),
+            "{empty:?}"
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+    let err = running.reload(&NoEnv).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("cannot read config file {}: ", path.display()))
+            && err.contains("No such file"),
+        "{err}"
+    );
+    let defaults = load("", &[]).unwrap();
+    let err = defaults.reload(&NoEnv).unwrap_err().to_string();
+    assert!(err.starts_with("no config file to reload"), "{err}");
 }

@@ -38,12 +38,15 @@ pub struct RuleFile {
     pub mode: Option<String>,
     /// `required` (default) or `off`; ignored for `deny`.
     pub snapshot: Option<String>,
+    /// Must be `true` on an `allow` rule with `snapshot = "off"` (the campaign
+    /// is deleted with no copy of its data); refused anywhere else.
+    pub allow_without_snapshot: Option<bool>,
     /// Stop the campaign before deleting it; only valid for `allow`.
     pub stop_first: Option<bool>,
     pub campaign_ids: Option<Vec<u64>>,
     /// Glob on the campaign name: `*` any run of characters, `?` one, case-insensitive.
     pub campaign_name: Option<String>,
-    /// Campaign statuses, case-insensitive.
+    /// Campaign statuses ([`CAMPAIGN_STATUSES`]), case-insensitive.
     pub statuses: Option<Vec<String>>,
     pub client_ids: Option<Vec<u64>>,
     /// Actor labels from `[[actors]]` (`unknown` for unlisted keys), case-sensitive.
@@ -111,6 +114,9 @@ pub struct Rule {
     pub mode: Mode,
     /// Always `Required` for `deny` rules, where it has no effect.
     pub snapshot: SnapshotMode,
+    /// The author confirmed that this `allow` rule deletes without a
+    /// snapshot; true exactly when `action` is allow and `snapshot` is off.
+    pub allow_without_snapshot: bool,
     pub stop_first: bool,
     pub campaign_ids: Option<Vec<u64>>,
     /// The glob as written; matched case-insensitively.
@@ -119,6 +125,9 @@ pub struct Rule {
     pub client_ids: Option<Vec<u64>>,
     pub actors: Option<Vec<String>>,
 }
+
+/// The actor label of a key that no `[[actors]]` entry lists.
+pub const UNKNOWN_ACTOR: &str = "unknown";
 
 /// The validated, immutable policy.
 #[derive(Debug, Clone)]
@@ -161,7 +170,7 @@ impl Policy {
                     "must not be empty",
                 ));
             }
-            let key = |field: &str| format!("policy.rules[{i}] ({:?}).{field}", raw.name);
+            let key = |field: &str| rule_key(i, &raw.name, field);
             if !seen.insert(raw.name.as_str()) {
                 return Err(PolicyError::invalid(
                     key("name"),
@@ -171,6 +180,38 @@ impl Policy {
             rules.push(rule_from_file(raw, key)?);
         }
         Ok(Policy::new(default, rules))
+    }
+
+    /// Checks that every actor a rule names is `unknown` or one of `defined`
+    /// (the `[[actors]]` names): a misspelt label would leave the rule dead,
+    /// matching nobody.
+    pub fn check_actors(&self, defined: &[&str]) -> Result<(), PolicyError> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            let Some(bad) = rule
+                .actors
+                .iter()
+                .flatten()
+                .find(|a| *a != UNKNOWN_ACTOR && !defined.contains(&a.as_str()))
+            else {
+                continue;
+            };
+            let mut names = defined.to_vec();
+            names.sort_unstable();
+            names.dedup();
+            let listed = if names.is_empty() {
+                "no [[actors]] are defined".to_string()
+            } else {
+                format!("[[actors]] defines {}", names.join(", "))
+            };
+            return Err(PolicyError::invalid(
+                rule_key(i, &rule.name, "actors"),
+                format!(
+                    "{bad:?} is not an actor: name one from [[actors]] or \"{UNKNOWN_ACTOR}\" \
+                     (keys not listed there); {listed}"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The policy when the config has none: archive everything.
@@ -206,6 +247,11 @@ impl Policy {
     }
 }
 
+/// The config key of a rule's field, as in `policy.rules[2] ("foo").action`.
+fn rule_key(index: usize, name: &str, field: &str) -> String {
+    format!("policy.rules[{index}] ({name:?}).{field}")
+}
+
 fn rule_from_file(raw: &RuleFile, key: impl Fn(&str) -> String) -> Result<Rule, PolicyError> {
     let action = choose(key("action"), &raw.action, "an action", ACTIONS)?;
     let mode = match &raw.mode {
@@ -223,6 +269,38 @@ fn rule_from_file(raw: &RuleFile, key: impl Fn(&str) -> String) -> Result<Rule, 
             format!("only applies to allow rules (this rule's action is {action}); remove it"),
         ));
     }
+    // Deny captures nothing, so its snapshot setting is normalised away.
+    let snapshot = if action == Action::Deny {
+        SnapshotMode::Required
+    } else {
+        snapshot
+    };
+    let destroys_without_copy = action == Action::Allow && snapshot == SnapshotMode::Off;
+    let allow_without_snapshot = match raw.allow_without_snapshot {
+        Some(true) if destroys_without_copy => true,
+        _ if destroys_without_copy => {
+            return Err(PolicyError::invalid(
+                key("snapshot"),
+                "\"off\" on an allow rule deletes the campaign with no copy of its data; \
+                 if that is really wanted, add allow_without_snapshot = true to the rule, \
+                 otherwise remove snapshot = \"off\"",
+            ))
+        }
+        None => false,
+        Some(_) => {
+            return Err(PolicyError::invalid(
+                key("allow_without_snapshot"),
+                format!(
+                    "only applies to an allow rule with snapshot = \"off\" ({}); remove it",
+                    if action == Action::Allow {
+                        "this rule takes a snapshot".to_string()
+                    } else {
+                        format!("this rule's action is {action}")
+                    }
+                ),
+            ))
+        }
+    };
     let strings = |field: &str, list: &Option<Vec<String>>, upper: bool| {
         list.as_ref()
             .map(|l| {
@@ -243,6 +321,22 @@ fn rule_from_file(raw: &RuleFile, key: impl Fn(&str) -> String) -> Result<Rule, 
             })
             .transpose()
     };
+    let statuses = strings("statuses", &raw.statuses, true)?;
+    // A misspelt status would leave the rule silently dead.
+    if let Some(bad) = raw
+        .statuses
+        .iter()
+        .flatten()
+        .find(|s| !CAMPAIGN_STATUSES.iter().any(|c| c.eq_ignore_ascii_case(s)))
+    {
+        return Err(PolicyError::invalid(
+            key("statuses"),
+            format!(
+                "{bad:?} is not a SmartLead campaign status (use {}, in any case)",
+                one_of(CAMPAIGN_STATUSES)
+            ),
+        ));
+    }
     let campaign_name = match &raw.campaign_name {
         Some(g) if g.is_empty() => {
             return Err(PolicyError::invalid(
@@ -256,12 +350,8 @@ fn rule_from_file(raw: &RuleFile, key: impl Fn(&str) -> String) -> Result<Rule, 
         name: raw.name.clone(),
         action,
         mode,
-        // Deny captures nothing, so its snapshot setting is normalised away.
-        snapshot: if action == Action::Deny {
-            SnapshotMode::Required
-        } else {
-            snapshot
-        },
+        snapshot,
+        allow_without_snapshot,
         stop_first,
         campaign_ids: raw
             .campaign_ids
@@ -269,7 +359,7 @@ fn rule_from_file(raw: &RuleFile, key: impl Fn(&str) -> String) -> Result<Rule, 
             .map(|l| non_empty(&key("campaign_ids"), l))
             .transpose()?,
         campaign_name,
-        statuses: strings("statuses", &raw.statuses, true)?,
+        statuses,
         client_ids: raw
             .client_ids
             .clone()
@@ -278,6 +368,18 @@ fn rule_from_file(raw: &RuleFile, key: impl Fn(&str) -> String) -> Result<Rule, 
         actors: strings("actors", &raw.actors, false)?,
     })
 }
+
+/// The campaign statuses a rule may name: the values SmartLead returns when a
+/// campaign is read (reference/smartlead-api.md §1.2), plus `ARCHIVED`, which
+/// the gateway itself sets when it archives instead of deleting.
+pub const CAMPAIGN_STATUSES: &[&str] = &[
+    "DRAFTED",
+    "ACTIVE",
+    "PAUSED",
+    "STOPPED",
+    "COMPLETED",
+    "ARCHIVED",
+];
 
 const ACTIONS: &[(&str, Action)] = &[
     ("allow", Action::Allow),
@@ -301,12 +403,17 @@ fn choose<T: Copy>(
         return Ok(v);
     }
     let words: Vec<&str> = choices.iter().map(|&(w, _)| w).collect();
-    let (last, rest) = words.split_last().expect("every choice table is non-empty");
-    let problem = format!(
-        "{value:?} is not {what} (use {} or {last})",
-        rest.join(", ")
-    );
+    let problem = format!("{value:?} is not {what} (use {})", one_of(&words));
     Err(PolicyError::invalid(key, problem))
+}
+
+/// `a, b or c`.
+fn one_of(words: &[&str]) -> String {
+    let (last, rest) = words.split_last().expect("every choice table is non-empty");
+    if rest.is_empty() {
+        return last.to_string();
+    }
+    format!("{} or {last}", rest.join(", "))
 }
 
 /// Sorts and dedupes a match list; an empty one would match nothing, which is
@@ -329,6 +436,11 @@ fn non_empty<T: Ord>(key: &str, mut list: Vec<T>) -> Result<Vec<T>, PolicyError>
 /// sorted and deduplicated, statuses upper-cased and the name glob lower-cased
 /// (both match case-insensitively). Comments, whitespace and key order in the
 /// TOML therefore do not change it; any change in behaviour or rule names does.
+///
+/// `allow_without_snapshot` is left out: a valid rule has it exactly when it
+/// is an allow rule with `snapshot = "off"`, which `action` and `snapshot`
+/// already encode, so policies written before the key existed keep their
+/// revision once the key is added.
 fn canonical(default: Action, rules: &[Rule]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Canon<'a> {
@@ -474,12 +586,16 @@ pub fn explain(policy: &Policy, facts: &Facts<'_>) -> String {
     let mut out = String::new();
     let mut reached = true;
     for (i, rule) in policy.rules.iter().enumerate() {
+        let action = if rule.allow_without_snapshot {
+            NO_SNAPSHOT
+        } else {
+            rule.action.as_str()
+        };
         let _ = write!(
             out,
-            "rule {} `{}` ({}, {}): ",
+            "rule {} `{}` ({action}, {}): ",
             i + 1,
             rule.name,
-            rule.action,
             rule.mode.as_str()
         );
         if !reached {
@@ -516,6 +632,12 @@ pub fn explain(policy: &Policy, facts: &Facts<'_>) -> String {
     match &decision.rule {
         Some(name) => {
             let _ = writeln!(out, "decision: {} by rule `{name}`", decision.action);
+            if decision.action == Action::Allow && !decision.snapshot_required {
+                let _ = writeln!(
+                    out,
+                    "warning: {NO_SNAPSHOT}: the campaign's data is not captured before it is deleted"
+                );
+            }
         }
         None => {
             let _ = writeln!(out, "decision: {} by the default", decision.action);
@@ -527,6 +649,9 @@ pub fn explain(policy: &Policy, facts: &Facts<'_>) -> String {
     let _ = writeln!(out, "policy revision: {}", policy.revision);
     out
 }
+
+/// How `explain` shows an allow rule that skips the snapshot.
+const NO_SNAPSHOT: &str = "allow WITHOUT a snapshot (allow_without_snapshot = true)";
 
 #[derive(Clone, Copy)]
 enum Field {

@@ -64,15 +64,53 @@ pub enum ClientError {
     /// No connection could be made (DNS, TCP, TLS or the timeout around them).
     #[error("connect failed: {0}")]
     Connect(#[source] BoxError),
+    /// The upstream answered the TLS handshake with something that is not
+    /// TLS: an `https://` upstream URL pointing at a plain-HTTP port.
+    #[error("{authority} answered plain HTTP to a TLS handshake; use http://{authority} in upstream.url, or check the port")]
+    PlainHttp {
+        authority: String,
+        #[source]
+        source: BoxError,
+    },
     /// The connection failed while the request was sent or answered.
     #[error("{0}")]
     Request(#[source] hyper::Error),
 }
 
 impl ClientError {
+    /// No connection was made, so the request was not sent.
     pub fn is_connect(&self) -> bool {
-        matches!(self, ClientError::Connect(_))
+        matches!(
+            self,
+            ClientError::Connect(_) | ClientError::PlainHttp { .. }
+        )
     }
+
+    pub fn is_plain_http(&self) -> bool {
+        matches!(self, ClientError::PlainHttp { .. })
+    }
+}
+
+/// Whether a connect failed because the upstream answered the TLS
+/// ClientHello with a record type TLS does not have: what a plain-HTTP
+/// server's `HTTP/1.1 400 ...` looks like to rustls. The rustls error sits
+/// inside (possibly nested) `io::Error`s, whose `source()` skips it, hence
+/// `get_ref`.
+fn is_plain_http_answer(err: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
+        err.downcast_ref::<rustls::Error>()
+    {
+        return true;
+    }
+    if let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        if is_plain_http_answer(inner) {
+            return true;
+        }
+    }
+    err.source().is_some_and(is_plain_http_answer)
 }
 
 /// Builds the pooled client for the configured upstream.
@@ -194,7 +232,17 @@ impl UpstreamClient {
             .clone()
             .call(self.inner.origin.clone())
             .await
-            .map_err(ClientError::Connect)?;
+            .map_err(|source| {
+                if is_plain_http_answer(&*source) {
+                    let authority = self.inner.origin.authority().map_or("", |a| a.as_str());
+                    ClientError::PlainHttp {
+                        authority: authority.to_string(),
+                        source,
+                    }
+                } else {
+                    ClientError::Connect(source)
+                }
+            })?;
         let (sender, conn) = http1::handshake(io)
             .await
             .map_err(|e| ClientError::Connect(e.into()))?;
@@ -586,12 +634,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_https_upstream_that_answers_plain_http_is_named_as_such() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                // What an HTTP server answers to a TLS ClientHello.
+                let _ = sock
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let url = format!("https://{addr}");
+        let (client, _) = client(&url, Duration::from_secs(60), 8);
+        let err = get(&client, &url).await.unwrap_err();
+        assert!(err.is_plain_http() && err.is_connect(), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{addr} answered plain HTTP to a TLS handshake; use http://{addr} in upstream.url, or check the port"
+            )
+        );
+    }
+
+    #[tokio::test]
     async fn an_unreachable_upstream_is_a_connect_error() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         drop(listener);
         let (client, _) = client(&url, Duration::from_secs(60), 8);
         let err = get(&client, &url).await.unwrap_err();
-        assert!(err.is_connect(), "{err}");
+        assert!(err.is_connect() && !err.is_plain_http(), "{err}");
     }
 }

@@ -18,6 +18,14 @@ pub enum ProxyError {
         #[source]
         source: crate::proxy::client::ClientError,
     },
+    /// An `https://` upstream that answered plain HTTP: a configuration
+    /// mistake the operator can fix, so the answer says how.
+    #[error("upstream {upstream}: {source}")]
+    UpstreamPlainHttp {
+        upstream: String,
+        #[source]
+        source: crate::proxy::client::ClientError,
+    },
     #[error("upstream {upstream}: connect timed out after {after:?}")]
     UpstreamConnectTimeout { upstream: String, after: Duration },
     #[error("upstream {upstream}: no response within {after:?}")]
@@ -43,9 +51,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamReset { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamPlainHttp { .. }
+            | ProxyError::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamConnectTimeout { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamStalledReading { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -58,7 +66,9 @@ impl ProxyError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ProxyError::UpstreamConnect { .. } => ErrorKind::UpstreamConnectFailed,
+            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamPlainHttp { .. } => {
+                ErrorKind::UpstreamConnectFailed
+            }
             ProxyError::UpstreamConnectTimeout { .. } => ErrorKind::UpstreamConnectTimeout,
             ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamStalledReading { .. } => {
                 ErrorKind::UpstreamTimeout
@@ -73,7 +83,9 @@ impl ProxyError {
     /// The metric this failure counts towards, if it is the upstream's.
     pub fn upstream_metric(&self) -> Option<UpstreamError> {
         match self {
-            ProxyError::UpstreamConnect { .. } => Some(UpstreamError::Connect),
+            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamPlainHttp { .. } => {
+                Some(UpstreamError::Connect)
+            }
             ProxyError::UpstreamConnectTimeout { .. } => Some(UpstreamError::ConnectTimeout),
             ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamStalledReading { .. } => {
                 Some(UpstreamError::Timeout)
@@ -97,6 +109,9 @@ impl ProxyError {
         match self {
             ProxyError::UpstreamConnect { .. } => {
                 "safedelete: could not connect to SmartLead; the request was not sent"
+            }
+            ProxyError::UpstreamPlainHttp { .. } => {
+                "safedelete: the upstream answered plain HTTP to a TLS handshake; use http:// in upstream.url, or check the port; the request was not sent"
             }
             ProxyError::UpstreamConnectTimeout { .. } => {
                 "safedelete: connecting to SmartLead timed out; the request was not sent"

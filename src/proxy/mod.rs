@@ -533,6 +533,10 @@ fn map_result(
                 after: state.connect_timeout,
             })
         }
+        Err(err) if err.is_plain_http() => Err(ProxyError::UpstreamPlainHttp {
+            upstream: upstream(),
+            source: err,
+        }),
         Err(err) if err.is_connect() => Err(ProxyError::UpstreamConnect {
             upstream: upstream(),
             source: err,

@@ -292,7 +292,11 @@ fn the_default_decides_when_no_rule_matches() {
 fn snapshot_off_and_stop_first_reach_the_decision() {
     let cases = [
         ("action = \"allow\"", true, false),
-        ("action = \"allow\"\nsnapshot = \"off\"", false, false),
+        (
+            "action = \"allow\"\nsnapshot = \"off\"\nallow_without_snapshot = true",
+            false,
+            false,
+        ),
         ("action = \"allow\"\nstop_first = true", true, true),
         ("action = \"archive\"\nsnapshot = \"off\"", false, false),
         ("action = \"archive\"\nsnapshot = \"required\"", true, false),
@@ -421,7 +425,7 @@ fn the_revision_ignores_formatting_but_not_meaning() {
         ),
         BASE.replace(
             "campaign_name = \"Old *\"",
-            "campaign_name = \"Old *\"\nsnapshot = \"off\"",
+            "campaign_name = \"Old *\"\nsnapshot = \"off\"\nallow_without_snapshot = true",
         ),
         BASE.replace(
             "campaign_name = \"Old *\"",
@@ -544,4 +548,189 @@ fn decisions_serialize_with_snake_case_actions() {
     assert_eq!(json["action"], "archive");
     assert_eq!(json["rule"], serde_json::Value::Null);
     assert_eq!(Action::Deny.as_str(), "deny");
+}
+
+#[test]
+fn a_status_smartlead_does_not_have_is_refused_naming_the_valid_ones() {
+    let err = error(
+        "[[policy.rules]]\nname = \"r\"\naction = \"deny\"\nstatuses = [\"ACTIVE\", \"activ\"]\n",
+    );
+    assert_eq!(
+        err,
+        "policy.rules[0] (\"r\").statuses: \"activ\" is not a SmartLead campaign status \
+         (use DRAFTED, ACTIVE, PAUSED, STOPPED, COMPLETED or ARCHIVED, in any case)"
+    );
+    for typo in ["DRAFT", "RUNNING", "START", "DELETED"] {
+        let err = error(&format!(
+            "[[policy.rules]]\nname = \"r\"\naction = \"deny\"\nstatuses = [{typo:?}]\n"
+        ));
+        assert!(err.contains("is not a SmartLead campaign status"), "{err}");
+    }
+    // Every status SmartLead reports, and ARCHIVED (which the gateway sets),
+    // in any case.
+    let p = deny_when(
+        "statuses = [\"drafted\", \"Active\", \"PAUSED\", \"stopped\", \"completed\", \"archived\"]",
+    );
+    for status in CAMPAIGN_STATUSES {
+        let f = Facts {
+            status: Some(status),
+            ..facts(1)
+        };
+        assert!(decided_by_rule(&p, &f), "{status}");
+    }
+}
+
+#[test]
+fn a_rule_naming_an_actor_that_is_not_defined_is_refused_listing_the_defined_ones() {
+    let p = policy(
+        "[[policy.rules]]\nname = \"ok\"\naction = \"allow\"\nactors = [\"alice\", \"unknown\"]\n\n\
+         [[policy.rules]]\nname = \"freeze\"\naction = \"deny\"\nactors = [\"bob\", \"alise\"]\n",
+    );
+    let err = p
+        .check_actors(&["bob", "alice"])
+        .expect_err("alise is not defined")
+        .to_string();
+    assert_eq!(
+        err,
+        "policy.rules[1] (\"freeze\").actors: \"alise\" is not an actor: name one from \
+         [[actors]] or \"unknown\" (keys not listed there); [[actors]] defines alice, bob"
+    );
+    let err = p.check_actors(&[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with("policy.rules[0] (\"ok\").actors: \"alice\" is not an actor")
+            && err.ends_with("no [[actors]] are defined"),
+        "{err}"
+    );
+    p.check_actors(&["alice", "bob", "alise"])
+        .expect("every named actor is defined");
+    policy("[[policy.rules]]\nname = \"r\"\naction = \"deny\"\nactors = [\"unknown\"]\n")
+        .check_actors(&[])
+        .expect("`unknown` needs no [[actors]] entry");
+}
+
+#[test]
+fn an_allow_rule_without_a_snapshot_must_say_allow_without_snapshot() {
+    let err =
+        error("[[policy.rules]]\nname = \"drafts-go\"\naction = \"allow\"\nsnapshot = \"off\"\n");
+    assert_eq!(
+        err,
+        "policy.rules[0] (\"drafts-go\").snapshot: \"off\" on an allow rule deletes the campaign \
+         with no copy of its data; if that is really wanted, add allow_without_snapshot = true to \
+         the rule, otherwise remove snapshot = \"off\""
+    );
+    let err = error(
+        "[[policy.rules]]\nname = \"r\"\naction = \"allow\"\nsnapshot = \"off\"\nallow_without_snapshot = false\n",
+    );
+    assert!(err.contains("add allow_without_snapshot = true"), "{err}");
+    let p = policy(
+        "[[policy.rules]]\nname = \"r\"\naction = \"allow\"\nsnapshot = \"OFF\"\nallow_without_snapshot = true\n",
+    );
+    assert!(p.rules()[0].allow_without_snapshot);
+    assert!(!evaluate(&p, &facts(1)).snapshot_required);
+    // Archiving keeps the campaign, so skipping its snapshot needs no confirmation.
+    let p = policy("[[policy.rules]]\nname = \"r\"\naction = \"archive\"\nsnapshot = \"off\"\n");
+    assert!(!p.rules()[0].allow_without_snapshot);
+}
+
+#[test]
+fn allow_without_snapshot_where_it_means_nothing_is_refused() {
+    let cases = [
+        (
+            "action = \"allow\"\nallow_without_snapshot = true",
+            "only applies to an allow rule with snapshot = \"off\" (this rule takes a snapshot); remove it",
+        ),
+        (
+            "action = \"allow\"\nsnapshot = \"required\"\nallow_without_snapshot = false",
+            "(this rule takes a snapshot)",
+        ),
+        (
+            "action = \"archive\"\nsnapshot = \"off\"\nallow_without_snapshot = true",
+            "(this rule's action is archive)",
+        ),
+        (
+            "action = \"deny\"\nsnapshot = \"off\"\nallow_without_snapshot = true",
+            "(this rule's action is deny)",
+        ),
+    ];
+    for (fields, expected) in cases {
+        let err = error(&format!("[[policy.rules]]\nname = \"r\"\n{fields}\n"));
+        assert!(
+            err.starts_with("policy.rules[0] (\"r\").allow_without_snapshot: ")
+                && err.contains(expected),
+            "{fields:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn explain_says_when_an_allow_rule_deletes_without_a_snapshot() {
+    let p = policy(
+        "[[policy.rules]]\nname = \"drafts-go\"\naction = \"allow\"\nsnapshot = \"off\"\n\
+         allow_without_snapshot = true\nstatuses = [\"DRAFTED\"]\n",
+    );
+    let drafted = Facts {
+        status: Some("DRAFTED"),
+        ..facts(1)
+    };
+    let text = explain(&p, &drafted);
+    assert_eq!(
+        text,
+        format!(
+            "rule 1 `drafts-go` (allow WITHOUT a snapshot (allow_without_snapshot = true), enforce): \
+             matches — status DRAFTED in [DRAFTED]\n\
+             decision: allow by rule `drafts-go`\n\
+             warning: allow WITHOUT a snapshot (allow_without_snapshot = true): the campaign's data \
+             is not captured before it is deleted\n\
+             policy revision: {}\n",
+            p.revision()
+        )
+    );
+    // Not deciding, the rule still shows what it would do; no warning.
+    let text = explain(&p, &facts(1));
+    assert!(
+        text.starts_with("rule 1 `drafts-go` (allow WITHOUT a snapshot"),
+        "{text}"
+    );
+    assert!(!text.contains("warning:"), "{text}");
+}
+
+#[test]
+fn the_revision_of_an_existing_policy_is_unchanged() {
+    // The README's worked example, whose revision is printed there and stored
+    // in existing audit trails.
+    let p = policy(
+        r#"
+        [policy]
+        default = "archive"
+
+        [[policy.rules]]
+        name = "protect-key-accounts"
+        action = "deny"
+        campaign_ids = [102, 2710262]
+
+        [[policy.rules]]
+        name = "ops-lead-cleans-old-drafts"
+        action = "allow"
+        actors = ["ops-lead"]
+        campaign_name = "Old *"
+        statuses = ["DRAFTED", "STOPPED"]
+        "#,
+    );
+    assert_eq!(
+        p.revision(),
+        "8424357d2982324b4b4aa06812a221eba66a3714522c9c762ef9022e537d9aa9"
+    );
+    // Confirming a snapshot-less allow rule does not change its revision:
+    // the rule means the same as before the key existed.
+    let with_flag = policy(
+        "[[policy.rules]]\nname = \"r\"\naction = \"allow\"\nsnapshot = \"off\"\nallow_without_snapshot = true\n",
+    );
+    let without_snapshot = Policy::new(
+        Action::Archive,
+        vec![Rule {
+            allow_without_snapshot: false,
+            ..with_flag.rules()[0].clone()
+        }],
+    );
+    assert_eq!(with_flag.revision(), without_snapshot.revision());
 }
