@@ -125,6 +125,7 @@ pub async fn run(
         pool.clone(),
     ));
     recover_unfinished(&pool).await;
+    record_interrupted(&pool, &audit).await;
     let reload_task = tokio::spawn(reload_on_sighup(config.clone(), state.clone()));
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -238,6 +239,66 @@ async fn recover_unfinished(pool: &sqlx::SqlitePool) {
         ),
         Err(err) => tracing::error!(error = %err, "cannot recover unfinished operations"),
     }
+}
+
+/// Operations a stopped gateway left interrupted get the audit record their
+/// request never wrote, so the trail shows how each ended.
+async fn record_interrupted(pool: &sqlx::SqlitePool, audit: &crate::audit::AuditSink) {
+    use crate::guard::operations;
+    let ops = match operations::unrecorded_interrupted(pool).await {
+        Ok(ops) => ops,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot list interrupted operations");
+            return;
+        }
+    };
+    for op in ops {
+        let record = interrupted_record(&op);
+        match audit.write_durable(record).await {
+            Ok(audit_id) => {
+                if let Err(err) = operations::set_audit_id(pool, op.id, audit_id).await {
+                    tracing::error!(error = %err, operation_id = op.id, "cannot link the interrupted operation to its audit record");
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, operation_id = op.id, "cannot record the interrupted operation");
+            }
+        }
+    }
+}
+
+fn interrupted_record(op: &crate::guard::operations::Interrupted) -> crate::audit::AuditRecord {
+    use crate::audit::{AuditRecord, ErrorKind, OperationKind};
+    let mut r = AuditRecord::empty(OperationKind::DeleteCampaign);
+    r.request_id = op.request_id.clone();
+    r.method = "DELETE".into();
+    r.path = format!("/api/v1/campaigns/{}", op.campaign_id);
+    r.actor_fingerprint = op.actor_fingerprint.clone();
+    r.actor_label = op.actor_label.clone();
+    r.campaign_id = Some(op.campaign_id);
+    r.rule = op.rule.clone();
+    r.policy_revision = op.policy_revision.clone();
+    r.snapshot_id = op.snapshot_id;
+    r.error_kind = Some(ErrorKind::Interrupted);
+    let acted = op
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("state acting"));
+    let outcome = if acted {
+        "the call to SmartLead may or may not have been made; check the campaign"
+    } else {
+        "nothing was deleted"
+    };
+    r.detail = Some(format!(
+        "operation {} ({}, received {}) was interrupted: {}; {outcome}",
+        op.id,
+        op.kind,
+        op.created_at,
+        op.error
+            .as_deref()
+            .unwrap_or("the gateway stopped before it finished"),
+    ));
+    r
 }
 
 /// SIGHUP reloads the config file: the whole file is validated, the policy

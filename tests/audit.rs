@@ -335,15 +335,32 @@ async fn a_full_audit_queue_drops_records_without_slowing_traffic() {
     pool.close().await;
     // What was queued is written once the lock is gone: every request is
     // either in the trail or counted as dropped.
+    // either in the trail or counted as dropped, and the trail says so.
     let mut accounted = 0.0;
+    let mut rows = Vec::new();
     for _ in 0..200 {
-        accounted = audit_rows(&gw.db_path).await.len() as f64 + dropped;
-        if accounted >= 21.0 {
+        rows = audit_rows(&gw.db_path).await;
+        let requests = rows.iter().filter(|r| r.operation != "audit_gap").count();
+        accounted = requests as f64 + dropped;
+        if accounted >= 21.0 && rows.iter().any(|r| r.operation == "audit_gap") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(accounted, 21.0);
+    let gap = rows.iter().find(|r| r.operation == "audit_gap").unwrap();
+    assert_eq!(gap.error_kind.as_deref(), Some("audit_lost"));
+    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let detail: String = sqlx::query_scalar("SELECT detail FROM audit_events WHERE id = ?")
+        .bind(gap.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        detail.starts_with(&format!("{dropped} audit records lost between "))
+            && detail.ends_with("the audit queue was full"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]

@@ -889,6 +889,25 @@ async fn a_gateway_killed_mid_snapshot_restarts_with_the_operation_interrupted()
             .unwrap();
     assert_eq!(snap_state, "incomplete");
     assert!(gw2.logs().contains("interrupted"));
+    // The interrupted request gets the audit record it never wrote, linked
+    // from its operation, saying where it stopped.
+    let (audit_id,): (Option<i64>,) =
+        sqlx::query_as("SELECT audit_id FROM operations ORDER BY id LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let (kind, campaign, detail): (String, i64, String) =
+        sqlx::query_as("SELECT error_kind, campaign_id, detail FROM audit_events WHERE id = ?")
+            .bind(audit_id.expect("the operation links its audit record"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((kind.as_str(), campaign), ("interrupted", 101));
+    assert!(
+        detail.contains("interrupted in state snapshotting")
+            && detail.contains("nothing was deleted"),
+        "{detail}"
+    );
     // A fresh delete works (the unique claim was released).
     let reply = send(
         Request::delete(gw2.url("/api/v1/campaigns/101?api_key=sl_test_key"))

@@ -103,12 +103,25 @@ async fn healthz() -> impl IntoResponse {
     json(StatusCode::OK, r#"{"status":"ok"}"#)
 }
 
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        json(StatusCode::OK, r#"{"status":"ready"}"#)
-    } else {
-        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#)
+/// Ready while the proxy listener is open and the audit trail can be
+/// written; the reason says which is not the case.
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if !state.ready.load(Ordering::Acquire) {
+        return json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#).into_response();
     }
+    if let Some(cause) = state.audit.failure() {
+        let body = serde_json::json!({
+            "status": "not ready",
+            "reason": format!("the audit trail cannot be written: {cause}"),
+        });
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    json(StatusCode::OK, r#"{"status":"ready"}"#).into_response()
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

@@ -350,7 +350,9 @@ pub async fn verify(
             }
             report.records += 1;
             if e.operation == super::OperationKind::AuditGap.as_str() {
-                report.gaps.push((e.id, e.detail.clone().unwrap_or_default()));
+                report
+                    .gaps
+                    .push((e.id, e.detail.clone().unwrap_or_default()));
             }
             prev = Some((e.id, stored_hash.to_string()));
         }

@@ -381,7 +381,11 @@ fn write_batch(
             }
             health.set_failure(None);
             if let (Some(gap), Some(r)) = (&gap, &gap_record) {
-                tracing::warn!(lost = gap.lost, detail = r.detail.as_deref().unwrap_or(""), "audit gap recorded in the trail");
+                tracing::warn!(
+                    lost = gap.lost,
+                    detail = r.detail.as_deref().unwrap_or(""),
+                    "audit gap recorded in the trail"
+                );
             }
             metrics
                 .audit_written

@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::audit::chain::{self, Checkpoint};
 use crate::audit::query::{self, Filter, Page, StoredEvent};
+use crate::audit::OperationKind;
 use crate::config::{Config, ProcessEnv};
 use crate::db;
 
@@ -170,6 +171,18 @@ pub async fn run(args: AuditArgs) -> Result<(), CliError> {
                 )?;
             }
             writeln!(out)?;
+            // The chain is intact, but it also says where records were lost.
+            if !report.gaps.is_empty() {
+                writeln!(
+                    out,
+                    "{} gap record{} (audit records lost, recorded when writing resumed):",
+                    report.gaps.len(),
+                    if report.gaps.len() == 1 { "" } else { "s" }
+                )?;
+                for (id, detail) in &report.gaps {
+                    writeln!(out, "  #{id}: {detail}")?;
+                }
+            }
             if let Some(cp) = checkpoint {
                 writeln!(out, "checkpoint {cp} is intact")?;
             }
@@ -394,10 +407,18 @@ fn write_table(out: &mut impl Write, events: &[StoredEvent]) -> std::io::Result<
         "ID", "TIME", "METHOD", "STATUS", "ACTION", "MS", "ACTOR", "ERROR"
     )?;
     for e in events {
-        let target = match &e.query {
+        let mut target = match &e.query {
             Some(q) => format!("{}?{}", e.path, q),
             None => e.path.clone(),
         };
+        if let Some(detail) = &e.detail {
+            // A gap record has no target; its detail is the point.
+            target = if e.operation == OperationKind::AuditGap.as_str() {
+                detail.clone()
+            } else {
+                format!("{target} ({detail})")
+            };
+        }
         writeln!(
             out,
             "{:>7}  {:<24}  {:<7}  {:>6}  {:<8}  {:>9.1}  {:<16}  {:<23}  {}",

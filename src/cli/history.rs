@@ -67,7 +67,25 @@ fn write_story(out: &mut impl Write, h: &History) -> std::io::Result<()> {
     if let (Some(first), Some(last)) = (&h.first_seen, &h.last_seen) {
         write!(out, " (first {first}, last {last})")?;
     }
-    writeln!(out)
+    writeln!(out)?;
+    if !h.audit_gaps.is_empty() {
+        writeln!(
+            out,
+            "\naudit records were lost {} time{} (some may have been about this campaign):",
+            h.audit_gaps.len(),
+            if h.audit_gaps.len() == 1 { "" } else { "s" }
+        )?;
+        for g in &h.audit_gaps {
+            writeln!(
+                out,
+                "  audit #{} {}: {}",
+                g.audit_id,
+                g.time,
+                g.detail.as_deref().unwrap_or("records lost")
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn write_operation(out: &mut impl Write, op: &OperationView) -> std::io::Result<()> {

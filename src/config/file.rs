@@ -91,6 +91,8 @@ pub struct FileDatabase {
 pub struct FileAudit {
     /// Record passthrough requests too (guarded requests always are).
     pub passthrough: Option<bool>,
+    /// `forward` or `refuse`: what to do while records cannot be written.
+    pub on_failure: Option<String>,
     pub redact_params: Option<Vec<String>>,
     pub queue_capacity: Option<usize>,
     pub batch_max: Option<usize>,

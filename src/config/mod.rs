@@ -224,6 +224,27 @@ pub struct Audit {
     pub redact_params: Vec<String>,
     pub queue_capacity: usize,
     pub batch_max: usize,
+    /// What happens to requests while records cannot be written.
+    pub on_failure: OnAuditFailure,
+}
+
+/// `audit.on_failure`: what the gateway does while the audit trail cannot be
+/// written (disk full, database unwritable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAuditFailure {
+    /// Keep forwarding; the lost records become a gap record (default).
+    Forward,
+    /// Refuse every request with 503 until records can be written again.
+    Refuse,
+}
+
+impl OnAuditFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnAuditFailure::Forward => "forward",
+            OnAuditFailure::Refuse => "refuse",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -521,6 +542,16 @@ impl Config {
             database,
             audit: Audit {
                 passthrough: file.audit.passthrough.unwrap_or(true),
+                on_failure: match file.audit.on_failure.as_deref() {
+                    None | Some("forward") => OnAuditFailure::Forward,
+                    Some("refuse") => OnAuditFailure::Refuse,
+                    Some(other) => {
+                        return Err(ConfigError::invalid(
+                            "audit.on_failure",
+                            format!("`{other}` is not \"forward\" (keep forwarding and record the gap) or \"refuse\" (answer 503 while records cannot be written)"),
+                        ))
+                    }
+                },
                 redact_params,
                 queue_capacity,
                 batch_max,

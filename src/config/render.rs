@@ -109,6 +109,7 @@ impl Config {
             ),
             set("audit", "audit.queue_capacity", n(a.queue_capacity)),
             set("audit", "audit.batch_max", n(a.batch_max)),
+            set("audit", "audit.on_failure", s(a.on_failure.as_str())),
             set("admin", "admin.listen", s(&self.admin.listen.to_string())),
             set(
                 "admin",

@@ -42,6 +42,17 @@ pub struct History {
     pub passthrough_requests: i64,
     pub first_seen: Option<String>,
     pub last_seen: Option<String>,
+    /// Gap records of the trail: records were lost there, and some may have
+    /// been about this campaign.
+    pub audit_gaps: Vec<AuditGap>,
+}
+
+/// Where the audit trail says records were lost.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditGap {
+    pub audit_id: i64,
+    pub time: String,
+    pub detail: Option<String>,
 }
 
 /// Reading a history failed.
@@ -101,12 +112,20 @@ pub async fn campaign(pool: &SqlitePool, campaign_id: i64) -> Result<History, Hi
         .fetch_one(pool)
         .await
         .map_err(db)?;
+    let audit_gaps = sqlx::query_as::<_, AuditGap>(
+        "SELECT id AS audit_id, time, detail FROM audit_events \
+         WHERE operation = 'audit_gap' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
     Ok(History {
         campaign_id,
         operations,
         passthrough_requests,
         first_seen,
         last_seen,
+        audit_gaps,
     })
 }
 

@@ -185,7 +185,7 @@ pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), RecoverError
         if owner_is_gone(owner.as_deref(), heartbeat_at.as_deref(), &stale_before) {
             operations += sqlx::query(
                 "UPDATE operations SET state = 'interrupted', \
-                 error = COALESCE(error, 'interrupted: the gateway stopped before this operation finished'), \
+                 error = COALESCE(error, 'interrupted in state ' || state || ': the gateway stopped before this operation finished'), \
                  updated_at = ? WHERE id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
             )
             .bind(now())
@@ -197,6 +197,45 @@ pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), RecoverError
     }
     let snapshots = crate::snapshot::store::mark_interrupted(pool).await?;
     Ok((operations, snapshots))
+}
+
+/// An interrupted operation whose audit record is still to be written.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Interrupted {
+    pub id: i64,
+    pub kind: String,
+    pub campaign_id: i64,
+    pub request_id: String,
+    pub actor_fingerprint: Option<String>,
+    pub actor_label: Option<String>,
+    pub action: Option<String>,
+    pub rule: Option<String>,
+    pub policy_revision: Option<String>,
+    pub snapshot_id: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: String,
+}
+
+/// Interrupted operations without an audit record yet (their request never
+/// got to write one: the gateway stopped first).
+pub async fn unrecorded_interrupted(pool: &SqlitePool) -> Result<Vec<Interrupted>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, kind, campaign_id, request_id, actor_fingerprint, actor_label, action, rule, \
+         policy_revision, snapshot_id, error, created_at FROM operations \
+         WHERE state = 'interrupted' AND audit_id IS NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Links an operation to the audit record that tells its end.
+pub async fn set_audit_id(pool: &SqlitePool, id: i64, audit_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET audit_id = ? WHERE id = ?")
+        .bind(audit_id)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Recovering unfinished operations failed.

@@ -44,6 +44,8 @@ pub enum ProxyError {
     ClientBodyTimeout { after: Duration },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("refused: the audit trail cannot be written ({0}) and audit.on_failure is \"refuse\"")]
+    AuditUnavailable(String),
     #[error("refused: {0}")]
     Refused(#[from] crate::guard::classify::ClassifyError),
 }
@@ -61,6 +63,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -77,6 +80,7 @@ impl ProxyError {
             ProxyError::ClientAborted => ErrorKind::ClientAborted,
             ProxyError::ClientBodyTimeout { .. } => ErrorKind::ClientBodyTimeout,
             ProxyError::BadRequest(_) | ProxyError::Refused(_) => ErrorKind::BadRequest,
+            ProxyError::AuditUnavailable(_) => ErrorKind::AuditUnavailable,
         }
     }
 
@@ -94,7 +98,8 @@ impl ProxyError {
             ProxyError::ClientAborted
             | ProxyError::ClientBodyTimeout { .. }
             | ProxyError::BadRequest(_)
-            | ProxyError::Refused(_) => None,
+            | ProxyError::Refused(_)
+            | ProxyError::AuditUnavailable(_) => None,
         }
     }
 
@@ -131,6 +136,9 @@ impl ProxyError {
             }
             ProxyError::BadRequest(msg) => msg,
             ProxyError::Refused(_) => "safedelete: refused",
+            ProxyError::AuditUnavailable(_) => {
+                "safedelete: the audit trail cannot be written, and this gateway refuses requests it cannot record (audit.on_failure = \"refuse\"); nothing was sent to SmartLead. Retry later."
+            }
         }
     }
 
@@ -150,6 +158,9 @@ impl ProxyError {
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
         headers.insert(super::headers::X_REQUEST_ID.clone(), request_id.clone());
+        if matches!(self, ProxyError::AuditUnavailable(_)) {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if matches!(self, ProxyError::Refused(_)) {
             headers.insert(
                 crate::guard::pipeline::X_SAFEDELETE_ACTION.clone(),

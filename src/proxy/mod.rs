@@ -47,6 +47,9 @@ pub struct ProxyState {
     pub redactor: redact::Redactor,
     /// Whether passthrough requests are recorded (`audit.passthrough`).
     pub audit_passthrough: bool,
+    /// Refuse every request while the audit trail cannot be written
+    /// (`audit.on_failure = "refuse"`).
+    pub audit_refuse: bool,
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
     /// Set when the shutdown grace period ran out and connections are being
@@ -86,6 +89,7 @@ impl ProxyState {
             body_idle_timeout: config.body_idle_timeout,
             redactor: redact::Redactor::new(&config.audit.redact_params),
             audit_passthrough: config.audit.passthrough,
+            audit_refuse: config.audit.on_failure == crate::config::OnAuditFailure::Refuse,
             audit,
             metrics,
             cutting: AtomicBool::new(false),
@@ -196,6 +200,11 @@ impl ProxyService {
             parts.method.clone(),
         );
         let client_version = parts.version;
+        if state.audit_refuse {
+            if let Some(cause) = state.audit.failure() {
+                return self.fail(ProxyError::AuditUnavailable(cause), tracker, &request_id);
+            }
+        }
 
         let path_and_query = match target(&parts) {
             Ok(pq) => pq,
