@@ -2,6 +2,8 @@
 //! let in-flight requests finish within the grace period, flush the audit
 //! writer, close the database.
 
+mod admin_listener;
+mod stall;
 mod workers;
 
 use std::future::Future;
@@ -24,6 +26,8 @@ use crate::db::{self, DbError};
 use crate::metrics::Metrics;
 use crate::proxy::{client, ProxyService, ProxyState};
 use crate::tls::{self, TlsError};
+use stall::StallGuard;
+use tokio::sync::Semaphore;
 use workers::Workers;
 pub use workers::WorkersError;
 
@@ -137,14 +141,14 @@ pub async fn run(
         token: config.admin.token.clone(),
         pool: pool.clone(),
     });
-    let admin_task = tokio::spawn(async move {
-        let serve = axum::serve(listeners.admin, admin_router).with_graceful_shutdown(async {
+    let admin_task = tokio::spawn(admin_listener::serve(
+        listeners.admin,
+        admin_router,
+        config.request_head_timeout,
+        async {
             let _ = admin_stop_rx.await;
-        });
-        if let Err(err) = serve.await {
-            tracing::error!(error = %err, "admin listener failed");
-        }
-    });
+        },
+    ));
 
     tracing::info!(
         proxy = %proxy_addr,
@@ -165,12 +169,18 @@ pub async fn run(
     ready.store(true, Ordering::Release);
 
     let graceful = GracefulShutdown::new();
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        request_head_timeout: config.request_head_timeout,
+        max_request_head_bytes: config.max_request_head_bytes,
+        body_idle_timeout: config.body_idle_timeout,
+    };
     let mut connections = accept_loop(
         listeners.proxy,
         state.clone(),
         &workers,
         tls,
-        config.request_head_timeout,
+        &limits,
         &graceful,
         &ready,
         shutdown,
@@ -341,29 +351,69 @@ async fn reload_on_sighup(mut running: Config, state: Arc<ProxyState>) {
     }
 }
 
+/// What bounds a client connection's resources.
+struct ConnectionLimits {
+    max_connections: usize,
+    request_head_timeout: Duration,
+    max_request_head_bytes: usize,
+    body_idle_timeout: Duration,
+}
+
 /// Accepts connections until `shutdown` resolves, then turns readiness off and
 /// closes the listener. Returns the connection tasks still running.
+///
+/// At most `max_connections` are served at once: past that the loop stops
+/// accepting and new connections wait in the kernel's listen backlog, so a
+/// flood costs no memory here and never starves the admin listener of file
+/// descriptors.
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<ProxyState>,
     workers: &Workers,
     tls: Option<TlsAcceptor>,
-    request_head_timeout: Duration,
+    limits: &ConnectionLimits,
     graceful: &GracefulShutdown,
     ready: &AtomicBool,
     shutdown: impl Future<Output = ()>,
 ) -> JoinSet<()> {
     // HTTP/1.1 only: it is what SmartLead clients speak, and hyper's header
     // read timeout then bounds idle and slow connections from the first byte.
+    // A head past the buffer limit is answered 431 by hyper.
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(request_head_timeout);
+        .header_read_timeout(limits.request_head_timeout)
+        .max_buf_size(limits.max_request_head_bytes);
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
+    let mut full_since: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if full_since.is_none() {
+                    full_since = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait in the backlog"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
+        if let Some(since) = full_since.take() {
+            tracing::info!(waited = ?since.elapsed(), "accepting connections again");
+        }
         let (stream, client_addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -391,13 +441,18 @@ async fn accept_loop(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let idle = limits.body_idle_timeout;
         worker.spawn(&mut connections, async move {
             match TcpStream::from_std(stream) {
-                Ok(stream) => serve_connection(stream, tls, builder, watcher, service).await,
+                Ok(stream) => {
+                    let stream = StallGuard::new(stream, idle, service.stalled.clone());
+                    serve_connection(stream, tls, builder, watcher, service).await
+                }
                 Err(err) => {
                     tracing::debug!(client = %client_addr, error = %err, "cannot register a connection");
                 }
             }
+            drop(slot);
         });
     }
     // Readiness goes false before the listener closes, so health checks see
@@ -408,7 +463,7 @@ async fn accept_loop(
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    stream: StallGuard<TcpStream>,
     tls: Option<TlsAcceptor>,
     builder: http1::Builder,
     watcher: Watcher,

@@ -96,6 +96,16 @@ impl Proc {
         panic!("safedelete did not exit within 10 s of SIGTERM");
     }
 
+    /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field).and_then(|l| l.strip_prefix(':')))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
     fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
@@ -1266,4 +1276,70 @@ async fn a_second_gateway_on_the_same_database_respects_a_live_claim() {
         .filter(|r| r.path().ends_with("/status"))
         .count();
     assert_eq!(archives, 1);
+}
+
+/// Holds `count` connections that each send `head_bytes` of a request head
+/// that never ends; returns them once every one has been sent or refused.
+async fn head_flood(
+    addr: SocketAddr,
+    count: usize,
+    head_bytes: usize,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        tasks.spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let mut head = b"GET /api/v1/campaigns HTTP/1.1\r\nHost: x\r\nX-Fill: ".to_vec();
+            head.resize(head_bytes, b'a');
+            // The gateway may answer 431 and close before all of it is sent.
+            let _ = tokio::time::timeout(Duration::from_secs(20), s.write_all(&head)).await;
+            Some(s)
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Some(s) = joined.unwrap() {
+            held.push(s);
+        }
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_huge_unfinished_heads_stays_bounded_and_memory_comes_back() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _db) = write_config(dir.path(), &up.url(), Extra::default());
+    let gw = Proc::start(&config, "info");
+    let read = gw.url("/api/v1/campaigns/101?api_key=sl_test_key");
+    for _ in 0..50 {
+        assert_eq!(get(&read).await.status, 200);
+    }
+    let idle = gw.status_kib("VmRSS");
+
+    let held = head_flood(gw.proxy, 1_500, 380 * 1024).await;
+    // While they are held, the admin listener still answers.
+    let ready = get(&format!("http://{}/readyz", gw.admin)).await;
+    assert_eq!(ready.status, 200);
+    let during = gw.status_kib("VmHWM");
+    drop(held);
+    // Normal traffic works again at once.
+    assert_eq!(get(&read).await.status, 200);
+    let mut after = gw.status_kib("VmRSS");
+    for _ in 0..120 {
+        if after <= 2 * idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = gw.status_kib("VmRSS");
+    }
+    eprintln!("head flood: RSS idle {idle} KiB, peak {during} KiB, after {after} KiB");
+    assert!(during < 160 * 1024, "peak RSS {during} KiB under the flood");
+    assert!(
+        after <= 2 * idle,
+        "RSS {after} KiB a minute after the flood, idle was {idle} KiB"
+    );
 }

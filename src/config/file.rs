@@ -27,6 +27,10 @@ pub struct FileConfig {
     pub listen_tls: Option<FileListenTls>,
     /// Threads serving the proxy listener; 0 means one per CPU.
     pub workers: Option<usize>,
+    /// Client connections served at once; 0 sizes it from the open-files limit.
+    pub max_connections: Option<usize>,
+    /// The largest request head accepted (bytes); beyond it, 431.
+    pub max_request_head_bytes: Option<usize>,
     #[serde(default)]
     pub upstream: FileUpstream,
     #[serde(default)]

@@ -118,6 +118,12 @@ pub struct Config {
     /// Threads serving the proxy listener, each with its own runtime and
     /// upstream pool; 0 means one per CPU.
     pub workers: usize,
+    /// Client connections served at once on the proxy listener; more wait in
+    /// the listen backlog. Resolved from the open-files limit when not set.
+    pub max_connections: usize,
+    /// The largest request head (request line and headers) a client may
+    /// send; a larger one is answered 431.
+    pub max_request_head_bytes: usize,
     pub upstream: Upstream,
     pub database: PathBuf,
     pub audit: Audit,
@@ -481,6 +487,23 @@ impl Config {
                 "must be between 0 (one per CPU) and 1024",
             ));
         }
+        let max_connections = match file.max_connections {
+            None | Some(0) => default_max_connections(),
+            Some(n) if n <= MAX_CONNECTIONS_CEILING => n,
+            Some(_) => {
+                return Err(ConfigError::invalid(
+                    "max_connections",
+                    format!("must be between 1 and {MAX_CONNECTIONS_CEILING} (or 0 for one sized from the open-files limit)"),
+                ))
+            }
+        };
+        let max_request_head_bytes = file.max_request_head_bytes.unwrap_or(64 * 1024);
+        if !(8 * 1024..=1024 * 1024).contains(&max_request_head_bytes) {
+            return Err(ConfigError::invalid(
+                "max_request_head_bytes",
+                "must be between 8192 and 1048576 (for example 65536)",
+            ));
+        }
         let shutdown_grace = duration(
             "shutdown_grace",
             file.shutdown_grace,
@@ -529,6 +552,8 @@ impl Config {
             request_head_timeout,
             body_idle_timeout,
             workers,
+            max_connections,
+            max_request_head_bytes,
             upstream: Upstream {
                 scheme,
                 authority,
@@ -656,6 +681,28 @@ fn load_guard(g: file::FileGuard) -> Result<GuardSettings, ConfigError> {
         snapshot_budget,
         archive_attempts,
     })
+}
+
+/// The most proxy connections `max_connections` may allow.
+const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
+/// File descriptors kept for everything but proxied connections: the admin
+/// listener, the database, logs.
+const RESERVED_FDS: usize = 256;
+
+/// A connection limit this process can really serve: each proxied
+/// connection may hold two descriptors (client and SmartLead), and some are
+/// kept back so the admin listener and the database still work when the
+/// proxy is full. At most 4096 (heads of 64 KiB each stay within 256 MiB).
+fn default_max_connections() -> usize {
+    let open_files = open_files_limit().unwrap_or(1024);
+    (open_files.saturating_sub(RESERVED_FDS) / 2).clamp(64, 4096)
+}
+
+/// The soft limit on open files (`/proc/self/limits`), where there is one.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// The environment variable wins over the file key; returns which one was used.

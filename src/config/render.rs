@@ -56,6 +56,8 @@ impl Config {
             set("", "request_head_timeout", d(self.request_head_timeout)),
             set("", "body_idle_timeout", d(self.body_idle_timeout)),
             set("", "workers", n(self.workers)),
+            set("", "max_connections", n(self.max_connections)),
+            set("", "max_request_head_bytes", n(self.max_request_head_bytes)),
         ];
         let tls = self.listen_tls.as_ref();
         let u = &self.upstream;

@@ -121,6 +121,8 @@ pub struct Tracker {
     done: bool,
     /// The guard wrote this request's audit record itself.
     pub audited: bool,
+    /// The connection's flag for a client that stopped reading.
+    pub connection_stalled: Option<Arc<AtomicBool>>,
 }
 
 impl Tracker {
@@ -136,6 +138,7 @@ impl Tracker {
             body_error: None,
             done: false,
             audited: false,
+            connection_stalled: None,
         }
     }
 
@@ -160,6 +163,13 @@ impl Tracker {
             r.error_kind = match self.body_error {
                 Some(kind) => Some(kind),
                 None if complete => None,
+                None if self
+                    .connection_stalled
+                    .as_ref()
+                    .is_some_and(|s| s.load(Ordering::Relaxed)) =>
+                {
+                    Some(ErrorKind::ClientStalled)
+                }
                 None if state.cutting.load(Ordering::Relaxed) => Some(ErrorKind::ShuttingDown),
                 None => Some(ErrorKind::ClientAborted),
             };

@@ -143,6 +143,9 @@ pub struct ConnectionContext {
     /// The last `api_key` seen on this connection and its fingerprint: a
     /// client sends the same key on every request, so it is hashed once.
     fingerprints: std::sync::Mutex<Option<(String, String)>>,
+    /// Set when the client stopped reading for `body_idle_timeout` and the
+    /// connection was cut (its request is recorded as `client_stalled`).
+    pub stalled: Arc<AtomicBool>,
 }
 
 impl ProxyService {
@@ -161,6 +164,7 @@ impl ProxyService {
             client_ip,
             scheme,
             fingerprints: std::sync::Mutex::new(None),
+            stalled: Arc::default(),
         }))
     }
 }
@@ -199,6 +203,7 @@ impl ProxyService {
             self.new_record(&parts, &request_id, redacted.as_ref()),
             parts.method.clone(),
         );
+        tracker.connection_stalled = Some(self.stalled.clone());
         let client_version = parts.version;
         if state.audit_refuse {
             if let Some(cause) = state.audit.failure() {
