@@ -15,7 +15,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -30,6 +30,9 @@ use stall::StallGuard;
 use tokio::sync::Semaphore;
 use workers::Workers;
 pub use workers::WorkersError;
+
+/// Connections the kernel queues for a listener before refusing more.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// How long a TLS handshake may take on the proxy listener.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,9 +66,20 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
-        let bind = |what, addr| async move {
-            TcpListener::bind(addr)
-                .await
+        // A deep backlog: connections past `max_connections` wait there (the
+        // kernel caps it at net.core.somaxconn).
+        let bind = |what, addr: SocketAddr| async move {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            };
+            socket
+                .and_then(|s| {
+                    s.set_reuseaddr(true)?;
+                    s.bind(addr)?;
+                    s.listen(LISTEN_BACKLOG)
+                })
                 .map_err(|source| ServeError::Bind { what, addr, source })
         };
         Ok(Listeners {

@@ -30,7 +30,20 @@ struct Proc {
 impl Proc {
     /// Starts `safedelete serve --config FILE` and waits for its listening line.
     fn start(config: &Path, log_filter: &str) -> Proc {
-        let mut child = Command::new(BIN)
+        Proc::start_with(Command::new(BIN), config, log_filter)
+    }
+
+    /// The same, with at most `open_files` file descriptors (`prlimit`).
+    fn start_with_open_files(config: &Path, log_filter: &str, open_files: u32) -> Proc {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={open_files}:{open_files}"))
+            .arg(BIN);
+        Proc::start_with(command, config, log_filter)
+    }
+
+    fn start_with(mut command: Command, config: &Path, log_filter: &str) -> Proc {
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config)
             .env("SAFEDELETE_LOG_FORMAT", "json")
@@ -104,6 +117,15 @@ impl Proc {
             .find_map(|l| l.strip_prefix(field).and_then(|l| l.strip_prefix(':')))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
+    }
+
+    /// User and system CPU time so far, in clock ticks (`/proc/PID/stat`).
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line.
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
     fn peak_rss_kib(&self) -> u64 {
@@ -1342,4 +1364,58 @@ async fn a_flood_of_huge_unfinished_heads_stays_bounded_and_memory_comes_back() 
         after <= 2 * idle,
         "RSS {after} KiB a minute after the flood, idle was {idle} KiB"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_few_file_descriptors_the_admin_listener_still_answers_and_accept_does_not_spin() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The default limit is sized from the descriptors the process may open.
+    let (config, _db) = write_config(dir.path(), &up.url(), Extra::default());
+    let gw = Proc::start_with_open_files(&config, "info", 320);
+    // Past the limit (32 here) connections wait in the listen backlog.
+    let started = std::time::Instant::now();
+    let held = head_flood(gw.proxy, 300, 64).await;
+    assert_eq!(held.len(), 300);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "connections past the limit were not queued: {:?}",
+        started.elapsed()
+    );
+    for _ in 0..5 {
+        let ready = get(&format!("http://{}/readyz", gw.admin)).await;
+        assert_eq!(ready.status, 200);
+        assert_eq!(
+            get(&format!("http://{}/metrics", gw.admin)).await.status,
+            200
+        );
+    }
+    drop(held);
+    drop(gw);
+
+    // An operator who sets the limit past what the process can open gets
+    // accept errors (EMFILE): the loop backs off instead of spinning.
+    let (config, _db) = write_config(
+        dir.path(),
+        &up.url(),
+        Extra {
+            top: "max_connections = 5000\n",
+            ..Extra::default()
+        },
+    );
+    let gw = Proc::start_with_open_files(&config, "info", 320);
+    let held = head_flood(gw.proxy, 400, 64).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = gw.cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = gw.cpu_ticks() - before;
+    // Clock ticks are 1/100 s: a spinning loop would burn ~200 in 2 s.
+    assert!(
+        spent < 40,
+        "{spent} ticks of CPU in 2 s with accept failing"
+    );
+    assert!(gw.logs().contains("accept failed"), "no EMFILE seen");
+    drop(held);
 }

@@ -695,7 +695,7 @@ const RESERVED_FDS: usize = 256;
 /// proxy is full. At most 4096 (heads of 64 KiB each stay within 256 MiB).
 fn default_max_connections() -> usize {
     let open_files = open_files_limit().unwrap_or(1024);
-    (open_files.saturating_sub(RESERVED_FDS) / 2).clamp(64, 4096)
+    (open_files.saturating_sub(RESERVED_FDS) / 2).clamp(16, 4096)
 }
 
 /// The soft limit on open files (`/proc/self/limits`), where there is one.
