@@ -1,12 +1,14 @@
 //! Bounded resources: request heads are capped (431), connections past
 //! `max_connections` wait in the backlog while the admin listener keeps
 //! answering, the admin listener has a head timeout too, and a client that
-//! stops reading a download is cut and recorded as `client_stalled`.
+//! stops reading a download is cut and recorded as `client_stalled`; the
+//! real binary under a flood of huge heads and with few file descriptors.
 
 mod common;
 
 use std::time::Duration;
 
+use common::process::*;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -160,4 +162,96 @@ async fn a_download_the_client_stops_reading_is_cut_and_recorded_as_stalled() {
         drained.is_ok(),
         "the gateway kept the stalled connection open"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_huge_unfinished_heads_stays_bounded_and_memory_comes_back() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _db) = write_config(dir.path(), &up.url(), Extra::default());
+    let gw = Proc::start(&config, "info");
+    let read = gw.url("/api/v1/campaigns/101?api_key=sl_test_key");
+    for _ in 0..50 {
+        assert_eq!(get(&read).await.status, 200);
+    }
+    let idle = gw.status_kib("VmRSS");
+
+    let held = head_flood(gw.proxy, 1_500, 380 * 1024).await;
+    // While they are held, the admin listener still answers.
+    let ready = get(&format!("http://{}/readyz", gw.admin)).await;
+    assert_eq!(ready.status, 200);
+    let during = gw.status_kib("VmHWM");
+    drop(held);
+    // Normal traffic works again at once.
+    assert_eq!(get(&read).await.status, 200);
+    let mut after = gw.status_kib("VmRSS");
+    for _ in 0..120 {
+        if after <= 2 * idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = gw.status_kib("VmRSS");
+    }
+    eprintln!("head flood: RSS idle {idle} KiB, peak {during} KiB, after {after} KiB");
+    assert!(during < 160 * 1024, "peak RSS {during} KiB under the flood");
+    assert!(
+        after <= 2 * idle,
+        "RSS {after} KiB a minute after the flood, idle was {idle} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_few_file_descriptors_the_admin_listener_still_answers_and_accept_does_not_spin() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The default limit is sized from the descriptors the process may open.
+    let (config, _db) = write_config(dir.path(), &up.url(), Extra::default());
+    let gw = Proc::start_with_open_files(&config, "info", 320);
+    // Past the limit (32 here) connections wait in the listen backlog.
+    let started = std::time::Instant::now();
+    let held = head_flood(gw.proxy, 300, 64).await;
+    assert_eq!(held.len(), 300);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "connections past the limit were not queued: {:?}",
+        started.elapsed()
+    );
+    for _ in 0..5 {
+        let ready = get(&format!("http://{}/readyz", gw.admin)).await;
+        assert_eq!(ready.status, 200);
+        assert_eq!(
+            get(&format!("http://{}/metrics", gw.admin)).await.status,
+            200
+        );
+    }
+    drop(held);
+    drop(gw);
+
+    // An operator who sets the limit past what the process can open gets
+    // accept errors (EMFILE): the loop backs off instead of spinning.
+    let (config, _db) = write_config(
+        dir.path(),
+        &up.url(),
+        Extra {
+            top: "max_connections = 5000\n",
+            ..Extra::default()
+        },
+    );
+    let gw = Proc::start_with_open_files(&config, "info", 320);
+    let held = head_flood(gw.proxy, 400, 64).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = gw.cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = gw.cpu_ticks() - before;
+    // Clock ticks are 1/100 s: a spinning loop would burn ~200 in 2 s.
+    assert!(
+        spent < 40,
+        "{spent} ticks of CPU in 2 s with accept failing"
+    );
+    assert!(gw.logs().contains("accept failed"), "no EMFILE seen");
+    drop(held);
 }

@@ -2,6 +2,8 @@
 //! SQLite file in a temp dir, an HTTP client, and raw-socket helpers.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
