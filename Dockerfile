@@ -16,8 +16,11 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/
 COPY --from=build /usr/local/bin/safedelete /usr/local/bin/safedelete
 USER safedelete:safedelete
 WORKDIR /var/lib/safedelete
-# Clients reach the proxy from outside the container; the admin listener stays
-# on loopback inside it, where the health check below asks it.
+# Config: commands read config/safedelete.toml relative to this directory, so
+# mount a directory holding it on /var/lib/safedelete/config (the README's
+# Docker section). Clients reach the proxy from outside the container; the
+# admin listener stays on loopback inside it, where the health check below asks
+# it (SAFEDELETE_ADMIN_LISTEN=0.0.0.0:8081 plus SAFEDELETE_ADMIN_TOKEN opens it).
 ENV SAFEDELETE_LISTEN=0.0.0.0:8080 \
     SAFEDELETE_DATABASE=/var/lib/safedelete/data/safedelete.db \
     SAFEDELETE_LOG_FORMAT=json

@@ -112,6 +112,95 @@ fn policy_explain_refuses_an_invalid_policy_naming_the_rule() {
     assert!(stderr(&out).contains("policy.rules[0]"), "{}", stderr(&out));
 }
 
+/// A config file shipped in `config/`, by its path in the repository.
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name)
+}
+
+/// `safedelete ARGS --config FILE` with no `SAFEDELETE_*` variable set, run in a
+/// scratch directory so nothing it might create lands in the repository.
+fn safedelete_clean(args: &[&str], config: &Path) -> Output {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(scratch.path())
+        .args(args)
+        .arg("--config")
+        .arg(config);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SAFEDELETE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_shipped_configs_pass_check_config() {
+    for name in ["safedelete.example.toml", "worked-example.toml"] {
+        let out = safedelete_clean(&["check-config"], &shipped(name));
+        let text = stdout(&out);
+        assert!(text.contains("# effective configuration"), "{name}: {text}");
+        assert!(stderr(&out).is_empty(), "{name}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn the_worked_example_is_the_one_the_readme_shows_and_decides_as_it_says() {
+    let config = shipped("worked-example.toml");
+    let readme = include_str!("../README.md");
+    let section = &readme[readme
+        .find("### A worked example")
+        .expect("README has the worked example")..];
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the worked example has a toml block");
+    assert!(block.contains("[[policy.rules]]"), "{block}");
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        file.contains(block),
+        "config/worked-example.toml no longer holds the README's worked example:\n{block}"
+    );
+
+    let explained = stdout(&safedelete_clean(
+        &[
+            "policy",
+            "explain",
+            "--campaign-id",
+            "103",
+            "--name",
+            "Old Drafts",
+            "--status",
+            "DRAFTED",
+            "--actor",
+            "ops-lead",
+        ],
+        &config,
+    ));
+    assert!(
+        explained.contains("decision: allow by rule `ops-lead-cleans-old-drafts`"),
+        "{explained}"
+    );
+    let denied = stdout(&safedelete_clean(
+        &["policy", "explain", "--campaign-id", "102"],
+        &config,
+    ));
+    assert!(
+        denied.contains("decision: deny by rule `protect-key-accounts`"),
+        "{denied}"
+    );
+    // The README's policy explain output shows this revision.
+    assert!(readme.contains(
+        explained
+            .lines()
+            .find(|l| l.starts_with("policy revision: "))
+            .unwrap()
+    ));
+}
+
 /// A gateway that archived campaign 101 (3000 leads), stopped; its snapshot id
 /// and a config file pointing at its database.
 struct Captured {

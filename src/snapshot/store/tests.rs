@@ -19,7 +19,7 @@ fn varied_data(len: usize) -> Vec<u8> {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        if state % 3 == 0 {
+        if state.is_multiple_of(3) {
             out.extend_from_slice(
                 format!("lead-{},someone@example.com,\n", state % 10_000).as_bytes(),
             );
