@@ -67,9 +67,12 @@ impl Proc {
             let _ = err.read_to_string(&mut s);
             buf.lock().unwrap().push_str(&s);
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            // Never leave a gateway behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no listening line; stderr: {}", stderr.lock().unwrap());
+        };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         Proc {
             child,
