@@ -38,6 +38,14 @@ fn destructive_calls(up: &FakeHandle) -> Vec<RecordedRequest> {
     up.requests().into_iter().filter(destructive).collect()
 }
 
+/// How many leads exports reached SmartLead.
+fn export_requests(up: &FakeHandle) -> usize {
+    up.requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/leads-export"))
+        .count()
+}
+
 fn index_of(up: &FakeHandle, pred: impl Fn(&RecordedRequest) -> bool) -> Option<usize> {
     up.requests().iter().position(pred)
 }
@@ -317,18 +325,59 @@ async fn an_export_that_keeps_failing_fails_closed() {
             ..Fault::default()
         },
     ));
-    let gw = guarded_gateway(&up, "2s").await;
+    // A budget far longer than the test: the same 500 three times in a row
+    // is not worth waiting for.
+    let gw = guarded_gateway(&up, "60s").await;
+    let started = std::time::Instant::now();
     let body = fails_closed(&gw, &up, "snapshot_failed").await;
-    assert_eq!(body["error_kind"], "snapshot_failed");
-    let tries = up
-        .requests()
-        .iter()
-        .filter(|r| r.path().ends_with("/leads-export"))
-        .count();
     assert!(
-        tries >= 2,
-        "a 500 is retried within the budget ({tries} tries)"
+        started.elapsed() < Duration::from_secs(3),
+        "refused after {:?}, not at once",
+        started.elapsed()
     );
+    assert_eq!(body["error_kind"], "snapshot_failed");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("leads_csv") && message.contains("500") && message.contains("3 times"),
+        "{message}"
+    );
+    assert_eq!(export_requests(&up), 3, "tried three times, no more");
+}
+
+#[tokio::test]
+async fn a_part_smartlead_refuses_with_403_or_404_is_refused_at_once() {
+    for (route, status) in [("/sequences", 403), ("/leads-export", 404)] {
+        let up = fake(20).await;
+        up.fault(fault(
+            &format!("/api/v1/campaigns/101{route}"),
+            Fault {
+                status: Some(status),
+                ..Fault::default()
+            },
+        ));
+        let gw = guarded_gateway(&up, "60s").await;
+        let started = std::time::Instant::now();
+        let body = fails_closed(&gw, &up, "snapshot_failed").await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(body["error_kind"], "snapshot_failed");
+        let message = body["message"].as_str().unwrap();
+        let part = route.trim_start_matches('/').replace('-', "_");
+        let part = if part == "leads_export" {
+            "leads_csv".to_string()
+        } else {
+            part
+        };
+        assert!(
+            message.contains(&part) && message.contains(&status.to_string()),
+            "{message}"
+        );
+        let tries = up
+            .requests()
+            .iter()
+            .filter(|r| r.path().ends_with(route))
+            .count();
+        assert_eq!(tries, 1, "{status} on {route} is not retried");
+    }
 }
 
 #[tokio::test]
