@@ -38,6 +38,14 @@ fn destructive_calls(up: &FakeHandle) -> Vec<RecordedRequest> {
     up.requests().into_iter().filter(destructive).collect()
 }
 
+/// How many leads exports reached SmartLead.
+fn export_requests(up: &FakeHandle) -> usize {
+    up.requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/leads-export"))
+        .count()
+}
+
 fn index_of(up: &FakeHandle, pred: impl Fn(&RecordedRequest) -> bool) -> Option<usize> {
     up.requests().iter().position(pred)
 }
@@ -317,18 +325,59 @@ async fn an_export_that_keeps_failing_fails_closed() {
             ..Fault::default()
         },
     ));
-    let gw = guarded_gateway(&up, "2s").await;
+    // A budget far longer than the test: the same 500 three times in a row
+    // is not worth waiting for.
+    let gw = guarded_gateway(&up, "60s").await;
+    let started = std::time::Instant::now();
     let body = fails_closed(&gw, &up, "snapshot_failed").await;
-    assert_eq!(body["error_kind"], "snapshot_failed");
-    let tries = up
-        .requests()
-        .iter()
-        .filter(|r| r.path().ends_with("/leads-export"))
-        .count();
     assert!(
-        tries >= 2,
-        "a 500 is retried within the budget ({tries} tries)"
+        started.elapsed() < Duration::from_secs(3),
+        "refused after {:?}, not at once",
+        started.elapsed()
     );
+    assert_eq!(body["error_kind"], "snapshot_failed");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("leads_csv") && message.contains("500") && message.contains("3 times"),
+        "{message}"
+    );
+    assert_eq!(export_requests(&up), 3, "tried three times, no more");
+}
+
+#[tokio::test]
+async fn a_part_smartlead_refuses_with_403_or_404_is_refused_at_once() {
+    for (route, status) in [("/sequences", 403), ("/leads-export", 404)] {
+        let up = fake(20).await;
+        up.fault(fault(
+            &format!("/api/v1/campaigns/101{route}"),
+            Fault {
+                status: Some(status),
+                ..Fault::default()
+            },
+        ));
+        let gw = guarded_gateway(&up, "60s").await;
+        let started = std::time::Instant::now();
+        let body = fails_closed(&gw, &up, "snapshot_failed").await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(body["error_kind"], "snapshot_failed");
+        let message = body["message"].as_str().unwrap();
+        let part = route.trim_start_matches('/').replace('-', "_");
+        let part = if part == "leads_export" {
+            "leads_csv".to_string()
+        } else {
+            part
+        };
+        assert!(
+            message.contains(&part) && message.contains(&status.to_string()),
+            "{message}"
+        );
+        let tries = up
+            .requests()
+            .iter()
+            .filter(|r| r.path().ends_with(route))
+            .count();
+        assert_eq!(tries, 1, "{status} on {route} is not retried");
+    }
 }
 
 #[tokio::test]
@@ -948,4 +997,218 @@ async fn archiving_waits_out_a_rate_limit_and_has_its_own_time() {
         .count();
     assert_eq!(patches, 2, "the rate-limited PATCH is retried, not skipped");
     assert!(up.requests().iter().all(|r| r.method != "DELETE"));
+}
+
+/// A gateway whose clients wait at most `answer_within` for a capture that
+/// may take up to `budget`.
+async fn answering_gateway(up: &FakeHandle, answer_within: &str, budget: &str) -> Gateway {
+    let tables =
+        format!("[guard]\nanswer_within = \"{answer_within}\"\nsnapshot_budget = \"{budget}\"\n");
+    Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: Box::leak(tables.into_boxed_str()),
+            ..Extra::default()
+        },
+    )
+    .await
+}
+
+/// The leads export answers only after `delay`, once.
+fn slow_export_once(up: &FakeHandle, delay: Duration) {
+    up.fault(FaultRule {
+        times: Some(1),
+        ..fault(
+            "/api/v1/campaigns/101/leads-export",
+            Fault {
+                delay: Some(delay),
+                ..Fault::default()
+            },
+        )
+    });
+}
+
+/// Waits (up to 10 s) until the last operation is in `state`.
+async fn wait_for_operation_state(gw: &Gateway, state: &str) -> Vec<OperationRow> {
+    for _ in 0..400 {
+        let ops = operations(gw).await;
+        if ops.last().is_some_and(|o| o.state == state) {
+            return ops;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the last operation never reached {state}: {:?}",
+        operations(gw).await
+    );
+}
+
+/// Checks a 503 snapshot_pending answer and returns its snapshot id.
+fn assert_pending(reply: &Reply) -> i64 {
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert_eq!(reply.header("x-safedelete-action"), Some("refused"));
+    assert!(reply.header("retry-after").is_some(), "{:?}", reply.headers);
+    let body = reply.json();
+    assert_eq!(body["error_kind"], "snapshot_pending", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("Nothing was deleted"), "{message}");
+    assert!(message.contains("retry the same delete"), "{message}");
+    reply
+        .header("x-safedelete-snapshot-id")
+        .expect("the pending snapshot is named")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_capture_longer_than_answer_within_is_refused_with_503_and_completes_in_the_background() {
+    let up = fake(200).await;
+    slow_export_once(&up, Duration::from_millis(2_500));
+    let gw = answering_gateway(&up, "1s", "5s").await;
+    let started = std::time::Instant::now();
+    let reply = delete(&gw, DELETE_101).await;
+    let elapsed = started.elapsed();
+    let snapshot_id = assert_pending(&reply);
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_millis(1_900),
+        "answered after {elapsed:?}"
+    );
+    // The capture goes on, and the operation ends without acting.
+    let ops = wait_for_operation_state(&gw, "snapshot_pending").await;
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].snapshot_id, Some(snapshot_id));
+    assert!(
+        ops[0].error.as_deref().unwrap().contains("completed"),
+        "{ops:?}"
+    );
+    let (state, parts) = snapshot_state(&gw, snapshot_id).await;
+    assert_eq!(state, "complete", "{parts:?}");
+    assert_eq!(
+        export_leads(&gw, snapshot_id).await,
+        up.expected_leads_csv(101)
+    );
+    assert!(
+        destructive_calls(&up).is_empty(),
+        "{:?}",
+        destructive_calls(&up)
+    );
+    assert_eq!(up.campaign(101).unwrap()["status"], "ACTIVE");
+    let audit = gw.wait_for_audit_rows(1).await;
+    let record = audit.last().unwrap();
+    assert_eq!(record.action.as_deref(), Some("refused"));
+    assert_eq!(record.error_kind.as_deref(), Some("snapshot_pending"));
+    assert_eq!(record.status, 503);
+}
+
+#[tokio::test]
+async fn a_retry_while_the_capture_runs_joins_it_and_archives_with_that_snapshot() {
+    let up = fake(200).await;
+    slow_export_once(&up, Duration::from_secs(3));
+    let gw = answering_gateway(&up, "2s", "10s").await;
+    let first = assert_pending(&delete(&gw, DELETE_101).await);
+    // Sent at once: the capture still has about a second to go.
+    let retry = delete(&gw, DELETE_101).await;
+    assert_eq!(retry.status, 200, "{:?}", retry.body);
+    assert_eq!(retry.header("x-safedelete-action"), Some("archived"));
+    assert_eq!(
+        retry.header("x-safedelete-snapshot-id"),
+        Some(first.to_string().as_str())
+    );
+    assert_eq!(export_requests(&up), 1, "the retry captured again");
+    let ops = operations(&gw).await;
+    let states: Vec<&str> = ops.iter().map(|o| o.state.as_str()).collect();
+    assert_eq!(states, ["snapshot_pending", "done"]);
+    assert_eq!(ops[1].snapshot_id, Some(first));
+    let archived: Vec<String> = destructive_calls(&up)
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(archived, ["PATCH"], "exactly one archive, by the retry");
+    assert_eq!(up.campaign(101).unwrap()["status"], "ARCHIVED");
+}
+
+#[tokio::test]
+async fn a_retry_that_waits_out_its_own_answer_within_is_refused_too() {
+    let up = fake(200).await;
+    slow_export_once(&up, Duration::from_secs(4));
+    let gw = answering_gateway(&up, "1s", "10s").await;
+    let first = assert_pending(&delete(&gw, DELETE_101).await);
+    let started = std::time::Instant::now();
+    let retry = delete(&gw, DELETE_101).await;
+    assert!(started.elapsed() < Duration::from_millis(1_900));
+    assert_eq!(
+        assert_pending(&retry),
+        first,
+        "the retry names the capture it waited for"
+    );
+    assert_eq!(export_requests(&up), 1);
+    wait_for_operation_state(&gw, "snapshot_pending").await;
+    assert!(destructive_calls(&up).is_empty());
+}
+
+#[tokio::test]
+async fn a_retry_after_the_capture_completed_uses_that_snapshot() {
+    let up = fake(200).await;
+    slow_export_once(&up, Duration::from_millis(1_500));
+    let gw = answering_gateway(&up, "1s", "5s").await;
+    let first = assert_pending(&delete(&gw, DELETE_101).await);
+    wait_for_operation_state(&gw, "snapshot_pending").await;
+    let retry = delete(&gw, DELETE_101).await;
+    assert_eq!(retry.status, 200, "{:?}", retry.body);
+    assert_eq!(retry.header("x-safedelete-action"), Some("archived"));
+    assert_eq!(
+        retry.header("x-safedelete-snapshot-id"),
+        Some(first.to_string().as_str())
+    );
+    assert_eq!(
+        export_requests(&up),
+        1,
+        "the complete snapshot was captured again"
+    );
+    assert_eq!(operations(&gw).await[1].snapshot_id, Some(first));
+    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let recorded: Option<i64> =
+        sqlx::query_scalar("SELECT snapshot_id FROM audit_events WHERE action = 'archived'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert_eq!(
+        recorded,
+        Some(first),
+        "the audit record names the reused snapshot"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_the_campaign_changed_captures_again() {
+    let up = fake(200).await;
+    slow_export_once(&up, Duration::from_millis(1_500));
+    let gw = answering_gateway(&up, "1s", "5s").await;
+    let first = assert_pending(&delete(&gw, DELETE_101).await);
+    wait_for_operation_state(&gw, "snapshot_pending").await;
+    let before = up.campaign(101).unwrap()["updated_at"].clone();
+    // Someone changes the campaign behind the gateway's back.
+    let paused = send(
+        Request::post(format!(
+            "{}/api/v1/campaigns/101/status?api_key={KEY}",
+            up.url()
+        ))
+        .header("content-type", "application/json")
+        .body(Full::from(r#"{"status":"PAUSED"}"#))
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(paused.status, 200);
+    assert_ne!(up.campaign(101).unwrap()["updated_at"], before);
+    let retry = delete(&gw, DELETE_101).await;
+    assert_eq!(retry.status, 200, "{:?}", retry.body);
+    let second: i64 = retry
+        .header("x-safedelete-snapshot-id")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(second, first, "a snapshot of the old campaign was used");
+    assert_eq!(export_requests(&up), 2);
+    assert_eq!(snapshot_state(&gw, second).await.0, "complete");
 }

@@ -47,6 +47,9 @@ pub enum ErrorKind {
     ShuttingDown,
     PolicyDenied,
     SnapshotFailed,
+    /// The snapshot was not complete within `guard.answer_within`; it goes
+    /// on in the background and nothing was done for this request.
+    SnapshotPending,
     FactsFailed,
     ArchiveFailed,
     Conflict,
@@ -78,6 +81,7 @@ impl ErrorKind {
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::PolicyDenied => "policy_denied",
             ErrorKind::SnapshotFailed => "snapshot_failed",
+            ErrorKind::SnapshotPending => "snapshot_pending",
             ErrorKind::FactsFailed => "facts_failed",
             ErrorKind::ArchiveFailed => "archive_failed",
             ErrorKind::Conflict => "operation_in_progress",

@@ -62,6 +62,11 @@ pub struct FileActor {
 pub struct FileGuard {
     /// Total time a snapshot may take, retries and backoff included.
     pub snapshot_budget: Option<RawDuration>,
+    /// How long a client waits for the snapshot before it gets 503
+    /// `snapshot_pending` (the capture goes on in the background).
+    pub answer_within: Option<RawDuration>,
+    /// How old a complete snapshot may be and still be used by a retry.
+    pub reuse_snapshot_within: Option<RawDuration>,
     /// How a delete is turned into an archive: "METHOD STATUS" entries tried in order.
     pub archive_attempts: Option<Vec<String>>,
 }

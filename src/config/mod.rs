@@ -170,6 +170,13 @@ pub struct Actor {
 #[derive(Debug, Clone)]
 pub struct GuardSettings {
     pub snapshot_budget: Duration,
+    /// The longest a client waits for its answer while the snapshot is
+    /// captured; never more than `snapshot_budget`.
+    pub answer_within: Duration,
+    /// A complete snapshot younger than this is used by a retry of the same
+    /// delete (if the campaign did not change) instead of capturing again.
+    /// Zero: never reuse.
+    pub reuse_snapshot_within: Duration,
     pub archive_attempts: Vec<ArchiveAttempt>,
 }
 
@@ -636,6 +643,28 @@ fn load_guard(g: file::FileGuard) -> Result<GuardSettings, ConfigError> {
         g.snapshot_budget,
         Duration::from_secs(300),
     )?;
+    // Most HTTP clients give up after 30-60 s; a budget shorter than that
+    // bounds the wait by itself.
+    let answer_within = positive(
+        "guard.answer_within",
+        g.answer_within,
+        Duration::from_secs(30).min(snapshot_budget),
+    )?;
+    if answer_within > snapshot_budget {
+        return Err(ConfigError::invalid(
+            "guard.answer_within",
+            format!(
+                "{} is longer than guard.snapshot_budget ({}); a client cannot wait for a capture longer than the capture may take: shorten guard.answer_within or lengthen guard.snapshot_budget",
+                humantime::format_duration(answer_within),
+                humantime::format_duration(snapshot_budget)
+            ),
+        ));
+    }
+    let reuse_snapshot_within = duration(
+        "guard.reuse_snapshot_within",
+        g.reuse_snapshot_within,
+        Duration::from_secs(15 * 60),
+    )?;
     let attempts = g
         .archive_attempts
         .unwrap_or_else(|| vec!["PATCH ARCHIVED".into(), "POST ARCHIVED".into()]);
@@ -679,6 +708,8 @@ fn load_guard(g: file::FileGuard) -> Result<GuardSettings, ConfigError> {
     }
     Ok(GuardSettings {
         snapshot_budget,
+        answer_within,
+        reuse_snapshot_within,
         archive_attempts,
     })
 }

@@ -136,6 +136,12 @@ impl Config {
                 "guard.snapshot_budget",
                 d(self.guard.snapshot_budget),
             ),
+            set("guard", "guard.answer_within", d(self.guard.answer_within)),
+            set(
+                "guard",
+                "guard.reuse_snapshot_within",
+                d(self.guard.reuse_snapshot_within),
+            ),
             set(
                 "guard",
                 "guard.archive_attempts",

@@ -229,6 +229,8 @@ fn a_bad_duration_names_the_key_and_shows_how_to_write_one() {
         ("[upstream]\n", "upstream.first_byte_timeout"),
         ("[upstream]\n", "upstream.idle_timeout"),
         ("[guard]\n", "guard.snapshot_budget"),
+        ("[guard]\n", "guard.answer_within"),
+        ("[guard]\n", "guard.reuse_snapshot_within"),
     ];
     let bad = [
         ("\"30\"", "\"30\""),
@@ -437,4 +439,32 @@ fn reload_refuses_a_missing_or_empty_file_and_a_gateway_started_without_one() {
     let defaults = load("", &[]).unwrap();
     let err = defaults.reload(&NoEnv).unwrap_err().to_string();
     assert!(err.starts_with("no config file to reload"), "{err}");
+}
+
+#[test]
+fn a_client_never_waits_longer_than_the_snapshot_budget() {
+    let defaults = load("", &[]).unwrap().guard;
+    assert_eq!(defaults.answer_within, Duration::from_secs(30));
+    assert_eq!(defaults.reuse_snapshot_within, Duration::from_secs(15 * 60));
+    // A budget shorter than 30 s bounds the default wait by itself.
+    let short = load("[guard]\nsnapshot_budget = \"2s\"\n", &[]).unwrap();
+    assert_eq!(short.guard.answer_within, Duration::from_secs(2));
+    let err = load(
+        "[guard]\nsnapshot_budget = \"10s\"\nanswer_within = \"1m\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("guard.answer_within: 1m is longer than guard.snapshot_budget (10s)"),
+        "{err}"
+    );
+    let zero = load("[guard]\nanswer_within = \"0s\"\n", &[]).unwrap_err();
+    assert!(
+        zero.to_string()
+            .starts_with("guard.answer_within: must be greater than zero"),
+        "{zero}"
+    );
+    let never = load("[guard]\nreuse_snapshot_within = \"0s\"\n", &[]).unwrap();
+    assert!(never.guard.reuse_snapshot_within.is_zero());
 }

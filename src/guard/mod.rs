@@ -2,6 +2,7 @@
 //! team's policy ([`policy`]), and the ordered pipeline that captures a
 //! campaign's data before anything destroys it.
 
+pub mod capture;
 pub mod classify;
 pub mod history;
 pub mod operations;

@@ -74,6 +74,10 @@ pub enum State {
     /// SmartLead said the campaign does not exist (or the key is wrong).
     NotFound,
     SnapshotFailed,
+    /// The client was answered 503 before the snapshot was complete; the
+    /// capture went on without it and has ended (the snapshot's own state
+    /// says how). Nothing was done to the campaign for this request.
+    SnapshotPending,
     UpstreamFailed,
     Interrupted,
 }
@@ -89,6 +93,7 @@ impl State {
             State::Denied => "denied",
             State::NotFound => "not_found",
             State::SnapshotFailed => "snapshot_failed",
+            State::SnapshotPending => "snapshot_pending",
             State::UpstreamFailed => "upstream_failed",
             State::Interrupted => "interrupted",
         }
@@ -315,6 +320,28 @@ pub async fn finish(
     .execute(pool)
     .await
     .map(|_| ())
+}
+
+/// [`finish`], retried with backoff: an unfinished row keeps the campaign
+/// claimed (409) until it is recovered.
+pub async fn finish_retrying(
+    pool: &SqlitePool,
+    id: i64,
+    state: State,
+    upstream_status: Option<u16>,
+    error: Option<&str>,
+) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=5 {
+        match finish(pool, id, state, upstream_status, error).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::error!(error = %err, operation_id = id, attempt, "cannot finish operation");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
 }
 
 /// Closes the unfinished operation of a request whose pipeline died.

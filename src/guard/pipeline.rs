@@ -2,6 +2,10 @@
 //! phase, in the order that is the product: identify the actor, claim the
 //! campaign (single flight), read the facts, decide, snapshot, act, record.
 //! It runs as its own task, so a client that hangs up cannot stop it halfway.
+//! The client waits at most `guard.answer_within`: a snapshot not complete by
+//! then is refused with 503 `snapshot_pending` and captured on in the
+//! background ([`super::capture`]), where a retry joins it; a retry after it
+//! completed uses it while it is recent and the campaign has not changed.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,16 +17,21 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use super::capture::{self, Job};
 use super::operations::{self, BeginError, DecisionRow, NewOperation, State};
 use super::policy::{self, Action, Decision, Facts};
 use crate::audit::{AuditRecord, ErrorKind, OperationKind};
 use crate::proxy::client::RequestBody;
 use crate::proxy::ProxyState;
-use crate::snapshot::fetch::{FetchError, Source};
+use crate::snapshot::fetch::Source;
 use crate::snapshot::store::{self, PartKind};
 
 /// The most of a campaign object the gateway reads into memory.
 const FACTS_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// `Retry-After` on a 409 (in flight elsewhere) or 503 (snapshot pending):
+/// soon, since a retry on this gateway joins the running capture.
+const RETRY_AFTER_SECS: &str = "5";
 
 pub static X_SAFEDELETE_ACTION: HeaderName = HeaderName::from_static("x-safedelete-action");
 pub static X_SAFEDELETE_AUDIT_ID: HeaderName = HeaderName::from_static("x-safedelete-audit-id");
@@ -103,6 +112,12 @@ struct Run {
     decision: Option<Decision>,
     record: AuditRecord,
     started: Instant,
+    /// When the client must have its answer (`guard.answer_within`).
+    answer_by: tokio::time::Instant,
+    /// Keeps the claim fresh while the operation runs.
+    heartbeat: Option<Heartbeat>,
+    /// This request's audit record, once written.
+    audit_id: Option<i64>,
 }
 
 /// How the pipeline ended when the gateway answers itself.
@@ -112,6 +127,8 @@ struct Refusal {
     state: State,
     message: String,
     upstream_status: Option<u16>,
+    /// The operation is left to a background capture, which ends it.
+    leave_operation: bool,
 }
 
 impl Refusal {
@@ -122,6 +139,23 @@ impl Refusal {
             state,
             message: message.into(),
             upstream_status: None,
+            leave_operation: false,
+        }
+    }
+
+    /// The snapshot is not complete within `guard.answer_within`.
+    fn pending(campaign_id: u64, snapshot_id: i64, waited: std::time::Duration) -> Self {
+        Refusal {
+            leave_operation: true,
+            ..Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::SnapshotPending,
+                State::SnapshotPending,
+                format!(
+                    "the snapshot of campaign {campaign_id} is not complete after {} (snapshot {snapshot_id} is still being captured, within guard.snapshot_budget). Nothing was deleted, and this request will not delete anything: retry the same delete to use the snapshot once it is complete.",
+                    humantime::format_duration(waited)
+                ),
+            )
         }
     }
 }
@@ -143,6 +177,9 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         decision: None,
         record,
         started: Instant::now(),
+        answer_by: tokio::time::Instant::now() + state.guard.answer_within,
+        heartbeat: None,
+        audit_id: None,
     };
 
     // Single flight: the durable intent, before anything else.
@@ -153,31 +190,48 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         actor_fingerprint: run.record.actor_fingerprint.as_deref(),
         actor_label: &actor,
     };
-    // Keeps the claim fresh while the pipeline runs; ends with it.
-    let mut _heartbeat = None;
-    match operations::begin(&state.pool, &new).await {
-        Ok(id) => {
-            run.operation_id = Some(id);
-            _heartbeat = Some(Heartbeat::start(state.pool.clone(), id));
-        }
-        Err(BeginError::InFlight { campaign_id }) => {
-            let refusal = Refusal::new(
+    loop {
+        match operations::begin(&state.pool, &new).await {
+            Ok(id) => {
+                run.operation_id = Some(id);
+                run.heartbeat = Some(Heartbeat::start(state.pool.clone(), id));
+                break;
+            }
+            Err(BeginError::InFlight { campaign_id }) => {
+                // A capture whose client was already answered holds the
+                // claim: join it (wait for it to end), then claim again.
+                if let Some(running) = state.captures.get(campaign_id) {
+                    let snapshot_id = running.snapshot_id;
+                    if tokio::time::timeout_at(run.answer_by, running.settled())
+                        .await
+                        .is_ok()
+                    {
+                        continue;
+                    }
+                    run.snapshot_id = Some(snapshot_id);
+                    let waited = state.guard.answer_within;
+                    return run
+                        .refuse(Refusal::pending(campaign_id, snapshot_id, waited))
+                        .await;
+                }
+                let refusal = Refusal::new(
                 StatusCode::CONFLICT,
                 ErrorKind::Conflict,
                 State::Denied,
                 format!("another deletion of campaign {campaign_id} is in progress; retry shortly. Nothing was deleted by this request."),
             );
-            return run.refuse(refusal).await;
-        }
-        Err(err @ (BeginError::Db(_) | BeginError::Recover(_))) => {
-            tracing::error!(error = %err, "cannot record a guarded operation");
-            let refusal = Refusal::new(
+                return run.refuse(refusal).await;
+            }
+            Err(err @ (BeginError::Db(_) | BeginError::Recover(_))) => {
+                tracing::error!(error = %err, "cannot record a guarded operation");
+                let refusal = Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorKind::StorageFailed,
                 State::Interrupted,
                 "the gateway cannot write its database, so it cannot protect this deletion. Nothing was deleted.",
             );
-            return run.refuse(refusal).await;
+                return run.refuse(refusal).await;
+            }
         }
     }
 
@@ -226,7 +280,8 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
     }
 
     if decision.snapshot_required {
-        if let Err(refusal) = run.snapshot(&source, &facts.raw).await {
+        let key = input.api_key_raw.clone();
+        if let Err(refusal) = run.snapshot(&facts, key, input.user_agent.clone()).await {
             return run.refuse(refusal).await;
         }
     }
@@ -298,6 +353,9 @@ struct CampaignFacts {
     client_id: Option<u64>,
     /// `client_id` was present (a number, or null for no client).
     client_id_known: bool,
+    /// When SmartLead last changed the campaign: a snapshot of the same
+    /// `updated_at` holds the same campaign.
+    updated_at: Option<String>,
 }
 
 impl CampaignFacts {
@@ -338,8 +396,7 @@ impl Run {
         }
     }
 
-    /// Ends the operation. Retried, because an unfinished row keeps the
-    /// campaign claimed (409) until it is recovered.
+    /// Ends the operation (retried: an unfinished row keeps the campaign claimed).
     async fn finish_operation(
         &self,
         state: State,
@@ -347,17 +404,7 @@ impl Run {
         error: Option<&str>,
     ) {
         let Some(id) = self.operation_id else { return };
-        let mut delay = std::time::Duration::from_millis(100);
-        for attempt in 1..=5 {
-            match operations::finish(&self.state.pool, id, state, upstream_status, error).await {
-                Ok(()) => return,
-                Err(err) => {
-                    tracing::error!(error = %err, operation_id = id, attempt, "cannot finish operation");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
-        }
+        operations::finish_retrying(&self.state.pool, id, state, upstream_status, error).await;
     }
 
     async fn record_decision(&self, d: &Decision) {
@@ -454,6 +501,10 @@ impl Run {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             client_id,
+            updated_at: object
+                .get("updated_at")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             // Present as a number, or null for a campaign without a client.
             client_id_known: client_id.is_some()
                 || matches!(object.get("client_id"), Some(Value::Null)),
@@ -461,8 +512,17 @@ impl Run {
         }))
     }
 
-    /// Phase: capture every part; the snapshot is complete only when all are stored.
-    async fn snapshot(&mut self, source: &Source<'_>, campaign: &Bytes) -> Result<(), Refusal> {
+    /// Phase: capture every part; the snapshot is complete only when all are
+    /// stored. A recent complete snapshot of the same campaign version is
+    /// used instead. The capture runs in its own task: if it is not complete
+    /// by `answer_by`, the client is refused (503 `snapshot_pending`) and it
+    /// goes on in the background, leaving this operation to end there.
+    async fn snapshot(
+        &mut self,
+        facts: &CampaignFacts,
+        api_key_raw: Option<String>,
+        user_agent: Option<HeaderValue>,
+    ) -> Result<(), Refusal> {
         self.set_state(State::Snapshotting).await;
         let pool = &self.state.pool;
         let storage = |msg: String| {
@@ -473,6 +533,15 @@ impl Run {
                 msg,
             )
         };
+        if let Some(id) = self.reusable(facts).await {
+            tracing::info!(
+                campaign_id = self.campaign_id,
+                snapshot_id = id,
+                "using a recent snapshot of the unchanged campaign"
+            );
+            self.use_snapshot(id).await;
+            return Ok(());
+        }
         let id = store::create_snapshot(pool, self.operation_id, self.campaign_id as i64)
             .await
             .map_err(|e| {
@@ -480,52 +549,93 @@ impl Run {
                     "cannot start a snapshot ({e}). Nothing was deleted."
                 ))
             })?;
+        if let Some(version) = &facts.updated_at {
+            // Without it the snapshot is never reused: no harm beyond a new capture.
+            if let Err(err) = store::set_campaign_version(pool, id, version).await {
+                tracing::warn!(error = %err, snapshot_id = id, "cannot record the campaign version");
+            }
+        }
+        self.use_snapshot(id).await;
+        let mut task = capture::spawn(Job {
+            state: self.state.clone(),
+            campaign_id: self.campaign_id,
+            snapshot_id: id,
+            api_key_raw,
+            user_agent,
+            campaign: facts.raw.clone(),
+        });
+        let guard = &self.state.guard;
+        // A capture that cannot outlast the wait (answer_within is the whole
+        // budget) is simply waited for: the client then gets its verdict.
+        let wait = if guard.answer_within >= guard.snapshot_budget {
+            Ok((&mut task).await)
+        } else {
+            tokio::time::timeout_at(self.answer_by, &mut task).await
+        };
+        let joined = match wait {
+            Ok(joined) => joined,
+            Err(_) => {
+                self.state.captures.continue_in_background(
+                    self.state.clone(),
+                    self.campaign_id,
+                    id,
+                    self.operation_id,
+                    task,
+                    self.heartbeat.take(),
+                );
+                let waited = self.state.guard.answer_within;
+                return Err(Refusal::pending(self.campaign_id, id, waited));
+            }
+        };
+        match capture::outcome(joined, &self.state, id).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let message = format!(
+                    "could not capture campaign {} before deleting it: {err}. Nothing was deleted.",
+                    self.campaign_id
+                );
+                Err(if err.is_storage() {
+                    storage(message)
+                } else {
+                    Refusal::new(
+                        StatusCode::BAD_GATEWAY,
+                        ErrorKind::SnapshotFailed,
+                        State::SnapshotFailed,
+                        message,
+                    )
+                })
+            }
+        }
+    }
+
+    /// A complete snapshot of this campaign taken within
+    /// `guard.reuse_snapshot_within` whose campaign `updated_at` is the one
+    /// just read. None when SmartLead gave no `updated_at`: then the guard
+    /// cannot tell the campaign did not change.
+    async fn reusable(&self, facts: &CampaignFacts) -> Option<i64> {
+        let within = self.state.guard.reuse_snapshot_within;
+        let version = facts.updated_at.as_deref()?;
+        if within.is_zero() {
+            return None;
+        }
+        let since = crate::audit::format_time(std::time::SystemTime::now().checked_sub(within)?);
+        match store::find_reusable(&self.state.pool, self.campaign_id as i64, version, &since).await
+        {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot look for a reusable snapshot; capturing again");
+                None
+            }
+        }
+    }
+
+    /// Makes `id` this operation's snapshot (record, operation row, headers).
+    async fn use_snapshot(&mut self, id: i64) {
         self.snapshot_id = Some(id);
         self.record.snapshot_id = Some(id);
         if let Some(op) = self.operation_id {
-            let _ = operations::set_snapshot(pool, op, id).await;
+            let _ = operations::set_snapshot(&self.state.pool, op, id).await;
         }
-        let result = async {
-            source
-                .store_bytes(id, PartKind::Campaign, Some("application/json"), campaign)
-                .await?;
-            for kind in [
-                PartKind::LeadsCsv,
-                PartKind::Sequences,
-                PartKind::EmailAccounts,
-                PartKind::Webhooks,
-                PartKind::Analytics,
-            ] {
-                let part = source.capture(id, kind).await?;
-                tracing::info!(campaign_id = self.campaign_id, snapshot_id = id, %kind, bytes = part.bytes, "snapshot part stored");
-            }
-            Ok::<(), FetchError>(())
-        }
-        .await;
-        if let Err(err) = result {
-            let message = format!(
-                "could not capture campaign {} before deleting it: {err}. Nothing was deleted.",
-                self.campaign_id
-            );
-            let _ = store::fail_snapshot(pool, id, &err.to_string()).await;
-            return Err(if err.is_storage() {
-                storage(message)
-            } else {
-                Refusal::new(
-                    StatusCode::BAD_GATEWAY,
-                    ErrorKind::SnapshotFailed,
-                    State::SnapshotFailed,
-                    message,
-                )
-            });
-        }
-        if let Err(err) = store::complete_snapshot(pool, id).await {
-            let _ = store::fail_snapshot(pool, id, &err.to_string()).await;
-            return Err(storage(format!(
-                "could not complete the snapshot ({err}). Nothing was deleted."
-            )));
-        }
-        Ok(())
     }
 
     /// Phase: archive instead of deleting, trying each configured way in order.
@@ -691,8 +801,10 @@ impl Run {
     }
 
     async fn refuse(mut self, r: Refusal) -> GuardResponse {
-        self.finish_operation(r.state, r.upstream_status, Some(&r.message))
-            .await;
+        if !r.leave_operation {
+            self.finish_operation(r.state, r.upstream_status, Some(&r.message))
+                .await;
+        }
         if r.upstream_status.is_some() {
             self.record.upstream_status = r.upstream_status;
         }
@@ -704,9 +816,20 @@ impl Run {
                 json!({"ok": false, "success": false, "error": message, "error_kind": kind.as_str(), "message": message, "safedelete": extra})
             })
             .await;
-        if r.status == StatusCode::CONFLICT {
-            resp.headers
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if matches!(kind, ErrorKind::Conflict | ErrorKind::SnapshotPending) {
+            resp.headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        if r.leave_operation {
+            // This request has its record: should the gateway stop before the
+            // background capture ends, start-up must not write a second one.
+            if let (Some(op), Some(audit_id)) = (self.operation_id, self.audit_id) {
+                if let Err(err) = operations::set_audit_id(&self.state.pool, op, audit_id).await {
+                    tracing::warn!(error = %err, operation_id = op, "cannot link the operation to its audit record");
+                }
+            }
         }
         resp
     }
@@ -777,7 +900,10 @@ impl Run {
         r.snapshot_id = self.snapshot_id;
         r.duration = self.started.elapsed();
         match self.state.audit.write_durable(r.clone()).await {
-            Ok(id) => Some(id),
+            Ok(id) => {
+                self.audit_id = Some(id);
+                Some(id)
+            }
             Err(err) => {
                 tracing::error!(error = %err, "cannot write the audit record of a guarded request");
                 None

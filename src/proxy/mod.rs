@@ -65,6 +65,9 @@ pub struct ProxyState {
     pub background: tokio::runtime::Handle,
     /// Guard pipelines still running (shutdown waits for them).
     pub guard_tasks: Arc<crate::guard::tasks::TaskCount>,
+    /// Snapshot captures whose client was answered before they ended; a
+    /// retry of the same delete joins them.
+    pub captures: Arc<crate::guard::capture::Captures>,
 }
 
 impl ProxyState {
@@ -97,6 +100,7 @@ impl ProxyState {
             policy: RwLock::new(Arc::new(config.policy.clone())),
             guard: config.guard.clone(),
             guard_tasks: Arc::default(),
+            captures: Arc::default(),
             background: tokio::runtime::Handle::current(),
         }
     }

@@ -2,7 +2,9 @@
 //! client's own key: each part is streamed through [`PartWriter`] (hashed,
 //! compressed, stored in chunks), and reads that hit 429/5xx, drop mid-body or
 //! stall are retried with backoff that honours `Retry-After`, all within one
-//! time budget for the whole snapshot.
+//! time budget for the whole snapshot. Errors that waiting will not fix end
+//! the capture at once: any other 4xx (401/403/404: wrong key, no access,
+//! gone), and the same 5xx [`SAME_5XX_LIMIT`] times in a row for one part.
 
 use std::time::Duration;
 
@@ -19,6 +21,11 @@ use super::store::{PartKind, PartSummary, PartWriter, StoreError};
 use crate::proxy::client::RequestBody;
 use crate::proxy::ProxyState;
 
+/// A part whose read gets the same 5xx this many times in a row is refused:
+/// SmartLead is failing on it, and waiting out the whole budget (minutes)
+/// would only hold the client until it times out.
+pub const SAME_5XX_LIMIT: u32 = 3;
+
 /// Why a part could not be captured.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -26,6 +33,12 @@ pub enum FetchError {
     Budget { kind: PartKind, budget: Duration },
     #[error("{kind}: SmartLead answered {status}")]
     Status { kind: PartKind, status: StatusCode },
+    #[error("{kind}: SmartLead answered {status} {times} times in a row")]
+    Persistent {
+        kind: PartKind,
+        status: StatusCode,
+        times: u32,
+    },
     #[error("{kind}: could not reach SmartLead: {source}")]
     Upstream {
         kind: PartKind,
@@ -149,8 +162,9 @@ impl Source<'_> {
     }
 
     /// Sends a request, retrying connection failures, 429 and 5xx (waiting
-    /// for `Retry-After` when given) up to three tries while the budget allows. Returns the
-    /// last response, whatever its status, when retrying is not possible.
+    /// for `Retry-After` when given) up to three tries ([`SAME_5XX_LIMIT`])
+    /// while the budget allows; any other status is final at once. Returns
+    /// the last response, whatever its status, when retrying is not possible.
     pub async fn send_retrying(
         &self,
         kind: PartKind,
@@ -174,7 +188,7 @@ impl Source<'_> {
                 Err(err) => (None, Err(err)),
             };
             let wait = retry_after.unwrap_or_else(|| backoff(attempt));
-            if attempt >= 3 || wait >= self.remaining() {
+            if attempt >= SAME_5XX_LIMIT || wait >= self.remaining() {
                 return outcome;
             }
             tracing::info!(campaign_id = self.campaign_id, %method, attempt, ?wait, "SmartLead call failed; retrying");
@@ -189,6 +203,8 @@ impl Source<'_> {
         kind: PartKind,
     ) -> Result<PartSummary, FetchError> {
         let mut attempt: u32 = 0;
+        // The last 5xx and how many times in a row it came.
+        let mut same_5xx: Option<(StatusCode, u32)> = None;
         loop {
             attempt += 1;
             if self.remaining().is_zero() {
@@ -209,6 +225,25 @@ impl Source<'_> {
             };
             if matches!(err, FetchError::Budget { .. }) {
                 return Err(err);
+            }
+            same_5xx = match (&err, same_5xx) {
+                (FetchError::Status { status, .. }, Some((last, n)))
+                    if status.is_server_error() && *status == last =>
+                {
+                    Some((last, n + 1))
+                }
+                (FetchError::Status { status, .. }, _) if status.is_server_error() => {
+                    Some((*status, 1))
+                }
+                _ => None,
+            };
+            if let Some((status, times)) = same_5xx.filter(|&(_, n)| n >= SAME_5XX_LIMIT) {
+                tracing::warn!(campaign_id = self.campaign_id, %kind, %status, times, "snapshot read keeps failing the same way; not retrying");
+                return Err(FetchError::Persistent {
+                    kind,
+                    status,
+                    times,
+                });
             }
             let wait = retry_after.unwrap_or_else(|| backoff(attempt));
             if wait >= self.remaining() {

@@ -176,6 +176,41 @@ pub async fn create_snapshot(
     Ok(id)
 }
 
+/// Records which version of the campaign (SmartLead's `updated_at`) a
+/// snapshot holds, so a later retry can tell whether it is still current.
+pub async fn set_campaign_version(
+    pool: &SqlitePool,
+    snapshot_id: i64,
+    updated_at: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE snapshots SET campaign_updated_at = ? WHERE id = ?")
+        .bind(updated_at)
+        .bind(snapshot_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The newest `complete` snapshot of `campaign_id` created at or after
+/// `since` (stored time form) that holds the campaign as of `updated_at`:
+/// the data a new capture would read again, if the campaign did not change.
+pub async fn find_reusable(
+    pool: &SqlitePool,
+    campaign_id: i64,
+    updated_at: &str,
+    since: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM snapshots WHERE campaign_id = ? AND state = 'complete' \
+         AND campaign_updated_at = ? AND created_at >= ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(campaign_id)
+    .bind(updated_at)
+    .bind(since)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// Marks a snapshot `complete`, but only if every part in [`PartKind::ALL`] is
 /// present and every part row is `complete`; otherwise nothing changes and the
 /// first missing or unfinished part is named in [`StoreError::Incomplete`].

@@ -230,13 +230,14 @@ pub struct PruneCandidate {
 /// - snapshots still being captured (`in_progress`);
 /// - the newest complete snapshot of every campaign the gateway let be
 ///   deleted (`allow`), when the delete went through, may have, or is about
-///   to (every state but `denied`/`not_found`/`snapshot_failed`): it may be
+///   to (every state but `denied`/`not_found`/`snapshot_failed`/
+///   `snapshot_pending`): it may be
 ///   the only copy of that campaign's data left anywhere;
 /// - the snapshot of any operation that has not finished yet.
 const PRUNABLE: &str = "s.created_at < ?1 AND s.pinned = 0 AND s.state <> 'in_progress' \
      AND s.id NOT IN (SELECT MAX(k.id) FROM snapshots k WHERE k.state = 'complete' \
        AND k.campaign_id IN (SELECT o.campaign_id FROM operations o WHERE o.action = 'allow' \
-         AND o.state NOT IN ('denied', 'not_found', 'snapshot_failed')) \
+         AND o.state NOT IN ('denied', 'not_found', 'snapshot_failed', 'snapshot_pending')) \
        GROUP BY k.campaign_id) \
      AND s.id NOT IN (SELECT o.snapshot_id FROM operations o WHERE o.snapshot_id IS NOT NULL \
        AND o.state IN ('received', 'deciding', 'snapshotting', 'acting'))";

@@ -397,3 +397,62 @@ fn part_kinds_round_trip_and_name_their_files() {
         "campaign-101-sequences.json"
     );
 }
+
+#[tokio::test]
+async fn only_a_recent_complete_snapshot_of_the_same_campaign_version_is_reusable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = pool(dir.path()).await;
+    const V1: &str = "2025-11-25T10:43:46.826Z";
+    let long_ago = "2000-01-01T00:00:00.000Z";
+
+    let failed = create_snapshot(&pool, None, 7).await.expect("create");
+    set_campaign_version(&pool, failed, V1)
+        .await
+        .expect("version");
+    fail_snapshot(&pool, failed, "500 three times")
+        .await
+        .expect("fail");
+    assert_eq!(
+        find_reusable(&pool, 7, V1, long_ago).await.expect("find"),
+        None
+    );
+
+    let done = create_snapshot(&pool, None, 7).await.expect("create");
+    set_campaign_version(&pool, done, V1)
+        .await
+        .expect("version");
+    for kind in PartKind::ALL {
+        write_part(&pool, done, kind, b"[]").await;
+    }
+    complete_snapshot(&pool, done).await.expect("complete");
+    let unversioned = create_snapshot(&pool, None, 7).await.expect("create");
+    for kind in PartKind::ALL {
+        write_part(&pool, unversioned, kind, b"[]").await;
+    }
+    complete_snapshot(&pool, unversioned)
+        .await
+        .expect("complete");
+
+    assert_eq!(
+        find_reusable(&pool, 7, V1, long_ago).await.expect("find"),
+        Some(done),
+        "the newest complete snapshot of that version, never one without a version"
+    );
+    let changed = "2025-11-25T10:44:00.000Z";
+    assert_eq!(
+        find_reusable(&pool, 7, changed, long_ago)
+            .await
+            .expect("find"),
+        None
+    );
+    assert_eq!(
+        find_reusable(&pool, 8, V1, long_ago).await.expect("find"),
+        None
+    );
+    let future = "2999-01-01T00:00:00.000Z";
+    assert_eq!(
+        find_reusable(&pool, 7, V1, future).await.expect("find"),
+        None,
+        "too old"
+    );
+}
