@@ -5,8 +5,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc, with its background thread purging freed memory: after a burst
+/// of connections RSS comes back down even when the gateway is then idle
+/// (glibc's per-thread arenas kept most of it; `tests/limits.rs` measures).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Without it, jemalloc purges only while the process keeps allocating.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = safedelete::cli::Cli::parse();
     match safedelete::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
