@@ -1128,6 +1128,46 @@ async fn a_retry_while_the_capture_runs_joins_it_and_archives_with_that_snapshot
 }
 
 #[tokio::test]
+async fn a_retry_that_joined_a_capture_which_then_failed_is_told_so() {
+    let up = fake(200).await;
+    // The export answers 500 slowly, every time: the capture outlives the
+    // first answer, then fails for good (the same 5xx three times).
+    up.fault(fault(
+        "/api/v1/campaigns/101/leads-export",
+        Fault {
+            status: Some(500),
+            delay: Some(Duration::from_millis(400)),
+            ..Fault::default()
+        },
+    ));
+    // Three tries and two backoffs: the capture fails about 1.95 s in.
+    let gw = answering_gateway(&up, "1s", "20s").await;
+    let first = assert_pending(&delete(&gw, DELETE_101).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let retry = delete(&gw, DELETE_101).await;
+    assert_eq!(retry.status, 502, "{:?}", retry.body);
+    let body = retry.json();
+    assert_eq!(body["error_kind"], "snapshot_failed");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("waited for failed"),
+        "{body}"
+    );
+    assert_eq!(
+        retry.header("x-safedelete-snapshot-id"),
+        Some(first.to_string().as_str())
+    );
+    assert_eq!(
+        export_requests(&up),
+        3,
+        "the retry started no capture of its own"
+    );
+    assert!(destructive_calls(&up).is_empty());
+}
+
+#[tokio::test]
 async fn a_retry_that_waits_out_its_own_answer_within_is_refused_too() {
     let up = fake(200).await;
     slow_export_once(&up, Duration::from_secs(4));

@@ -317,7 +317,15 @@ fn run(
             // Refuse new records; what is already queued is still written.
             rx.close();
         }
-        written += write_batch(&mut conn, &mut batch, metrics, health, 5);
+        // Shutting down while the trail cannot be written: one try per
+        // batch, so a stop is not held up for minutes (the rest is lost,
+        // and counted).
+        let attempts = if stopping && health.failure().is_some() {
+            1
+        } else {
+            5
+        };
+        written += write_batch(&mut conn, &mut batch, metrics, health, attempts);
         batch.clear();
         if stopping && rx.is_empty() {
             break;

@@ -53,19 +53,25 @@ pub struct Job {
     pub campaign: Bytes,
 }
 
+/// How a background capture ended: `Ok` with a complete snapshot, or why not.
+pub type Settled = Result<(), String>;
+
 /// A running capture, as a retry sees it.
 #[derive(Clone)]
 pub struct Running {
     pub snapshot_id: i64,
-    settled: watch::Receiver<bool>,
+    settled: watch::Receiver<Option<Settled>>,
 }
 
 impl Running {
     /// Resolves once the capture has ended and its operation released the
-    /// campaign.
-    pub async fn settled(mut self) {
-        // A dropped sender means the closer is gone: nothing left to wait for.
-        let _ = self.settled.wait_for(|done| *done).await;
+    /// campaign, with how it ended.
+    pub async fn settled(mut self) -> Settled {
+        match self.settled.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().unwrap_or(Ok(())),
+            // The task that would have said is gone (it panicked).
+            Err(_) => Err("the background capture stopped before it ended".to_string()),
+        }
     }
 }
 
@@ -79,6 +85,17 @@ impl Captures {
     /// The background capture of `campaign_id`, if one runs here.
     pub fn get(&self, campaign_id: u64) -> Option<Running> {
         self.lock().get(&campaign_id).cloned()
+    }
+
+    /// Forgets a capture whose task is gone without saying how it ended.
+    pub fn forget(&self, campaign_id: u64, snapshot_id: i64) {
+        let mut running = self.lock();
+        if running
+            .get(&campaign_id)
+            .is_some_and(|r| r.snapshot_id == snapshot_id)
+        {
+            running.remove(&campaign_id);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
@@ -99,7 +116,7 @@ impl Captures {
         handle: JoinHandle<Result<(), CaptureError>>,
         keep: impl Send + 'static,
     ) {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(None);
         self.lock().insert(
             campaign_id,
             Running {
@@ -133,16 +150,8 @@ impl Captures {
                     .await;
             }
             drop(keep);
-            {
-                let mut running = captures.lock();
-                if running
-                    .get(&campaign_id)
-                    .is_some_and(|r| r.snapshot_id == snapshot_id)
-                {
-                    running.remove(&campaign_id);
-                }
-            }
-            let _ = tx.send(true);
+            captures.forget(campaign_id, snapshot_id);
+            let _ = tx.send(Some(outcome.map_err(|e| e.to_string())));
             drop(guard);
         });
     }

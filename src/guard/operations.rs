@@ -351,7 +351,8 @@ pub async fn fail_by_request(
     error: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE operations SET state = 'interrupted', error = ?, updated_at = ? \
+        "UPDATE operations SET state = 'interrupted', \
+         error = ? || ' (interrupted in state ' || state || ')', updated_at = ? \
          WHERE request_id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
     )
     .bind(error)

@@ -190,6 +190,9 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         actor_fingerprint: run.record.actor_fingerprint.as_deref(),
         actor_label: &actor,
     };
+    // One more claim when the campaign was freed between our claim and our
+    // look at the running captures.
+    let mut claim_again = true;
     loop {
         match operations::begin(&state.pool, &new).await {
             Ok(id) => {
@@ -202,17 +205,30 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
                 // claim: join it (wait for it to end), then claim again.
                 if let Some(running) = state.captures.get(campaign_id) {
                     let snapshot_id = running.snapshot_id;
-                    if tokio::time::timeout_at(run.answer_by, running.settled())
-                        .await
-                        .is_ok()
-                    {
-                        continue;
+                    match tokio::time::timeout_at(run.answer_by, running.settled()).await {
+                        Ok(Ok(())) if tokio::time::Instant::now() < run.answer_by => continue,
+                        Ok(Ok(())) => {}
+                        Ok(Err(why)) => {
+                            state.captures.forget(campaign_id, snapshot_id);
+                            run.snapshot_id = Some(snapshot_id);
+                            let refusal = Refusal::new(
+                                StatusCode::BAD_GATEWAY,
+                                ErrorKind::SnapshotFailed,
+                                State::SnapshotFailed,
+                                format!("the capture of campaign {campaign_id} this retry waited for failed ({why}). Nothing was deleted."),
+                            );
+                            return run.refuse(refusal).await;
+                        }
+                        Err(_) => {}
                     }
                     run.snapshot_id = Some(snapshot_id);
                     let waited = state.guard.answer_within;
                     return run
                         .refuse(Refusal::pending(campaign_id, snapshot_id, waited))
                         .await;
+                }
+                if std::mem::take(&mut claim_again) {
+                    continue;
                 }
                 let refusal = Refusal::new(
                 StatusCode::CONFLICT,

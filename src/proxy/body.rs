@@ -142,22 +142,29 @@ impl Tracker {
         }
     }
 
+    /// Scrubs the keys the body has shown so far from the record (and names
+    /// the actor by the first when the query had none).
+    pub fn scrub_body_keys(&mut self) {
+        let Some(upload) = &self.upload else { return };
+        let keys = std::mem::take(&mut *lock(&upload.body_keys));
+        if !keys.is_empty() {
+            apply_body_keys(&mut self.record, &keys);
+        }
+    }
+
     /// Records the request: metrics, one access log line, one audit record.
     fn finish(&mut self, complete: bool) {
         if self.done {
             return;
         }
         self.done = true;
+        self.scrub_body_keys();
         let state = &self.state;
         let r = &mut self.record;
         r.duration = self.started.elapsed();
         r.bytes_out = self.bytes_out;
         if let Some(upload) = &self.upload {
             r.bytes_in = upload.bytes.load(Ordering::Relaxed);
-            let keys = std::mem::take(&mut *lock(&upload.body_keys));
-            if !keys.is_empty() {
-                apply_body_keys(r, &keys);
-            }
         }
         if r.error_kind.is_none() {
             r.error_kind = match self.body_error {

@@ -429,12 +429,15 @@ impl ProxyService {
         mut tracker: Tracker,
         request_id: &HeaderValue,
     ) -> Response<ResponseBody> {
+        // The record's id is scrubbed of keys the body carried; log that one.
+        tracker.scrub_body_keys();
+        let logged_id = tracker.record.request_id.as_str();
         match err.upstream_metric() {
             Some(m) => {
                 self.state.metrics.record_upstream_error(m);
-                tracing::warn!(request_id = ?request_id, error = %err, "upstream request failed");
+                tracing::warn!(request_id = logged_id, error = %err, "upstream request failed");
             }
-            None => tracing::debug!(request_id = ?request_id, error = %err, "request refused"),
+            None => tracing::debug!(request_id = logged_id, error = %err, "request refused"),
         }
         tracker.record.status = err.status().as_u16();
         tracker.record.error_kind = Some(err.kind());

@@ -1,6 +1,6 @@
-//! The admin listener's accept loop. It has its own small connection limit
-//! and the same request-head timeout as the proxy, so a slow or idle client
-//! cannot hold it, and a flood on the proxy listener (bounded there by
+//! The admin listener's accept loop. It has its own small connection limit,
+//! the same request-head timeout as the proxy and a write stall guard, so a
+//! slow, idle or non-reading client cannot hold it, and a flood on the proxy listener (bounded there by
 //! `max_connections`) cannot take the health checks and `/metrics` down.
 
 use std::future::Future;
@@ -13,6 +13,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use super::stall::StallGuard;
 
 /// Admin connections served at once; more wait in the backlog.
 const MAX_CONNECTIONS: usize = 64;
@@ -54,6 +56,9 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // A client that stops reading a large answer (`/v1/audit`) must not
+        // keep its slot either.
+        let stream = StallGuard::new(stream, head_timeout, Arc::default());
         let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

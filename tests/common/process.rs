@@ -52,12 +52,15 @@ impl Proc {
         let buf = stdout.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if line.contains("safedelete listening") {
-                    let _ = tx.send(line.clone());
+                // Kept before it is announced, so `logs()` already holds it.
+                {
+                    let mut b = buf.lock().unwrap();
+                    b.push_str(&line);
+                    b.push('\n');
                 }
-                let mut b = buf.lock().unwrap();
-                b.push_str(&line);
-                b.push('\n');
+                if line.contains("safedelete listening") {
+                    let _ = tx.send(line);
+                }
             }
         });
         let mut err = child.stderr.take().unwrap();
