@@ -180,6 +180,14 @@ pub async fn run(
         policy_revision = %state.policy().policy.revision(),
         "safedelete listening"
     );
+    if let Some(open_files) = crate::config::connections_exceed_open_files(config.max_connections) {
+        tracing::warn!(
+            max_connections = config.max_connections,
+            open_files,
+            "max_connections can use up the open-files limit (two descriptors a connection, 256 kept back); \
+             past it, accepts fail and the admin listener may stop answering: lower max_connections or raise the limit (ulimit -n)"
+        );
+    }
     ready.store(true, Ordering::Release);
 
     let graceful = GracefulShutdown::new();

@@ -275,5 +275,10 @@ async fn with_few_file_descriptors_the_admin_listener_still_answers_and_accept_d
         "{spent} ticks of CPU in 2 s with accept failing"
     );
     assert!(gw.logs().contains("accept failed"), "no EMFILE seen");
+    assert!(
+        gw.logs()
+            .contains("max_connections can use up the open-files limit"),
+        "no warning at start"
+    );
     drop(held);
 }

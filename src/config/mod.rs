@@ -720,6 +720,13 @@ const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
 /// listener, the database, logs.
 const RESERVED_FDS: usize = 256;
 
+/// Whether `max_connections` could use up the file descriptors the admin
+/// listener and the database need (when set by hand past the default).
+pub fn connections_exceed_open_files(max_connections: usize) -> Option<usize> {
+    let open_files = open_files_limit()?;
+    (max_connections.saturating_mul(2) + RESERVED_FDS > open_files).then_some(open_files)
+}
+
 /// A connection limit this process can really serve: each proxied
 /// connection may hold two descriptors (client and SmartLead), and some are
 /// kept back so the admin listener and the database still work when the
@@ -730,7 +737,7 @@ fn default_max_connections() -> usize {
 }
 
 /// The soft limit on open files (`/proc/self/limits`), where there is one.
-fn open_files_limit() -> Option<usize> {
+pub fn open_files_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
