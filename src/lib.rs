@@ -13,6 +13,7 @@
 //! - [`metrics`]: lock-free counters rendered as Prometheus text.
 //! - [`guard`]: the deletion guard: classification, policy, the guarded pipeline.
 //! - [`snapshot`]: capturing a campaign's data into checksummed, compressed chunks.
+//! - [`digest`]: SHA-256 and hex, the one digest helper.
 //! - [`db`]: the SQLite pool (read-write, or read-only for the commands that only read), embedded migrations, private file modes.
 //! - [`tls`]: rustls configs for the upstream client and the proxy listener.
 //! - [`logging`]: tracing setup (JSON or pretty).
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod digest;
 pub mod guard;
 pub mod logging;
 pub mod metrics;

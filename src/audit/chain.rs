@@ -50,11 +50,11 @@ pub struct Hashed<'a> {
 /// The record's hash given the previous one.
 pub fn hash(prev_hash: &str, r: &Hashed<'_>) -> String {
     let canonical = canonical(r);
-    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut h = crate::digest::sha256_stream();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
     h.update(&canonical);
-    hex(h.finish().as_ref())
+    crate::digest::hex(h.finish().as_ref())
 }
 
 /// The record as a compact JSON array, fields in [`Hashed`]'s order, byte for
@@ -130,16 +130,6 @@ fn text(out: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0xf)]);
-    }
-    String::from_utf8(out).expect("hex digits are ASCII")
-}
 
 fn hashed(e: &StoredEvent) -> Hashed<'_> {
     Hashed {
@@ -479,10 +469,5 @@ mod tests {
             r.snapshot_id = Some(i64::MAX);
             assert_eq!(hash(GENESIS, &r), reference(GENESIS, &r), "{t:?}");
         }
-    }
-
-    #[test]
-    fn hex_is_lowercase_two_digits_per_byte() {
-        assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
     }
 }

@@ -246,13 +246,12 @@ fn is_api_key_param(name: &str) -> bool {
 
 /// The full SHA-256 of a key, lower-case hex (how `[[actors]]` name keys).
 pub fn key_sha256(api_key: &str) -> String {
-    super::chain::hex(ring::digest::digest(&ring::digest::SHA256, api_key.as_bytes()).as_ref())
+    crate::digest::sha256_hex(api_key.as_bytes())
 }
 
 /// The actor fingerprint of a key: the first 16 hex characters of its SHA-256.
 pub fn fingerprint(api_key: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, api_key.as_bytes());
-    super::chain::hex(&digest.as_ref()[..8])
+    crate::digest::hex(&crate::digest::sha256(api_key.as_bytes())[..8])
 }
 
 /// Form-decodes a name or value, repeatedly; borrows when there is nothing

@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// The raw `[policy]` table, as written in the config file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -220,7 +219,7 @@ impl Policy {
     }
 
     fn new(default: Action, rules: Vec<Rule>) -> Policy {
-        let revision = hex(&Sha256::digest(canonical(default, &rules)));
+        let revision = crate::digest::sha256_hex(&canonical(default, &rules));
         Policy {
             default,
             rules,
@@ -481,14 +480,6 @@ fn canonical(default: Action, rules: &[Rule]) -> Vec<u8> {
             .collect(),
     };
     serde_json::to_vec(&canon).expect("plain structs of strings and numbers always serialize")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// Facts the decision needs. A fact that is `None` never matches a rule that

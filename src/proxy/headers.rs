@@ -98,7 +98,7 @@ pub fn request_id(headers: &HeaderMap, secrets: Option<&Secrets>) -> HeaderValue
             return v.clone();
         }
     }
-    let id = crate::audit::chain::hex(&fastrand::u128(..).to_be_bytes());
+    let id = crate::digest::hex(&fastrand::u128(..).to_be_bytes());
     HeaderValue::from_str(&id).expect("hex digits are a valid header value")
 }
 

@@ -148,7 +148,7 @@ pub async fn export_part<W: AsyncWrite + Unpin>(
         kind,
         source,
     };
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut hasher = crate::digest::sha256_stream();
     let mut written = 0u64;
     for seq in 0..chunk_count {
         let data: Option<Vec<u8>> =
@@ -175,7 +175,7 @@ pub async fn export_part<W: AsyncWrite + Unpin>(
     }
     out.flush().await.map_err(io_error)?;
 
-    let actual = crate::audit::chain::hex(hasher.finish().as_ref());
+    let actual = crate::digest::hex(hasher.finish().as_ref());
     if actual != expected {
         return Err(StoreError::ChecksumMismatch {
             snapshot_id,

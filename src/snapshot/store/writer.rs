@@ -34,7 +34,7 @@ pub struct PartWriter {
     snapshot_id: i64,
     kind: PartKind,
     part_id: i64,
-    hasher: ring::digest::Context,
+    hasher: crate::digest::Context,
     buf: Vec<u8>,
     bytes: u64,
     stored_bytes: u64,
@@ -83,7 +83,7 @@ impl PartWriter {
             snapshot_id,
             kind,
             part_id,
-            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            hasher: crate::digest::sha256_stream(),
             buf: Vec::with_capacity(CHUNK_SIZE),
             bytes: 0,
             stored_bytes: 0,
@@ -114,9 +114,9 @@ impl PartWriter {
         }
         let hasher = std::mem::replace(
             &mut self.hasher,
-            ring::digest::Context::new(&ring::digest::SHA256),
+            crate::digest::sha256_stream(),
         );
-        let sha256 = crate::audit::chain::hex(hasher.finish().as_ref());
+        let sha256 = crate::digest::hex(hasher.finish().as_ref());
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE snapshot_parts SET state = 'complete', byte_count = ?, stored_bytes = ?, \
