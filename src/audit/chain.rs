@@ -12,44 +12,16 @@ use std::str::FromStr;
 
 use sqlx::SqlitePool;
 
-use super::query::{list, Filter, Page, StoredEvent};
+use super::event::Value;
+use super::query::{list, Filter, Page};
 
 /// `prev_hash` of the first chained record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The fields that are hashed, in a fixed order.
-pub struct Hashed<'a> {
-    pub id: i64,
-    pub time: &'a str,
-    pub request_id: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub actor_fingerprint: Option<&'a str>,
-    pub actor_label: Option<&'a str>,
-    pub client_addr: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
-    pub operation: &'a str,
-    pub campaign_id: Option<i64>,
-    pub action: Option<&'a str>,
-    pub would_action: Option<&'a str>,
-    pub rule: Option<&'a str>,
-    pub policy_revision: Option<&'a str>,
-    pub snapshot_id: Option<i64>,
-    pub upstream_status: Option<i64>,
-    pub status: i64,
-    pub bytes_in: i64,
-    pub bytes_out: i64,
-    pub duration_ms: f64,
-    pub error_kind: Option<&'a str>,
-    /// A note for people (gap and interrupted-operation records); hashed
-    /// only when present, so records from before it existed still verify.
-    pub detail: Option<&'a str>,
-}
-
-/// The record's hash given the previous one.
-pub fn hash(prev_hash: &str, r: &Hashed<'_>) -> String {
-    let canonical = canonical(r);
+/// The record's hash given the previous one, over its hashed values
+/// ([`StoredEvent::hashed_values`]).
+pub fn hash(prev_hash: &str, values: &[Value<'_>]) -> String {
+    let canonical = canonical(values);
     let mut h = crate::digest::sha256_stream();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
@@ -57,37 +29,23 @@ pub fn hash(prev_hash: &str, r: &Hashed<'_>) -> String {
     crate::digest::hex(h.finish().as_ref())
 }
 
-/// The record as a compact JSON array, fields in [`Hashed`]'s order, byte for
-/// byte what `serde_json` writes for it (the chain's format).
-fn canonical(r: &Hashed<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + r.path.len() + r.query.map_or(0, str::len));
+/// The record as a compact JSON array, fields in column order, byte for
+/// byte what `serde_json` writes for it (the chain's format). The last
+/// field (`detail`) is written only when present.
+fn canonical(values: &[Value<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
     out.push(b'[');
-    int(&mut out, Some(r.id));
-    text(&mut out, Some(r.time));
-    text(&mut out, Some(r.request_id));
-    text(&mut out, Some(r.method));
-    text(&mut out, Some(r.path));
-    text(&mut out, r.query);
-    text(&mut out, r.actor_fingerprint);
-    text(&mut out, r.actor_label);
-    text(&mut out, r.client_addr);
-    text(&mut out, r.user_agent);
-    text(&mut out, Some(r.operation));
-    int(&mut out, r.campaign_id);
-    text(&mut out, r.action);
-    text(&mut out, r.would_action);
-    text(&mut out, r.rule);
-    text(&mut out, r.policy_revision);
-    int(&mut out, r.snapshot_id);
-    int(&mut out, r.upstream_status);
-    int(&mut out, Some(r.status));
-    int(&mut out, Some(r.bytes_in));
-    int(&mut out, Some(r.bytes_out));
-    separate(&mut out);
-    serde_json::to_writer(&mut out, &r.duration_ms).expect("writing JSON to memory cannot fail");
-    text(&mut out, r.error_kind);
-    if r.detail.is_some() {
-        text(&mut out, r.detail);
+    let last = values.len().saturating_sub(1);
+    for (i, v) in values.iter().enumerate() {
+        match *v {
+            Value::Text(None) if i == last => {}
+            Value::Int(n) => int(&mut out, n),
+            Value::Text(t) => text(&mut out, t),
+            Value::Float(f) => {
+                separate(&mut out);
+                serde_json::to_writer(&mut out, &f).expect("writing JSON to memory cannot fail");
+            }
+        }
     }
     out.push(b']');
     out
@@ -127,36 +85,6 @@ fn text(out: &mut Vec<u8>, value: Option<&str>) {
         out.push(b'"');
     } else {
         serde_json::to_writer(&mut *out, s).expect("writing JSON to memory cannot fail");
-    }
-}
-
-
-fn hashed(e: &StoredEvent) -> Hashed<'_> {
-    Hashed {
-        id: e.id,
-        time: &e.time,
-        request_id: &e.request_id,
-        method: &e.method,
-        path: &e.path,
-        query: e.query.as_deref(),
-        actor_fingerprint: e.actor_fingerprint.as_deref(),
-        actor_label: e.actor_label.as_deref(),
-        client_addr: e.client_addr.as_deref(),
-        user_agent: e.user_agent.as_deref(),
-        operation: &e.operation,
-        campaign_id: e.campaign_id,
-        action: e.action.as_deref(),
-        would_action: e.would_action.as_deref(),
-        rule: e.rule.as_deref(),
-        policy_revision: e.policy_revision.as_deref(),
-        snapshot_id: e.snapshot_id,
-        upstream_status: e.upstream_status,
-        status: e.status,
-        bytes_in: e.bytes_in,
-        bytes_out: e.bytes_out,
-        duration_ms: e.duration_ms,
-        error_kind: e.error_kind.as_deref(),
-        detail: e.detail.as_deref(),
     }
 }
 
@@ -298,7 +226,7 @@ pub async fn verify(
                 continue;
             };
             let prev_hash = e.prev_hash.as_deref().unwrap_or("");
-            if hash(prev_hash, &hashed(e)) != stored_hash {
+            if hash(prev_hash, &e.hashed_values()) != stored_hash {
                 report.problem = Some(Problem::Modified { id: e.id });
                 break 'pages;
             }
@@ -363,40 +291,34 @@ pub async fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::event::StoredEvent;
     use sha2::{Digest, Sha256};
 
-    fn sample<'a>(query: Option<&'a str>, duration_ms: f64) -> Hashed<'a> {
-        Hashed {
+    fn sample(query: Option<&str>, duration_ms: f64) -> StoredEvent {
+        StoredEvent {
             id: 42,
-            time: "2026-11-26T12:00:00.123Z",
-            request_id: "req-\"quoted\"\n",
-            method: "GET",
-            path: "/api/v1/campaigns/101/é",
-            query,
-            actor_fingerprint: Some("0123456789abcdef"),
-            actor_label: None,
-            client_addr: Some("127.0.0.1"),
-            user_agent: Some("curl/8 \u{1}"),
-            operation: "passthrough",
+            time: "2026-11-26T12:00:00.123Z".into(),
+            request_id: "req-\"quoted\"\n".into(),
+            method: "GET".into(),
+            path: "/api/v1/campaigns/101/é".into(),
+            query: query.map(str::to_string),
+            actor_fingerprint: Some("0123456789abcdef".into()),
+            client_addr: Some("127.0.0.1".into()),
+            user_agent: Some("curl/8 \u{1}".into()),
+            operation: "passthrough".into(),
             campaign_id: Some(101),
-            action: None,
-            would_action: Some("archive"),
-            rule: None,
-            policy_revision: None,
-            snapshot_id: None,
+            would_action: Some("archive".into()),
             upstream_status: Some(200),
             status: 200,
-            bytes_in: 0,
             bytes_out: 1234,
             duration_ms,
-            error_kind: None,
-            detail: None,
+            ..StoredEvent::default()
         }
     }
 
     /// The encoding every stored chain was written with.
-    fn reference(prev: &str, r: &Hashed<'_>) -> String {
-        let canonical = serde_json::json!([
+    fn reference(prev: &str, r: &StoredEvent) -> String {
+        let mut fields = serde_json::json!([
             r.id,
             r.time,
             r.request_id,
@@ -420,8 +342,11 @@ mod tests {
             r.bytes_out,
             r.duration_ms,
             r.error_kind,
-        ])
-        .to_string();
+        ]);
+        if let Some(detail) = &r.detail {
+            fields.as_array_mut().unwrap().push(detail.clone().into());
+        }
+        let canonical = fields.to_string();
         format!(
             "{:x}",
             Sha256::digest(format!("{prev}\n{canonical}").as_bytes())
@@ -436,8 +361,14 @@ mod tests {
             (Some(""), 1e21),
             (Some("a=%20"), f64::NAN),
         ] {
-            let r = sample(query, ms);
-            assert_eq!(hash(GENESIS, &r), reference(GENESIS, &r), "{query:?} {ms}");
+            let mut r = sample(query, ms);
+            assert_eq!(
+                hash(GENESIS, &r.hashed_values()),
+                reference(GENESIS, &r),
+                "{query:?} {ms}"
+            );
+            r.detail = Some("3 audit records lost".into());
+            assert_eq!(hash(GENESIS, &r.hashed_values()), reference(GENESIS, &r));
         }
     }
 
@@ -463,11 +394,16 @@ mod tests {
         texts.push("a\"b\\c\nd\u{1f}e\u{7f}f".to_string());
         for t in &texts {
             let mut r = sample(Some(t), 0.5);
-            r.user_agent = Some(t);
-            r.rule = Some(t);
+            r.user_agent = Some(t.clone());
+            r.rule = Some(t.clone());
+            r.detail = Some(t.clone());
             r.campaign_id = Some(i64::MIN);
             r.snapshot_id = Some(i64::MAX);
-            assert_eq!(hash(GENESIS, &r), reference(GENESIS, &r), "{t:?}");
+            assert_eq!(
+                hash(GENESIS, &r.hashed_values()),
+                reference(GENESIS, &r),
+                "{t:?}"
+            );
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod body_key;
 pub mod chain;
+pub mod event;
 pub mod query;
 pub mod redact;
 pub mod writer;

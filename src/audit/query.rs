@@ -1,39 +1,8 @@
 //! Reading the audit trail back, for `safedelete audit` and the admin API.
 
-use serde::Serialize;
 use sqlx::SqlitePool;
 
-/// One stored audit record.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct StoredEvent {
-    pub id: i64,
-    pub time: String,
-    pub request_id: String,
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    pub actor_fingerprint: Option<String>,
-    pub actor_label: Option<String>,
-    pub client_addr: Option<String>,
-    pub user_agent: Option<String>,
-    pub operation: String,
-    pub campaign_id: Option<i64>,
-    pub action: Option<String>,
-    pub would_action: Option<String>,
-    pub rule: Option<String>,
-    pub policy_revision: Option<String>,
-    pub snapshot_id: Option<i64>,
-    pub upstream_status: Option<i64>,
-    pub status: i64,
-    pub bytes_in: i64,
-    pub bytes_out: i64,
-    pub duration_ms: f64,
-    pub error_kind: Option<String>,
-    /// A note for people: what a gap record lost, where an operation stopped.
-    pub detail: Option<String>,
-    pub prev_hash: Option<String>,
-    pub hash: Option<String>,
-}
+pub use super::event::StoredEvent;
 
 /// What the guard did with a request, as `audit_events.action` stores it.
 pub const ACTIONS: [&str; 4] = ["allowed", "archived", "denied", "refused"];
@@ -72,11 +41,6 @@ pub struct Filter {
     pub until: Option<String>,
 }
 
-const COLUMNS: &str = "id, time, request_id, method, path, query, actor_fingerprint, actor_label, \
-    client_addr, user_agent, operation, campaign_id, action, would_action, rule, \
-    policy_revision, snapshot_id, upstream_status, status, bytes_in, bytes_out, \
-    duration_ms, error_kind, detail, prev_hash, hash";
-
 /// Page order: newest first (`before` is an exclusive id cursor) or oldest
 /// first (`after`), both stable because ids only grow.
 #[derive(Debug, Clone, Copy)]
@@ -92,8 +56,10 @@ pub async fn list(
     page: Page,
     limit: u32,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> =
-        sqlx::QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_events WHERE 1=1"));
+    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(format!(
+        "SELECT {} FROM audit_events WHERE 1=1",
+        super::event::COLUMNS.join(", ")
+    ));
     if let Some(c) = filter.campaign_id {
         q.push(" AND campaign_id = ").push_bind(c);
     }

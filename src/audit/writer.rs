@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{self, Hashed};
+use super::chain;
+use super::event::{StoredEvent, COLUMNS};
 use super::{format_time, AuditRecord, ErrorKind, OperationKind};
 use crate::metrics::Metrics;
 
@@ -367,11 +368,24 @@ fn write_batch(
         return 0;
     }
     let gap_record = gap.as_ref().map(Gap::record);
+    // The rows to insert, converted once for every attempt: the gap record
+    // first, then the batch's records (their strings moved, not copied).
+    let mut times = Vec::with_capacity(records);
+    let mut rows: Vec<StoredEvent> = Vec::with_capacity(records + 1);
+    if let Some(mut r) = gap_record.clone() {
+        rows.push(StoredEvent::from_record(&mut r));
+    }
+    for job in batch.iter_mut() {
+        if let Job::Record(r) | Job::Durable(r, _) = job {
+            times.push(r.time);
+            rows.push(StoredEvent::from_record(r));
+        }
+    }
     let started = Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut attempt = 1;
     let outcome = loop {
-        match insert_chained(conn, gap_record.as_ref(), batch) {
+        match insert_chained(conn, &mut rows) {
             Ok(first_id) => break Ok(first_id),
             Err(err) if attempt < attempts => {
                 tracing::warn!(error = %err, attempt, rows = records, "audit batch failed, retrying");
@@ -399,7 +413,8 @@ fn write_batch(
                 .audit_written
                 .fetch_add(records as u64, Ordering::Relaxed);
             tracing::trace!(rows = records, elapsed = ?started.elapsed(), "audit batch committed");
-            let mut id = first_id;
+            // The batch's own records follow the gap record.
+            let mut id = first_id + i64::from(gap_record.is_some());
             for job in batch.iter_mut() {
                 match std::mem::replace(job, Job::Stop) {
                     Job::Durable(_, reply) => {
@@ -427,10 +442,7 @@ fn write_batch(
             if records > 0 {
                 tracing::error!(error = %err, rows = records, "audit batch lost after retries");
             }
-            let mut times = batch.iter().filter_map(|j| match j {
-                Job::Record(r) | Job::Durable(r, _) => Some(r.time),
-                Job::Stop => None,
-            });
+            let mut times = times.into_iter();
             if let Some(t0) = times.next() {
                 let (first, last) = times.fold((t0, t0), |(a, b), t| (a.min(t), b.max(t)));
                 health.lost(records as u64, first, last, &cause);
@@ -445,15 +457,11 @@ fn write_batch(
     }
 }
 
-/// Inserts the batch's records with explicit ids, each chained to the one
-/// before (`prev_hash`, `hash`), in one `BEGIN IMMEDIATE` transaction: the
-/// write lock is held from the first read, so every writer on the file (this
-/// one, another gateway's) extends one chain. Returns the first id.
-fn insert_chained(
-    conn: &mut Connection,
-    gap: Option<&AuditRecord>,
-    batch: &[Job],
-) -> rusqlite::Result<i64> {
+/// Inserts the rows with explicit ids, each chained to the one before
+/// (`prev_hash`, `hash`), in one `BEGIN IMMEDIATE` transaction: the write
+/// lock is held from the first read, so every writer on the file (this one,
+/// another gateway's) extends one chain. Returns the first row's id.
+fn insert_chained(conn: &mut Connection, rows: &mut [StoredEvent]) -> rusqlite::Result<i64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (last_id, last_hash): (i64, Option<String>) = tx
         .prepare_cached("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")?
@@ -470,86 +478,33 @@ fn insert_chained(
             e => Err(e),
         })?;
     let first_id = seq.max(last_id) + 1;
-    let mut id = first_id;
     let mut prev_hash = last_hash.unwrap_or_else(|| chain::GENESIS.to_string());
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO audit_events (id, time, request_id, method, path, query, \
-             actor_fingerprint, actor_label, client_addr, user_agent, operation, campaign_id, \
-             action, would_action, rule, policy_revision, snapshot_id, upstream_status, status, \
-             bytes_in, bytes_out, duration_ms, error_kind, detail, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-             ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
-        )?;
-        let records = batch.iter().filter_map(|job| match job {
-            Job::Record(r) | Job::Durable(r, _) => Some(r),
-            Job::Stop => None,
-        });
-        for r in gap.into_iter().chain(records) {
-            let time = format_time(r.time);
-            let duration_ms = r.duration.as_micros() as f64 / 1000.0;
-            let hashed = Hashed {
-                id,
-                time: &time,
-                request_id: &r.request_id,
-                method: &r.method,
-                path: &r.path,
-                query: r.query.as_deref(),
-                actor_fingerprint: r.actor_fingerprint.as_deref(),
-                actor_label: r.actor_label.as_deref(),
-                client_addr: r.client_addr.as_deref(),
-                user_agent: r.user_agent.as_deref(),
-                operation: r.operation.as_str(),
-                campaign_id: r.campaign_id,
-                action: r.action,
-                would_action: r.would_action.as_deref(),
-                rule: r.rule.as_deref(),
-                policy_revision: r.policy_revision.as_deref(),
-                snapshot_id: r.snapshot_id,
-                upstream_status: r.upstream_status.map(i64::from),
-                status: i64::from(r.status),
-                bytes_in: r.bytes_in as i64,
-                bytes_out: r.bytes_out as i64,
-                duration_ms,
-                error_kind: r.error_kind.map(|e| e.as_str()),
-                detail: r.detail.as_deref(),
-            };
-            let hash = chain::hash(&prev_hash, &hashed);
-            insert.execute(params![
-                id,
-                time,
-                r.request_id,
-                r.method,
-                r.path,
-                r.query,
-                r.actor_fingerprint,
-                r.actor_label,
-                r.client_addr,
-                r.user_agent,
-                r.operation.as_str(),
-                r.campaign_id,
-                r.action,
-                r.would_action,
-                r.rule,
-                r.policy_revision,
-                r.snapshot_id,
-                r.upstream_status,
-                r.status,
-                r.bytes_in as i64,
-                r.bytes_out as i64,
-                duration_ms,
-                r.error_kind.map(|e| e.as_str()),
-                r.detail,
-                prev_hash,
-                hash,
-            ])?;
-            prev_hash = hash;
-            id += 1;
+        let mut insert = tx.prepare_cached(insert_sql())?;
+        for (row, id) in rows.iter_mut().zip(first_id..) {
+            row.id = id;
+            let hash = chain::hash(&prev_hash, &row.hashed_values());
+            row.prev_hash = Some(std::mem::replace(&mut prev_hash, hash.clone()));
+            row.hash = Some(hash);
+            insert.execute(rusqlite::params_from_iter(row.values()))?;
         }
     }
     tx.commit()?;
-    // The batch's own records follow the gap record.
-    Ok(first_id + i64::from(gap.is_some()))
+    Ok(first_id)
+}
+
+/// `INSERT INTO audit_events (every column) VALUES (?1, ...)`, from the one
+/// column list.
+fn insert_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
+        format!(
+            "INSERT INTO audit_events ({}) VALUES ({})",
+            COLUMNS.join(", "),
+            placeholders.join(", ")
+        )
+    })
 }
 
 fn unix_secs() -> u64 {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
 
 use crate::audit::chain::{self, Checkpoint};
+use crate::audit::event::COLUMNS;
 use crate::audit::query::{self, Filter, Page, StoredEvent};
 use crate::audit::OperationKind;
 use crate::config::{Config, ProcessEnv};
@@ -307,71 +308,13 @@ fn write_json_line(out: &mut impl Write, e: &StoredEvent) -> std::io::Result<()>
     out.write_all(b"\n")
 }
 
-const CSV_COLUMNS: [&str; 25] = [
-    "id",
-    "time",
-    "request_id",
-    "method",
-    "path",
-    "query",
-    "actor_fingerprint",
-    "actor_label",
-    "client_addr",
-    "user_agent",
-    "operation",
-    "campaign_id",
-    "action",
-    "would_action",
-    "rule",
-    "policy_revision",
-    "snapshot_id",
-    "upstream_status",
-    "status",
-    "bytes_in",
-    "bytes_out",
-    "duration_ms",
-    "error_kind",
-    "prev_hash",
-    "hash",
-];
-
 fn write_csv_header(out: &mut impl Write) -> std::io::Result<()> {
-    write_csv_record(out, CSV_COLUMNS.iter().map(|c| c.to_string()))
+    write_csv_record(out, COLUMNS.iter().map(|c| c.to_string()))
 }
 
-/// The columns of [`CSV_COLUMNS`], in order; absent values are empty.
+/// Every column of the record, in table order; absent values are empty.
 fn write_csv_row(out: &mut impl Write, e: &StoredEvent) -> std::io::Result<()> {
-    fn opt<T: ToString>(v: &Option<T>) -> String {
-        v.as_ref().map(T::to_string).unwrap_or_default()
-    }
-    let fields: [String; 25] = [
-        e.id.to_string(),
-        e.time.clone(),
-        e.request_id.clone(),
-        e.method.clone(),
-        e.path.clone(),
-        opt(&e.query),
-        opt(&e.actor_fingerprint),
-        opt(&e.actor_label),
-        opt(&e.client_addr),
-        opt(&e.user_agent),
-        e.operation.clone(),
-        opt(&e.campaign_id),
-        opt(&e.action),
-        opt(&e.would_action),
-        opt(&e.rule),
-        opt(&e.policy_revision),
-        opt(&e.snapshot_id),
-        opt(&e.upstream_status),
-        e.status.to_string(),
-        e.bytes_in.to_string(),
-        e.bytes_out.to_string(),
-        e.duration_ms.to_string(),
-        opt(&e.error_kind),
-        opt(&e.prev_hash),
-        opt(&e.hash),
-    ];
-    write_csv_record(out, fields.into_iter())
+    write_csv_record(out, e.values().into_iter().map(|v| v.to_string()))
 }
 
 /// One RFC 4180 record: fields holding a comma, quote or line break are

@@ -112,10 +112,7 @@ impl PartWriter {
         if !self.buf.is_empty() {
             self.store_chunk().await?;
         }
-        let hasher = std::mem::replace(
-            &mut self.hasher,
-            crate::digest::sha256_stream(),
-        );
+        let hasher = std::mem::replace(&mut self.hasher, crate::digest::sha256_stream());
         let sha256 = crate::digest::hex(hasher.finish().as_ref());
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
