@@ -8,7 +8,8 @@
 //! - [`config`]: the TOML file and `SAFEDELETE_*` overrides, validated into [`config::Config`].
 //! - [`server`]: both listeners' accept loops and graceful shutdown.
 //! - [`proxy`]: the proxy service: header hygiene, forwarding, error responses.
-//! - [`audit`]: audit records, secret redaction, the batch writer and queries.
+//! - [`audit`]: audit records (their columns defined once in `audit::event`), secret
+//!   redaction, the batch writer with its gap records, the hash chain and queries.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: lock-free counters rendered as Prometheus text.
 //! - [`guard`]: the deletion guard: classification, policy, the guarded pipeline.
