@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::capture::{self, Job};
+use super::error::GuardError;
 use super::operations::{self, BeginError, DecisionRow, NewOperation, State};
 use super::policy::{self, Action, Decision, Facts};
 use crate::audit::{AuditRecord, ErrorKind, OperationKind};
@@ -120,42 +121,18 @@ struct Run {
     audit_id: Option<i64>,
 }
 
-/// How the pipeline ended when the gateway answers itself.
+/// A refusal: why (one [`GuardError`]), and what SmartLead answered, if
+/// the refusal follows an answer of its.
 struct Refusal {
-    status: StatusCode,
-    kind: ErrorKind,
-    state: State,
-    message: String,
+    error: GuardError,
     upstream_status: Option<u16>,
-    /// The operation is left to a background capture, which ends it.
-    leave_operation: bool,
 }
 
-impl Refusal {
-    fn new(status: StatusCode, kind: ErrorKind, state: State, message: impl Into<String>) -> Self {
+impl From<GuardError> for Refusal {
+    fn from(error: GuardError) -> Self {
         Refusal {
-            status,
-            kind,
-            state,
-            message: message.into(),
+            error,
             upstream_status: None,
-            leave_operation: false,
-        }
-    }
-
-    /// The snapshot is not complete within `guard.answer_within`.
-    fn pending(campaign_id: u64, snapshot_id: i64, waited: std::time::Duration) -> Self {
-        Refusal {
-            leave_operation: true,
-            ..Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorKind::SnapshotPending,
-                State::SnapshotPending,
-                format!(
-                    "the snapshot of campaign {campaign_id} is not complete after {} (snapshot {snapshot_id} is still being captured, within guard.snapshot_budget). Nothing was deleted, and this request will not delete anything: retry the same delete to use the snapshot once it is complete.",
-                    humantime::format_duration(waited)
-                ),
-            )
         }
     }
 }
@@ -211,42 +188,34 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
                         Ok(Err(why)) => {
                             state.captures.forget(campaign_id, snapshot_id);
                             run.snapshot_id = Some(snapshot_id);
-                            let refusal = Refusal::new(
-                                StatusCode::BAD_GATEWAY,
-                                ErrorKind::SnapshotFailed,
-                                State::SnapshotFailed,
-                                format!("the capture of campaign {campaign_id} this retry waited for failed ({why}). Nothing was deleted."),
-                            );
-                            return run.refuse(refusal).await;
+                            let refusal = GuardError::JoinedCaptureFailed { campaign_id, why };
+                            return run.refuse(refusal.into()).await;
                         }
                         Err(_) => {}
                     }
                     run.snapshot_id = Some(snapshot_id);
                     let waited = state.guard.answer_within;
                     return run
-                        .refuse(Refusal::pending(campaign_id, snapshot_id, waited))
+                        .refuse(
+                            GuardError::SnapshotPending {
+                                campaign_id,
+                                snapshot_id,
+                                waited,
+                            }
+                            .into(),
+                        )
                         .await;
                 }
                 if std::mem::take(&mut claim_again) {
                     continue;
                 }
-                let refusal = Refusal::new(
-                StatusCode::CONFLICT,
-                ErrorKind::Conflict,
-                State::Denied,
-                format!("another deletion of campaign {campaign_id} is in progress; retry shortly. Nothing was deleted by this request."),
-            );
-                return run.refuse(refusal).await;
+                return run
+                    .refuse(GuardError::InFlight { campaign_id }.into())
+                    .await;
             }
             Err(err @ (BeginError::Db(_) | BeginError::Recover(_))) => {
                 tracing::error!(error = %err, "cannot record a guarded operation");
-                let refusal = Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorKind::StorageFailed,
-                State::Interrupted,
-                "the gateway cannot write its database, so it cannot protect this deletion. Nothing was deleted.",
-            );
-                return run.refuse(refusal).await;
+                return run.refuse(GuardError::CannotClaim.into()).await;
             }
         }
     }
@@ -268,16 +237,11 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
     };
 
     if let Some(rule) = facts.unknowable_deny(&guard_policy.policy) {
-        let refusal = Refusal::new(
-            StatusCode::BAD_GATEWAY,
-            ErrorKind::FactsFailed,
-            State::UpstreamFailed,
-            format!(
-                "SmartLead's answer for campaign {} lacks a field that deny rule `{rule}` checks, so the policy cannot be applied. Nothing was deleted.",
-                input.campaign_id
-            ),
-        );
-        return run.refuse(refusal).await;
+        let refusal = GuardError::FactMissing {
+            campaign_id: input.campaign_id,
+            rule: rule.to_string(),
+        };
+        return run.refuse(refusal.into()).await;
     }
     let decision = policy::evaluate(
         &guard_policy.policy,
@@ -313,24 +277,13 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         let intact =
             matches!(store::get_snapshot(&state.pool, id).await, Ok(s) if s.state == "complete");
         if !intact {
-            let refusal = Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorKind::StorageFailed,
-                State::SnapshotFailed,
-                format!("snapshot {id} is no longer complete, so the gateway will not act. Nothing was deleted."),
-            );
-            return run.refuse(refusal).await;
+            let refusal = GuardError::SnapshotGone { snapshot_id: id };
+            return run.refuse(refusal.into()).await;
         }
     }
     if let Err(err) = run.try_set_state(State::Acting).await {
         tracing::error!(error = %err, "cannot record the acting state");
-        let refusal = Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::StorageFailed,
-            State::SnapshotFailed,
-            "the gateway cannot write its database, so it will not act on this deletion. Nothing was deleted.",
-        );
-        return run.refuse(refusal).await;
+        return run.refuse(GuardError::CannotAct.into()).await;
     }
     match decision.action {
         Action::Archive => run.archive(&act).await,
@@ -440,22 +393,13 @@ impl Run {
     /// Phase: read the campaign (`GET /campaigns/{id}`) with the caller's key.
     async fn facts(&mut self, source: &Source<'_>) -> Result<FactsOutcome, Refusal> {
         self.set_state(State::Deciding).await;
-        let failed = |msg: String| {
-            Refusal::new(
-                StatusCode::BAD_GATEWAY,
-                ErrorKind::FactsFailed,
-                State::UpstreamFailed,
-                msg,
-            )
-        };
+        let campaign_id = self.campaign_id;
         let resp = source
             .send_retrying(PartKind::Campaign, Method::GET, "", None)
             .await
-            .map_err(|e| {
-                failed(format!(
-                    "could not read campaign {} from SmartLead ({e}). Nothing was deleted.",
-                    self.campaign_id
-                ))
+            .map_err(|source| GuardError::FactsUnreadable {
+                campaign_id,
+                source,
             })?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND || status == StatusCode::UNAUTHORIZED {
@@ -478,25 +422,19 @@ impl Run {
             }));
         }
         if !status.is_success() {
-            let mut r = failed(format!(
-                "reading campaign {} from SmartLead failed ({status}). Nothing was deleted.",
-                self.campaign_id
-            ));
-            r.upstream_status = Some(status.as_u16());
-            return Err(r);
+            return Err(Refusal {
+                error: GuardError::FactsStatus {
+                    campaign_id,
+                    status,
+                },
+                upstream_status: Some(status.as_u16()),
+            });
         }
-        let raw = read_limited(resp.into_body()).await.map_err(|_| {
-            failed(format!(
-                "the campaign {} could not be read completely. Nothing was deleted.",
-                self.campaign_id
-            ))
-        })?;
-        let value: Value = serde_json::from_slice(&raw).map_err(|_| {
-            failed(format!(
-                "SmartLead's answer for campaign {} is not JSON. Nothing was deleted.",
-                self.campaign_id
-            ))
-        })?;
+        let raw = read_limited(resp.into_body())
+            .await
+            .map_err(|_| GuardError::FactsIncomplete { campaign_id })?;
+        let value: Value =
+            serde_json::from_slice(&raw).map_err(|_| GuardError::FactsNotJson { campaign_id })?;
         // Some SmartLead pages wrap objects in {"data": {...}}.
         let object = match value.get("data") {
             Some(d) if d.is_object() && value.get("id").is_none() => d.clone(),
@@ -541,14 +479,6 @@ impl Run {
     ) -> Result<(), Refusal> {
         self.set_state(State::Snapshotting).await;
         let pool = &self.state.pool;
-        let storage = |msg: String| {
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorKind::StorageFailed,
-                State::SnapshotFailed,
-                msg,
-            )
-        };
         if let Some(id) = self.reusable(facts).await {
             tracing::info!(
                 campaign_id = self.campaign_id,
@@ -560,11 +490,7 @@ impl Run {
         }
         let id = store::create_snapshot(pool, self.operation_id, self.campaign_id as i64)
             .await
-            .map_err(|e| {
-                storage(format!(
-                    "cannot start a snapshot ({e}). Nothing was deleted."
-                ))
-            })?;
+            .map_err(|source| GuardError::SnapshotStart { source })?;
         if let Some(version) = &facts.updated_at {
             // Without it the snapshot is never reused: no harm beyond a new capture.
             if let Err(err) = store::set_campaign_version(pool, id, version).await {
@@ -600,27 +526,21 @@ impl Run {
                     self.heartbeat.take(),
                 );
                 let waited = self.state.guard.answer_within;
-                return Err(Refusal::pending(self.campaign_id, id, waited));
+                return Err(GuardError::SnapshotPending {
+                    campaign_id: self.campaign_id,
+                    snapshot_id: id,
+                    waited,
+                }
+                .into());
             }
         };
         match capture::outcome(joined, &self.state, id).await {
             Ok(()) => Ok(()),
-            Err(err) => {
-                let message = format!(
-                    "could not capture campaign {} before deleting it: {err}. Nothing was deleted.",
-                    self.campaign_id
-                );
-                Err(if err.is_storage() {
-                    storage(message)
-                } else {
-                    Refusal::new(
-                        StatusCode::BAD_GATEWAY,
-                        ErrorKind::SnapshotFailed,
-                        State::SnapshotFailed,
-                        message,
-                    )
-                })
+            Err(source) => Err(GuardError::Capture {
+                campaign_id: self.campaign_id,
+                source,
             }
+            .into()),
         }
     }
 
@@ -694,16 +614,12 @@ impl Run {
                 Err(e) => failures.push(format!("{} {} -> {e}", attempt.method, attempt.status)),
             }
         }
-        let mut refusal = Refusal::new(
-            StatusCode::BAD_GATEWAY,
-            ErrorKind::ArchiveFailed,
-            State::UpstreamFailed,
-            format!(
-                "the policy says archive, but every archive attempt failed ({}). Nothing was deleted.",
-                failures.join("; ")
-            ),
-        );
-        refusal.upstream_status = self.record.upstream_status;
+        let refusal = Refusal {
+            error: GuardError::ArchiveFailed {
+                attempts: failures.join("; "),
+            },
+            upstream_status: self.record.upstream_status,
+        };
         self.refuse(refusal).await
     }
 
@@ -725,13 +641,7 @@ impl Run {
                 Err(e) => Err(e.to_string()),
             };
             if let Err(why) = stopped {
-                let refusal = Refusal::new(
-                    StatusCode::BAD_GATEWAY,
-                    ErrorKind::UpstreamReset,
-                    State::UpstreamFailed,
-                    format!("stopping the campaign before deleting it failed ({why}). Nothing was deleted."),
-                );
-                return self.refuse(refusal).await;
+                return self.refuse(GuardError::StopFailed { why }.into()).await;
             }
         }
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -772,33 +682,9 @@ impl Run {
                     action: "allowed",
                 }
             }
-            Ok(Err(err)) if err.is_connect() => {
-                let refusal = Refusal::new(
-                    StatusCode::BAD_GATEWAY,
-                    ErrorKind::UpstreamConnectFailed,
-                    State::UpstreamFailed,
-                    "could not connect to SmartLead to delete the campaign. Nothing was deleted.",
-                );
-                self.refuse(refusal).await
-            }
-            Ok(Err(_)) => {
-                let refusal = Refusal::new(
-                    StatusCode::BAD_GATEWAY,
-                    ErrorKind::UpstreamReset,
-                    State::UpstreamFailed,
-                    "the connection to SmartLead failed during the delete; it may or may not have been applied (the snapshot is complete)",
-                );
-                self.refuse(refusal).await
-            }
-            Err(_) => {
-                let refusal = Refusal::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    ErrorKind::UpstreamTimeout,
-                    State::UpstreamFailed,
-                    "SmartLead did not answer the delete in time; it may or may not have been applied (the snapshot is complete)",
-                );
-                self.refuse(refusal).await
-            }
+            Ok(Err(err)) if err.is_connect() => self.refuse(GuardError::DeleteConnect.into()).await,
+            Ok(Err(_)) => self.refuse(GuardError::DeleteReset.into()).await,
+            Err(_) => self.refuse(GuardError::DeleteTimeout.into()).await,
         }
     }
 
@@ -817,28 +703,30 @@ impl Run {
     }
 
     async fn refuse(mut self, r: Refusal) -> GuardResponse {
-        if !r.leave_operation {
-            self.finish_operation(r.state, r.upstream_status, Some(&r.message))
+        let e = &r.error;
+        let text = e.to_string();
+        if !e.leaves_operation() {
+            self.finish_operation(e.state(), r.upstream_status, Some(&text))
                 .await;
         }
         if r.upstream_status.is_some() {
             self.record.upstream_status = r.upstream_status;
         }
-        tracing::warn!(campaign_id = self.campaign_id, error_kind = r.kind.as_str(), message = %r.message, "guarded delete refused");
-        let message = format!("safedelete: {}", r.message);
-        let kind = r.kind;
+        let kind = e.kind();
+        tracing::warn!(campaign_id = self.campaign_id, error_kind = kind.as_str(), message = %text, "guarded delete refused");
+        let message = format!("safedelete: {text}");
         let mut resp = self
-            .answer(r.status, "refused", Some(kind), |extra| {
+            .answer(e.status(), "refused", Some(kind), |extra| {
                 json!({"ok": false, "success": false, "error": message, "error_kind": kind.as_str(), "message": message, "safedelete": extra})
             })
             .await;
-        if matches!(kind, ErrorKind::Conflict | ErrorKind::SnapshotPending) {
+        if r.error.retry_later() {
             resp.headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
         }
-        if r.leave_operation {
+        if r.error.leaves_operation() {
             // This request has its record: should the gateway stop before the
             // background capture ends, start-up must not write a second one.
             if let (Some(op), Some(audit_id)) = (self.operation_id, self.audit_id) {
