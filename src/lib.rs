@@ -16,6 +16,7 @@
 //! - [`snapshot`]: capturing a campaign's data into checksummed, compressed chunks.
 //! - [`digest`]: SHA-256 and hex, the one digest helper.
 //! - [`db`]: the SQLite pool (read-write, or read-only for the commands that only read), embedded migrations, private file modes.
+//! - [`sync`]: a mutex lock that survives a panicked holder.
 //! - [`tls`]: rustls configs for the upstream client and the proxy listener.
 //! - [`logging`]: tracing setup (JSON or pretty).
 
@@ -31,4 +32,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
+pub mod sync;
 pub mod tls;

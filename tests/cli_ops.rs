@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bytes::Bytes;
+use common::process::{stderr, stdout};
 use common::*;
 use http::Request;
 use http_body_util::Full;
@@ -28,20 +29,6 @@ fn safedelete(args: &[&str], config: &Path) -> Output {
         .arg(config)
         .output()
         .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}; stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {

@@ -17,6 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::process::{stderr, stdout};
 use common::*;
 use fake_smartlead::FakeHandle;
 use http::Request;
@@ -101,20 +102,6 @@ fn reachable_binary(dir: &Path) -> PathBuf {
         set_mode(&copy, 0o755);
     }
     copy
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}; stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A gateway (default policy `archive`) that archived campaign 101, so the

@@ -9,6 +9,7 @@
 //! thousands of records a second, a round trip to the pool's worker per
 //! statement cost more than the insert itself.
 
+use crate::sync::lock;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -112,10 +113,6 @@ impl Gap {
         ));
         r
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What travels to the writer thread.

@@ -100,7 +100,7 @@ impl Captures {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
         // Inserts and removes cannot leave the map half-updated.
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.running)
     }
 
     /// Hands a capture whose client was answered to the background: listed

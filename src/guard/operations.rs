@@ -213,7 +213,6 @@ pub struct Interrupted {
     pub request_id: String,
     pub actor_fingerprint: Option<String>,
     pub actor_label: Option<String>,
-    pub action: Option<String>,
     pub rule: Option<String>,
     pub policy_revision: Option<String>,
     pub snapshot_id: Option<i64>,
@@ -225,7 +224,7 @@ pub struct Interrupted {
 /// got to write one: the gateway stopped first).
 pub async fn unrecorded_interrupted(pool: &SqlitePool) -> Result<Vec<Interrupted>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, kind, campaign_id, request_id, actor_fingerprint, actor_label, action, rule, \
+        "SELECT id, kind, campaign_id, request_id, actor_fingerprint, actor_label, rule, \
          policy_revision, snapshot_id, error, created_at FROM operations \
          WHERE state = 'interrupted' AND audit_id IS NULL ORDER BY id",
     )

@@ -2,6 +2,7 @@
 //! the response, which closes the request's audit record when it ends — at the
 //! last byte, or when the client or SmartLead goes away or stalls mid-body.
 
+use crate::sync::lock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -230,10 +231,6 @@ fn apply_body_keys(r: &mut AuditRecord, keys: &[String]) {
     if r.actor_fingerprint.is_none() {
         r.actor_fingerprint = Some(redact::fingerprint(&keys[0]));
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Drop for Tracker {

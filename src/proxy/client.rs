@@ -6,6 +6,7 @@
 //! contended; the general-purpose pooled client it replaced cost a few
 //! microseconds a request in pool keys, clones and boxed futures.
 
+use crate::sync::lock;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -300,10 +301,6 @@ fn spawn_reaper(pool: Weak<Inner>) {
             }
         }
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Request bodies sent upstream: the client's own body, streamed, or one the

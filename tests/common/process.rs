@@ -157,6 +157,23 @@ impl Drop for Proc {
     }
 }
 
+/// A finished command's standard output; fails the test, with its stderr,
+/// when the command did not succeed.
+pub fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// A finished command's standard error, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 pub fn write_config(dir: &Path, upstream: &str, extra: Extra<'_>) -> (PathBuf, PathBuf) {
     let db = dir.join("data").join("safedelete.db");
     let path = dir.join("safedelete.toml");
