@@ -197,14 +197,14 @@ impl ProxyService {
         let state = self.state.clone();
         let (mut parts, body) = req.into_parts();
         // Secrets first: nothing about the request is kept until they are known.
-        let redacted = parts.uri.query().map(|q| state.redactor.redact_query(q));
+        let mut redacted = parts.uri.query().map(|q| state.redactor.redact_query(q));
         let secrets = redacted.as_ref().map(|r| &r.secrets);
         let request_id = headers::request_id(&parts.headers, secrets);
         // From here on the request is recorded exactly once, even if the
         // client goes away while this future waits (the tracker's drop).
         let mut tracker = Tracker::new(
             state.clone(),
-            self.new_record(&parts, &request_id, redacted.as_ref()),
+            self.new_record(&parts, &request_id, redacted.as_mut()),
             parts.method.clone(),
         );
         tracker.connection_stalled = Some(self.stalled.clone());
@@ -339,11 +339,13 @@ impl ProxyService {
         &self,
         parts: &http::request::Parts,
         request_id: &HeaderValue,
-        redacted: Option<&redact::RedactedQuery>,
+        mut redacted: Option<&mut redact::RedactedQuery>,
     ) -> AuditRecord {
         let path = parts.uri.path();
         let no_secrets = redact::Secrets::default();
-        let secrets = redacted.map(|r| &r.secrets).unwrap_or(&no_secrets);
+        // The redacted query moves into the record; nothing else reads it.
+        let query = redacted.as_mut().map(|r| std::mem::take(&mut r.query));
+        let secrets = redacted.as_ref().map(|r| &r.secrets).unwrap_or(&no_secrets);
         // Scrub before truncating, so a key cut in half cannot survive.
         let user_agent = parts
             .headers
@@ -358,7 +360,7 @@ impl ProxyService {
         record.request_id = request_id.to_str().unwrap_or("").to_string();
         record.method = parts.method.as_str().to_string();
         record.path = truncate(secrets.scrub(path).into_owned(), 2048);
-        record.query = redacted.map(|r| truncate(r.query.clone(), 4096));
+        record.query = query.map(|q| truncate(q, 4096));
         record.actor_fingerprint = redacted
             .and_then(|r| r.api_key.clone())
             .map(|key| self.fingerprint(key));
