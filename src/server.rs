@@ -262,7 +262,7 @@ pub async fn run(
 /// Operations and snapshots a crash left unfinished are marked, never
 /// reported as complete.
 async fn recover_unfinished(pool: &sqlx::SqlitePool) {
-    match crate::guard::operations::recover_stale(pool).await {
+    match crate::guard::ledger::recover_stale(pool).await {
         Ok((0, 0)) => {}
         Ok((operations, snapshots)) => tracing::warn!(
             operations,
@@ -276,8 +276,8 @@ async fn recover_unfinished(pool: &sqlx::SqlitePool) {
 /// Operations a stopped gateway left interrupted get the audit record their
 /// request never wrote, so the trail shows how each ended.
 async fn record_interrupted(pool: &sqlx::SqlitePool, audit: &crate::audit::AuditSink) {
-    use crate::guard::operations;
-    let ops = match operations::unrecorded_interrupted(pool).await {
+    use crate::guard::ledger;
+    let ops = match ledger::unrecorded_interrupted(pool).await {
         Ok(ops) => ops,
         Err(err) => {
             tracing::error!(error = %err, "cannot list interrupted operations");
@@ -288,7 +288,7 @@ async fn record_interrupted(pool: &sqlx::SqlitePool, audit: &crate::audit::Audit
         let record = interrupted_record(&op);
         match audit.write_durable(record).await {
             Ok(audit_id) => {
-                if let Err(err) = operations::set_audit_id(pool, op.id, audit_id).await {
+                if let Err(err) = ledger::set_audit_id(pool, op.id, audit_id).await {
                     tracing::error!(error = %err, operation_id = op.id, "cannot link the interrupted operation to its audit record");
                 }
             }
@@ -299,9 +299,9 @@ async fn record_interrupted(pool: &sqlx::SqlitePool, audit: &crate::audit::Audit
     }
 }
 
-fn interrupted_record(op: &crate::guard::operations::Interrupted) -> crate::audit::AuditRecord {
+fn interrupted_record(op: &crate::guard::ledger::Interrupted) -> crate::audit::AuditRecord {
     use crate::audit::{AuditRecord, ErrorKind, OperationKind};
-    let mut r = AuditRecord::empty(OperationKind::DeleteCampaign);
+    let mut r = AuditRecord::empty(OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name()));
     r.request_id = op.request_id.clone();
     r.method = "DELETE".into();
     r.path = format!("/api/v1/campaigns/{}", op.campaign_id);

@@ -39,7 +39,7 @@ pub async fn part(
     let snapshot_id = parse_id("id", &id)?;
     let kind = PartKind::parse(&kind).ok_or_else(|| ApiError::UnknownPartKind {
         kind,
-        known: PartKind::ALL.map(PartKind::as_str).join(", "),
+        known: PartKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
     })?;
     let campaign_id = store::get_snapshot(&state.pool, snapshot_id)
         .await?
@@ -83,7 +83,7 @@ pub async fn part(
         PartKind::LeadsCsv => "text/csv; charset=utf-8",
         _ => "application/json",
     };
-    let disposition = format!("attachment; filename=\"{}\"", kind.file_name(campaign_id));
+    let disposition = format!("attachment; filename=\"{}\"", kind.file_name(&format!("campaign-{campaign_id}")));
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use sqlx::SqlitePool;
 
-use super::event::Value;
+use super::event::{Value, OPTIONAL_TAIL};
 use super::query::{list, Filter, Page};
 
 /// `prev_hash` of the first chained record.
@@ -30,15 +30,18 @@ pub fn hash(prev_hash: &str, values: &[Value<'_>]) -> String {
 }
 
 /// The record as a compact JSON array, fields in column order, byte for
-/// byte what `serde_json` writes for it (the chain's format). The last
-/// field (`detail`) is written only when present.
+/// byte what `serde_json` writes for it (the chain's format). Absent
+/// fields at the end of the optional tail ([`OPTIONAL_TAIL`]) are left out.
 fn canonical(values: &[Value<'_>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.push(b'[');
-    let last = values.len().saturating_sub(1);
-    for (i, v) in values.iter().enumerate() {
+    let first_optional = values.len().saturating_sub(OPTIONAL_TAIL);
+    let mut end = values.len();
+    while end > first_optional && values[end - 1] == Value::Text(None) {
+        end -= 1;
+    }
+    for v in &values[..end] {
         match *v {
-            Value::Text(None) if i == last => {}
             Value::Int(n) => int(&mut out, n),
             Value::Text(t) => text(&mut out, t),
             Value::Float(f) => {
@@ -343,8 +346,15 @@ mod tests {
             r.duration_ms,
             r.error_kind,
         ]);
-        if let Some(detail) = &r.detail {
-            fields.as_array_mut().unwrap().push(detail.clone().into());
+        // The optional tail: detail (null when only the target is there), target.
+        let tail = fields.as_array_mut().unwrap();
+        match (&r.detail, &r.target) {
+            (None, None) => {}
+            (detail, None) => tail.push(detail.clone().into()),
+            (detail, Some(target)) => {
+                tail.push(detail.clone().into());
+                tail.push(target.clone().into());
+            }
         }
         let canonical = fields.to_string();
         format!(
@@ -367,7 +377,11 @@ mod tests {
                 reference(GENESIS, &r),
                 "{query:?} {ms}"
             );
+            r.target = Some("campaign:5/lead:7".into());
+            assert_eq!(hash(GENESIS, &r.hashed_values()), reference(GENESIS, &r));
             r.detail = Some("3 audit records lost".into());
+            assert_eq!(hash(GENESIS, &r.hashed_values()), reference(GENESIS, &r));
+            r.target = None;
             assert_eq!(hash(GENESIS, &r.hashed_values()), reference(GENESIS, &r));
         }
     }

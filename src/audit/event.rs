@@ -116,9 +116,12 @@ stored_event! {
     duration_ms: f64,
     error_kind: Option<String>,
     /// A note for people: what a gap record lost, where an operation
-    /// stopped. The last hashed field, and hashed only when present, so
-    /// records from before it existed still verify.
+    /// stopped. Hashed only when present (or when `target` is), so records
+    /// from before it existed still verify.
     detail: Option<String>,
+    /// What a guarded operation acted on (`campaign:5/lead:7`); the last
+    /// hashed field, hashed only when present.
+    target: Option<String>,
     /// The previous record's `hash` (the chain's links come last and are
     /// not hashed themselves).
     prev_hash: Option<String>,
@@ -127,6 +130,11 @@ stored_event! {
 
 /// The chain's links (`prev_hash`, `hash`) end the column list.
 pub const CHAIN_LINKS: usize = 2;
+
+/// The hashed fields added after the chain existed (`detail`, `target`):
+/// absent ones at the end of the record are left out of its encoding, so
+/// older records still verify.
+pub const OPTIONAL_TAIL: usize = 2;
 
 impl StoredEvent {
     /// The values the chain hashes: every column but the links.
@@ -165,6 +173,7 @@ impl StoredEvent {
             duration_ms: r.duration.as_micros() as f64 / 1000.0,
             error_kind: r.error_kind.map(|e| e.as_str().to_string()),
             detail: r.detail.take(),
+            target: r.target.take(),
             prev_hash: None,
             hash: None,
         }
@@ -178,7 +187,7 @@ mod tests {
 
     #[test]
     fn every_field_of_a_record_reaches_its_column() {
-        let mut r = AuditRecord::empty(OperationKind::DeleteCampaign);
+        let mut r = AuditRecord::empty(OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name()));
         r.request_id = "rid".into();
         r.method = "DELETE".into();
         r.path = "/api/v1/campaigns/7".into();

@@ -17,7 +17,8 @@ pub use writer::{AuditError, AuditSink, AuditWriter};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OperationKind {
     Passthrough,
-    DeleteCampaign,
+    /// A guarded operation, by its stable name (`campaign.delete`, ...).
+    Guarded(&'static str),
     /// Not a request: records were lost here (the `detail` says how many,
     /// when and why).
     AuditGap,
@@ -27,11 +28,15 @@ impl OperationKind {
     pub fn as_str(self) -> &'static str {
         match self {
             OperationKind::Passthrough => "passthrough",
-            OperationKind::DeleteCampaign => "delete_campaign",
+            OperationKind::Guarded(name) => name,
             OperationKind::AuditGap => "audit_gap",
         }
     }
 }
+
+/// What records written before every destructive call was guarded call a
+/// campaign delete (`campaign.delete` since).
+pub const LEGACY_CAMPAIGN_DELETE: &str = "delete_campaign";
 
 /// Why a request did not complete normally, as stored in `audit_events.error_kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +129,8 @@ pub struct AuditRecord {
     pub error_kind: Option<ErrorKind>,
     /// A note for people (gap and interrupted-operation records).
     pub detail: Option<String>,
+    /// What a guarded operation acted on (`campaign:5/lead:7`).
+    pub target: Option<String>,
 }
 
 impl AuditRecord {
@@ -153,6 +160,7 @@ impl AuditRecord {
             duration: Duration::ZERO,
             error_kind: None,
             detail: None,
+            target: None,
         }
     }
 }

@@ -104,7 +104,7 @@ pub enum SnapshotsCommand {
 /// Accepts exactly the stored part names, so a typo is refused by clap with
 /// the list of valid names (and shell completion knows them).
 fn part_kind() -> impl TypedValueParser<Value = PartKind> {
-    PossibleValuesParser::new(PartKind::ALL.map(PartKind::as_str)).map(|name| {
+    PossibleValuesParser::new(PartKind::ALL.iter().map(|k| k.as_str())).map(|name| {
         PartKind::parse(&name).expect("the parser only passes names taken from PartKind::ALL")
     })
 }

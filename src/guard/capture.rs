@@ -14,7 +14,7 @@ use http::header::HeaderValue;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 
-use super::operations::{self, State};
+use super::ledger::{self, State};
 use crate::proxy::ProxyState;
 use crate::snapshot::fetch::{FetchError, Source};
 use crate::snapshot::store::{self, PartKind, StoreError};
@@ -146,7 +146,7 @@ impl Captures {
                 }
             }
             if let Some(id) = operation_id {
-                operations::finish_retrying(&state.pool, id, State::SnapshotPending, None, Some(&error))
+                ledger::finish_retrying(&state.pool, id, State::SnapshotPending, None, Some(&error))
                     .await;
             }
             drop(keep);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::capture::CaptureError;
-use super::operations::State;
+use super::ledger::State;
 use crate::audit::ErrorKind;
 use crate::snapshot::fetch::FetchError;
 

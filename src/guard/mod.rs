@@ -6,7 +6,9 @@
 pub mod capture;
 pub mod classify;
 pub mod error;
+pub mod glob;
 pub mod history;
+pub mod ledger;
 pub mod operations;
 pub mod pipeline;
 pub mod policy;

@@ -1,363 +1,608 @@
-//! The `operations` table: one durable row per guarded request, written
-//! before anything destructive leaves the gateway, and moved through its
-//! states as the pipeline runs. A unique index on unfinished rows gives
-//! single flight per campaign across threads and processes.
+//! THE table of guarded operations: every SmartLead call that destroys
+//! something, with its stable name, routes, the facts the policy may decide
+//! on, its capture plan (the reads that record what the call would destroy)
+//! and its safer alternatives. Adding a guarded operation is one entry in
+//! [`SPECS`], its capture plan and its tests; classification, policy
+//! validation, the pipeline, snapshots and the README's table all read it.
 
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::fmt;
 
-use sqlx::SqlitePool;
+use serde::Serialize;
 
-use crate::audit::format_time;
+use crate::snapshot::store::PartKind;
 
-/// How often a running operation refreshes its heartbeat.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// An unfinished operation whose heartbeat is older than this has lost its
-/// gateway (on another host, where liveness cannot be checked directly).
-pub const STALE_AFTER: Duration = Duration::from_secs(60);
-
-/// This gateway process: `host:pid:instance`.
-pub fn owner() -> &'static str {
-    static OWNER: OnceLock<String> = OnceLock::new();
-    OWNER.get_or_init(|| {
-        format!(
-            "{}:{}:{:016x}",
-            hostname(),
-            std::process::id(),
-            fastrand::u64(..)
-        )
-    })
+/// A guarded operation, by its stable name ([`Op::name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    CampaignDelete,
+    CampaignStop,
+    CampaignLeadDelete,
+    CampaignLeadUnsubscribe,
+    LeadUnsubscribe,
+    LeadDelete,
+    CampaignWebhookDelete,
+    CampaignEmailAccountsRemove,
+    EmailAccountDelete,
+    LeadListDelete,
+    WebhookDelete,
+    ClientApiKeyDelete,
+    DomainBlockDelete,
+    UnknownDelete,
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+/// What happens to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Capture, then forward the call.
+    Allow,
+    /// Capture, then archive the campaign instead of deleting it.
+    Archive,
+    /// Capture, then pause instead (the campaign, or the lead in it).
+    Pause,
+    /// Refuse with 403.
+    Deny,
 }
 
-/// Whether the gateway that owns an operation is certainly gone.
-fn owner_is_gone(owned_by: Option<&str>, heartbeat_at: Option<&str>, stale_before: &str) -> bool {
-    let Some(owned_by) = owned_by else {
-        return true;
-    };
-    if heartbeat_at.is_none_or(|h| h < stale_before) {
-        return true;
-    }
-    let mut parts = owned_by.splitn(3, ':');
-    let (Some(host), Some(pid), Some(instance)) = (parts.next(), parts.next(), parts.next()) else {
-        return true;
-    };
-    if host != hostname() {
-        return false;
-    }
-    let me = owner();
-    if owned_by == me {
-        return false;
-    }
-    let my_pid = std::process::id().to_string();
-    if pid == my_pid && !me.ends_with(instance) {
-        // Our pid, another instance: an earlier process that had this pid.
-        return true;
-    }
-    !std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
+impl Action {
+    /// Every action, in the order they are listed to people.
+    pub const ALL: [Action; 4] = [Action::Allow, Action::Archive, Action::Pause, Action::Deny];
 
-/// Where an operation is in the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Received,
-    Deciding,
-    Snapshotting,
-    Acting,
-    Done,
-    Denied,
-    /// SmartLead said the campaign does not exist (or the key is wrong).
-    NotFound,
-    SnapshotFailed,
-    /// The client was answered 503 before the snapshot was complete; the
-    /// capture went on without it and has ended (the snapshot's own state
-    /// says how). Nothing was done to the campaign for this request.
-    SnapshotPending,
-    UpstreamFailed,
-    Interrupted,
-}
-
-impl State {
+    /// The config spelling: `allow`, `archive`, `pause` or `deny`.
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Received => "received",
-            State::Deciding => "deciding",
-            State::Snapshotting => "snapshotting",
-            State::Acting => "acting",
-            State::Done => "done",
-            State::Denied => "denied",
-            State::NotFound => "not_found",
-            State::SnapshotFailed => "snapshot_failed",
-            State::SnapshotPending => "snapshot_pending",
-            State::UpstreamFailed => "upstream_failed",
-            State::Interrupted => "interrupted",
+            Action::Allow => "allow",
+            Action::Archive => "archive",
+            Action::Pause => "pause",
+            Action::Deny => "deny",
+        }
+    }
+
+    /// What the gateway did, as `x-safedelete-action` and the audit `action`
+    /// say it: `allowed`, `archived`, `paused`, `denied`.
+    pub fn done(self) -> &'static str {
+        match self {
+            Action::Allow => "allowed",
+            Action::Archive => "archived",
+            Action::Pause => "paused",
+            Action::Deny => "denied",
+        }
+    }
+
+    /// Whether the action changes the target instead of forwarding the call.
+    pub fn is_alternative(self) -> bool {
+        matches!(self, Action::Archive | Action::Pause)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rule field that matches on a fact of the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchField {
+    CampaignIds,
+    CampaignName,
+    Statuses,
+    ClientIds,
+    LeadEmail,
+    LeadStatuses,
+    EmailAccount,
+    /// Applies to every operation.
+    Actors,
+}
+
+impl MatchField {
+    pub const ALL: [MatchField; 8] = [
+        MatchField::CampaignIds,
+        MatchField::CampaignName,
+        MatchField::Statuses,
+        MatchField::ClientIds,
+        MatchField::LeadEmail,
+        MatchField::LeadStatuses,
+        MatchField::EmailAccount,
+        MatchField::Actors,
+    ];
+
+    /// The rule key.
+    pub fn key(self) -> &'static str {
+        match self {
+            MatchField::CampaignIds => "campaign_ids",
+            MatchField::CampaignName => "campaign_name",
+            MatchField::Statuses => "statuses",
+            MatchField::ClientIds => "client_ids",
+            MatchField::LeadEmail => "lead_email",
+            MatchField::LeadStatuses => "lead_statuses",
+            MatchField::EmailAccount => "email_account",
+            MatchField::Actors => "actors",
         }
     }
 }
 
-/// Starting an operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BeginError {
-    #[error("another deletion of campaign {campaign_id} is in progress")]
-    InFlight { campaign_id: u64 },
-    #[error("cannot record the operation: {0}")]
-    Db(#[source] sqlx::Error),
-    #[error("cannot take over a stale operation: {0}")]
-    Recover(#[from] RecoverError),
+/// A SmartLead read the facts phase makes before deciding; what it read is
+/// also the first parts of the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactRead {
+    /// `GET /campaigns/{id}`: name, status, client, `updated_at`.
+    Campaign,
+    /// `GET /leads/{lead_id}`: the lead's email.
+    Lead,
+    /// `GET /leads/{lead_id}/campaigns`: the lead's status in each campaign.
+    LeadCampaigns,
+    /// `GET /campaigns/{id}/email-accounts`: the addresses being removed.
+    CampaignEmailAccounts,
+    /// `GET /email-accounts/{id}`: the account's address.
+    EmailAccount,
 }
 
-/// Who asked, for the operation row.
-pub struct NewOperation<'a> {
-    pub kind: &'static str,
-    pub campaign_id: u64,
-    pub request_id: &'a str,
-    pub actor_fingerprint: Option<&'a str>,
-    pub actor_label: &'a str,
+impl FactRead {
+    /// The snapshot part the read is stored as.
+    pub fn part(self) -> PartKind {
+        match self {
+            FactRead::Campaign => PartKind::Campaign,
+            FactRead::Lead => PartKind::Lead,
+            FactRead::LeadCampaigns => PartKind::LeadCampaigns,
+            FactRead::CampaignEmailAccounts => PartKind::EmailAccounts,
+            FactRead::EmailAccount => PartKind::EmailAccount,
+        }
+    }
 }
 
-fn now() -> String {
-    format_time(SystemTime::now())
+/// One read of a capture plan: which part, from which route (a template
+/// over `{campaign}`, `{lead}` and `{id}`), and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub part: PartKind,
+    pub path: &'static str,
+    pub how: How,
 }
 
-/// Inserts the durable intent (`received`). Fails with `InFlight` when an
-/// unfinished operation for the same campaign exists.
-pub async fn begin(pool: &SqlitePool, op: &NewOperation<'_>) -> Result<i64, BeginError> {
-    let now = now();
-    let mut recovered = false;
-    loop {
-        let result = sqlx::query(
-            "INSERT INTO operations (kind, campaign_id, state, request_id, actor_fingerprint, \
-             actor_label, created_at, updated_at, owner, heartbeat_at) \
-             VALUES (?, ?, 'received', ?, ?, ?, ?, ?, ?, ?)",
+/// How a capture step reads its part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// One GET, streamed into the part as it is.
+    Stream,
+    /// One GET of a small JSON document whose secret fields (`api_key`,
+    /// `token`, `password`, ...) are replaced before it is stored.
+    Redacted,
+    /// `offset`/`limit` pages of `{"data":[..]}`, stored as one JSON array.
+    Paged,
+    /// The campaigns whose sender accounts include `{id}`: SmartLead has no
+    /// call for it, so every campaign's `/email-accounts` is read.
+    AccountCampaigns,
+}
+
+/// The method a route is called with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Delete,
+    Post,
+    /// `POST` or `PATCH` (the status route takes both).
+    PostOrPatch,
+}
+
+/// A path segment of a route pattern under `/api/v1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg {
+    Lit(&'static str),
+    /// The campaign id.
+    Campaign,
+    /// The lead id.
+    Lead,
+    /// The id of the object itself (webhook, account, list, key, entry).
+    Id,
+}
+
+/// Where an id that is not in the path comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    Nothing,
+    /// `{"id": N}` in the JSON body.
+    BodyId,
+    /// `{"email_account_ids": [..]}` in the JSON body.
+    BodyEmailAccountIds,
+    /// `{"status": ..}` in the JSON body, guarded only when it means stop.
+    BodyStopStatus,
+    /// `?id=N` in the query.
+    QueryId,
+}
+
+impl Carried {
+    /// Whether the body must be read before the request can be classified.
+    pub fn needs_body(self) -> bool {
+        matches!(
+            self,
+            Carried::BodyId | Carried::BodyEmailAccountIds | Carried::BodyStopStatus
         )
-        .bind(op.kind)
-        .bind(op.campaign_id as i64)
-        .bind(op.request_id)
-        .bind(op.actor_fingerprint)
-        .bind(op.actor_label)
-        .bind(&now)
-        .bind(&now)
-        .bind(owner())
-        .bind(&now)
-        .execute(pool)
-        .await;
-        match result {
-            Ok(done) => return Ok(done.last_insert_rowid()),
-            // The claim may belong to a gateway that died without a restart
-            // here: take it over once if so, else it is really in flight.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && !recovered => {
-                recovered = true;
-                recover_stale(pool).await?;
-            }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(BeginError::InFlight {
-                    campaign_id: op.campaign_id,
-                })
-            }
-            Err(e) => return Err(BeginError::Db(e)),
-        }
     }
 }
 
-/// Refreshes a running operation's heartbeat.
-pub async fn heartbeat(pool: &SqlitePool, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE operations SET heartbeat_at = ? WHERE id = ?")
-        .bind(now())
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(|_| ())
+/// One route of an operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub verb: Verb,
+    pub path: &'static [Seg],
+    pub carried: Carried,
 }
 
-/// Marks unfinished operations whose gateway is gone as `interrupted`, and
-/// their unfinished snapshots `incomplete` (never complete). Operations that
-/// a live gateway runs are left alone. Returns (operations, snapshots).
-pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), RecoverError> {
-    let stale_before = format_time(SystemTime::now() - STALE_AFTER);
-    let unfinished: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT id, owner, heartbeat_at FROM operations \
-         WHERE state IN ('received', 'deciding', 'snapshotting', 'acting')",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut operations = 0;
-    for (id, owner, heartbeat_at) in unfinished {
-        if owner_is_gone(owner.as_deref(), heartbeat_at.as_deref(), &stale_before) {
-            operations += sqlx::query(
-                "UPDATE operations SET state = 'interrupted', \
-                 error = COALESCE(error, 'interrupted in state ' || state || ': the gateway stopped before this operation finished'), \
-                 updated_at = ? WHERE id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
-            )
-            .bind(now())
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected();
-        }
+/// One operation's entry in the table.
+#[derive(Debug)]
+pub struct Spec {
+    pub op: Op,
+    /// The stable name, used in policy, audit, snapshots, metrics and the README.
+    pub name: &'static str,
+    /// What it destroys, for people (`a lead from a campaign`).
+    pub destroys: &'static str,
+    pub routes: &'static [Route],
+    /// The facts read before deciding (also the snapshot's first parts).
+    pub facts: &'static [FactRead],
+    /// The rest of the capture plan, after the facts.
+    pub capture: &'static [Step],
+    /// The safer actions besides allow and deny.
+    pub alternatives: &'static [Action],
+    /// The rule fields that can match it (besides `actors`).
+    pub fields: &'static [MatchField],
+    /// The built-in default action.
+    pub default: Action,
+}
+
+use Carried::*;
+use MatchField::*;
+use Seg::{Campaign as C, Id, Lead as L, Lit};
+
+const CAMPAIGN_FIELDS: &[MatchField] = &[CampaignIds, CampaignName, Statuses, ClientIds];
+const CAMPAIGN_LEAD_FIELDS: &[MatchField] = &[
+    CampaignIds,
+    CampaignName,
+    Statuses,
+    ClientIds,
+    LeadEmail,
+    LeadStatuses,
+];
+const CAMPAIGN_PARTS: &[Step] = &[
+    step(PartKind::LeadsCsv, "/campaigns/{campaign}/leads-export"),
+    step(PartKind::Sequences, "/campaigns/{campaign}/sequences"),
+    step(PartKind::EmailAccounts, "/campaigns/{campaign}/email-accounts"),
+    step(PartKind::Webhooks, "/campaigns/{campaign}/webhooks"),
+    step(PartKind::Analytics, "/campaigns/{campaign}/analytics"),
+];
+
+const fn step(part: PartKind, path: &'static str) -> Step {
+    Step {
+        part,
+        path,
+        how: How::Stream,
     }
-    let snapshots = crate::snapshot::store::mark_interrupted(pool).await?;
-    Ok((operations, snapshots))
 }
 
-/// An interrupted operation whose audit record is still to be written.
-#[derive(Debug, sqlx::FromRow)]
-pub struct Interrupted {
-    pub id: i64,
-    pub kind: String,
-    pub campaign_id: i64,
-    pub request_id: String,
-    pub actor_fingerprint: Option<String>,
-    pub actor_label: Option<String>,
-    pub rule: Option<String>,
-    pub policy_revision: Option<String>,
-    pub snapshot_id: Option<i64>,
-    pub error: Option<String>,
-    pub created_at: String,
+const fn route(verb: Verb, path: &'static [Seg], carried: Carried) -> Route {
+    Route {
+        verb,
+        path,
+        carried,
+    }
 }
 
-/// Interrupted operations without an audit record yet (their request never
-/// got to write one: the gateway stopped first).
-pub async fn unrecorded_interrupted(pool: &SqlitePool) -> Result<Vec<Interrupted>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, kind, campaign_id, request_id, actor_fingerprint, actor_label, rule, \
-         policy_revision, snapshot_id, error, created_at FROM operations \
-         WHERE state = 'interrupted' AND audit_id IS NULL ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await
-}
+/// The table. Order matters only for listing (the README follows it).
+pub static SPECS: [Spec; 14] = [
+    Spec {
+        op: Op::CampaignDelete,
+        name: "campaign.delete",
+        destroys: "a campaign with its leads, sequences, stats and webhooks",
+        routes: &[route(Verb::Delete, &[Lit("campaigns"), C], Nothing)],
+        facts: &[FactRead::Campaign],
+        capture: CAMPAIGN_PARTS,
+        alternatives: &[Action::Archive],
+        fields: CAMPAIGN_FIELDS,
+        default: Action::Archive,
+    },
+    Spec {
+        op: Op::CampaignStop,
+        name: "campaign.stop",
+        destroys: "a campaign's ability to send (STOPPED cannot be undone)",
+        routes: &[route(
+            Verb::PostOrPatch,
+            &[Lit("campaigns"), C, Lit("status")],
+            BodyStopStatus,
+        )],
+        facts: &[FactRead::Campaign],
+        capture: CAMPAIGN_PARTS,
+        alternatives: &[Action::Pause],
+        fields: CAMPAIGN_FIELDS,
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::CampaignLeadDelete,
+        name: "campaign.lead.delete",
+        destroys: "a lead from a campaign (and from the account when in no other campaign)",
+        routes: &[route(
+            Verb::Delete,
+            &[Lit("campaigns"), C, Lit("leads"), L],
+            Nothing,
+        )],
+        facts: &[FactRead::Campaign, FactRead::Lead, FactRead::LeadCampaigns],
+        capture: &[step(
+            PartKind::MessageHistory,
+            "/campaigns/{campaign}/leads/{lead}/message-history",
+        )],
+        alternatives: &[Action::Pause],
+        fields: CAMPAIGN_LEAD_FIELDS,
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::CampaignLeadUnsubscribe,
+        name: "campaign.lead.unsubscribe",
+        destroys: "a lead's place in a campaign's sending",
+        routes: &[route(
+            Verb::Post,
+            &[Lit("campaigns"), C, Lit("leads"), L, Lit("unsubscribe")],
+            Nothing,
+        )],
+        facts: &[FactRead::Campaign, FactRead::Lead, FactRead::LeadCampaigns],
+        capture: &[step(
+            PartKind::MessageHistory,
+            "/campaigns/{campaign}/leads/{lead}/message-history",
+        )],
+        alternatives: &[],
+        fields: CAMPAIGN_LEAD_FIELDS,
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::LeadUnsubscribe,
+        name: "lead.unsubscribe",
+        destroys: "a lead's place in every campaign's sending",
+        routes: &[route(
+            Verb::Post,
+            &[Lit("leads"), L, Lit("unsubscribe")],
+            Nothing,
+        )],
+        facts: &[FactRead::Lead, FactRead::LeadCampaigns],
+        capture: &[],
+        alternatives: &[],
+        fields: &[LeadEmail],
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::LeadDelete,
+        name: "lead.delete",
+        destroys: "a lead, from every campaign",
+        routes: &[route(Verb::Delete, &[Lit("leads"), L], Nothing)],
+        facts: &[FactRead::Lead, FactRead::LeadCampaigns],
+        capture: &[],
+        alternatives: &[],
+        fields: &[LeadEmail],
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::CampaignWebhookDelete,
+        name: "campaign.webhook.delete",
+        destroys: "a campaign webhook",
+        routes: &[
+            route(
+                Verb::Delete,
+                &[Lit("campaigns"), C, Lit("webhooks")],
+                BodyId,
+            ),
+            route(
+                Verb::Delete,
+                &[Lit("campaigns"), C, Lit("webhooks"), Id],
+                Nothing,
+            ),
+        ],
+        facts: &[FactRead::Campaign],
+        capture: &[step(PartKind::Webhooks, "/campaigns/{campaign}/webhooks")],
+        alternatives: &[],
+        fields: CAMPAIGN_FIELDS,
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::CampaignEmailAccountsRemove,
+        name: "campaign.email_accounts.remove",
+        destroys: "sender accounts from a campaign",
+        routes: &[route(
+            Verb::Delete,
+            &[Lit("campaigns"), C, Lit("email-accounts")],
+            BodyEmailAccountIds,
+        )],
+        facts: &[FactRead::Campaign, FactRead::CampaignEmailAccounts],
+        capture: &[],
+        alternatives: &[],
+        fields: &[CampaignIds, CampaignName, Statuses, ClientIds, EmailAccount],
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::EmailAccountDelete,
+        name: "email_account.delete",
+        destroys: "a mailbox, from every campaign (its in-progress leads stop)",
+        routes: &[route(Verb::Delete, &[Lit("email-accounts"), Id], Nothing)],
+        facts: &[FactRead::EmailAccount],
+        capture: &[Step {
+            part: PartKind::AccountCampaigns,
+            path: "/campaigns",
+            how: How::AccountCampaigns,
+        }],
+        alternatives: &[],
+        fields: &[EmailAccount],
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::LeadListDelete,
+        name: "lead_list.delete",
+        destroys: "a lead list",
+        routes: &[route(Verb::Delete, &[Lit("lead-list"), Id], Nothing)],
+        facts: &[],
+        capture: &[
+            step(PartKind::LeadList, "/lead-list/{id}"),
+            Step {
+                part: PartKind::LeadListLeads,
+                path: "/lead-list/{id}/leads",
+                how: How::Paged,
+            },
+        ],
+        alternatives: &[],
+        fields: &[],
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::WebhookDelete,
+        name: "webhook.delete",
+        destroys: "a global webhook",
+        routes: &[route(
+            Verb::Delete,
+            &[Lit("webhook"), Lit("delete")],
+            BodyId,
+        )],
+        facts: &[],
+        capture: &[step(PartKind::GlobalWebhooks, "/webhook")],
+        alternatives: &[],
+        fields: &[],
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::ClientApiKeyDelete,
+        name: "client_api_key.delete",
+        destroys: "a client's API key",
+        routes: &[route(
+            Verb::Delete,
+            &[Lit("client"), Lit("api-key"), Id],
+            Nothing,
+        )],
+        facts: &[],
+        capture: &[Step {
+            part: PartKind::ClientApiKeys,
+            path: "/client/api-key",
+            how: How::Redacted,
+        }],
+        alternatives: &[],
+        fields: &[],
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::DomainBlockDelete,
+        name: "domain_block.delete",
+        destroys: "a block-list entry (mail to it is no longer blocked)",
+        routes: &[route(
+            Verb::Delete,
+            &[Lit("leads"), Lit("delete-domain-block-list")],
+            QueryId,
+        )],
+        facts: &[],
+        capture: &[step(
+            PartKind::DomainBlockList,
+            "/leads/get-domain-block-list",
+        )],
+        alternatives: &[],
+        fields: &[],
+        default: Action::Allow,
+    },
+    Spec {
+        op: Op::UnknownDelete,
+        name: "unknown.delete",
+        destroys: "whatever the route deletes (not captured)",
+        routes: &[],
+        facts: &[],
+        capture: &[],
+        alternatives: &[],
+        fields: &[],
+        default: Action::Allow,
+    },
+];
 
-/// Links an operation to the audit record that tells its end.
-pub async fn set_audit_id(pool: &SqlitePool, id: i64, audit_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE operations SET audit_id = ? WHERE id = ?")
-        .bind(audit_id)
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
+impl Op {
+    /// Every operation, in table order.
+    pub fn all() -> impl Iterator<Item = Op> {
+        SPECS.iter().map(|s| s.op)
+    }
 
-/// Recovering unfinished operations failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RecoverError {
-    #[error("cannot recover unfinished operations")]
-    Operations(#[from] sqlx::Error),
-    #[error("cannot settle their snapshots")]
-    Snapshots(#[from] crate::snapshot::store::StoreError),
-}
+    /// This operation's table entry.
+    pub fn spec(self) -> &'static Spec {
+        // The table is in enum order (checked by a test).
+        &SPECS[self as usize]
+    }
 
-/// Moves an operation to `state`.
-pub async fn set_state(pool: &SqlitePool, id: i64, state: State) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE operations SET state = ?, updated_at = ? WHERE id = ?")
-        .bind(state.as_str())
-        .bind(now())
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(|_| ())
-}
+    /// The stable name, e.g. `campaign.lead.delete`.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
 
-/// The policy's decision, recorded before acting on it.
-pub struct DecisionRow<'a> {
-    pub action: &'a str,
-    pub would_action: Option<&'a str>,
-    pub rule: Option<&'a str>,
-    pub policy_revision: &'a str,
-}
+    /// The operation with this stable name.
+    pub fn from_name(name: &str) -> Option<Op> {
+        SPECS.iter().find(|s| s.name == name).map(|s| s.op)
+    }
 
-pub async fn record_decision(
-    pool: &SqlitePool,
-    id: i64,
-    d: &DecisionRow<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE operations SET action = ?, would_action = ?, rule = ?, policy_revision = ?, \
-         updated_at = ? WHERE id = ?",
-    )
-    .bind(d.action)
-    .bind(d.would_action)
-    .bind(d.rule)
-    .bind(d.policy_revision)
-    .bind(now())
-    .bind(id)
-    .execute(pool)
-    .await
-    .map(|_| ())
-}
+    /// Every action a rule may give it: allow, deny and its alternatives.
+    pub fn actions(self) -> Vec<Action> {
+        let mut all = vec![Action::Allow];
+        all.extend_from_slice(self.spec().alternatives);
+        all.push(Action::Deny);
+        all
+    }
 
-pub async fn set_snapshot(pool: &SqlitePool, id: i64, snapshot_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE operations SET snapshot_id = ?, updated_at = ? WHERE id = ?")
-        .bind(snapshot_id)
-        .bind(now())
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(|_| ())
-}
+    /// Whether a rule with `field` can match it.
+    pub fn has_field(self, field: MatchField) -> bool {
+        field == MatchField::Actors || self.spec().fields.contains(&field)
+    }
 
-/// Ends an operation in a final state.
-pub async fn finish(
-    pool: &SqlitePool,
-    id: i64,
-    state: State,
-    upstream_status: Option<u16>,
-    error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE operations SET state = ?, upstream_status = ?, error = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(state.as_str())
-    .bind(upstream_status.map(i64::from))
-    .bind(error)
-    .bind(now())
-    .bind(id)
-    .execute(pool)
-    .await
-    .map(|_| ())
-}
+    /// Whether the operation captures anything before acting.
+    pub fn captures(self) -> bool {
+        let s = self.spec();
+        !s.facts.is_empty() || !s.capture.is_empty()
+    }
 
-/// [`finish`], retried with backoff: an unfinished row keeps the campaign
-/// claimed (409) until it is recovered.
-pub async fn finish_retrying(
-    pool: &SqlitePool,
-    id: i64,
-    state: State,
-    upstream_status: Option<u16>,
-    error: Option<&str>,
-) {
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=5 {
-        match finish(pool, id, state, upstream_status, error).await {
-            Ok(()) => return,
-            Err(err) => {
-                tracing::error!(error = %err, operation_id = id, attempt, "cannot finish operation");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+    /// Every part a complete snapshot of it holds, in capture order.
+    pub fn parts(self) -> Vec<PartKind> {
+        let s = self.spec();
+        let mut parts: Vec<PartKind> = s.facts.iter().map(|f| f.part()).collect();
+        for step in s.capture {
+            if !parts.contains(&step.part) {
+                parts.push(step.part);
             }
         }
+        parts
+    }
+
+    /// Whether it is about a campaign (its target names one).
+    pub fn has_campaign(self) -> bool {
+        self.spec()
+            .routes
+            .iter()
+            .any(|r| r.path.contains(&Seg::Campaign))
     }
 }
 
-/// Closes the unfinished operation of a request whose pipeline died.
-pub async fn fail_by_request(
-    pool: &SqlitePool,
-    request_id: &str,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE operations SET state = 'interrupted', \
-         error = ? || ' (interrupted in state ' || state || ')', updated_at = ? \
-         WHERE request_id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
-    )
-    .bind(error)
-    .bind(now())
-    .bind(request_id)
-    .execute(pool)
-    .await
-    .map(|_| ())
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Glob match on operation names: `*` any run of characters, `?` one.
+pub fn name_matches(glob: &str, name: &str) -> bool {
+    crate::guard::glob::matches(glob, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_in_enum_order_and_names_are_unique() {
+        for (i, spec) in SPECS.iter().enumerate() {
+            assert_eq!(spec.op as usize, i, "{}", spec.name);
+            assert_eq!(Op::from_name(spec.name), Some(spec.op));
+        }
+    }
+
+    #[test]
+    fn every_operation_that_captures_has_parts_and_defaults_are_its_actions() {
+        for op in Op::all() {
+            assert!(op.actions().contains(&op.spec().default), "{op}");
+            assert_eq!(op.captures(), !op.parts().is_empty(), "{op}");
+        }
+        assert!(!Op::UnknownDelete.captures());
+        assert_eq!(Op::CampaignDelete.parts(), PartKind::CAMPAIGN.to_vec());
+    }
 }

@@ -678,7 +678,7 @@ impl Rule {
                 .is_ok(),
             Field::Name => {
                 let glob = self.campaign_name.as_ref()?;
-                facts.name.is_some_and(|n| glob_match(glob, n))
+                facts.name.is_some_and(|n| crate::guard::glob::matches(glob, n))
             }
             Field::Status => {
                 let list = self.statuses.as_ref()?;
@@ -735,33 +735,6 @@ impl Rule {
             Field::Actor => format!("actor {} {verb} [{}]", facts.actor, list(&self.actors)),
         }
     }
-}
-
-/// Glob match, case-insensitive: `*` matches any run of characters (including
-/// none), `?` exactly one; everything else matches itself. Backtracks only to
-/// the last `*`, so the cost is at most pattern × name, never exponential.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let same = |a: char, b: char| a == b || a.to_lowercase().eq(b.to_lowercase());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && (p[pi] == '?' || same(p[pi], t[ti])) {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

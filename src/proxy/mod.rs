@@ -320,7 +320,7 @@ impl ProxyService {
         };
         // The pipeline writes this request's audit record itself, durably.
         tracker.audited = true;
-        tracker.record.operation = OperationKind::DeleteCampaign;
+        tracker.record.operation = OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name());
         let answer = pipeline::run(state.clone(), input).await;
         tracker.record.status = answer.status.as_u16();
         tracker.record.action = Some(answer.action);
@@ -398,7 +398,7 @@ impl ProxyService {
         let err = ProxyError::from(err);
         let mut resp: Response<ResponseBody> = err.to_response(&request_id);
         let r = &mut tracker.record;
-        r.operation = OperationKind::DeleteCampaign;
+        r.operation = OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name());
         if let ProxyError::Refused(ClassifyError::AmbiguousDelete { campaign_id }) = &err {
             r.campaign_id = *campaign_id;
         }

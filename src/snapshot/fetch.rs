@@ -89,6 +89,7 @@ fn suffix(kind: PartKind) -> &'static str {
         PartKind::EmailAccounts => "/email-accounts",
         PartKind::Webhooks => "/webhooks",
         PartKind::Analytics => "/analytics",
+        _ => "",
     }
 }
 

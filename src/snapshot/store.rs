@@ -32,21 +32,61 @@ pub const CHUNK_SIZE: usize = 1024 * 1024;
 /// The error text of snapshots left `in_progress` by a gateway that stopped.
 const INTERRUPTED: &str = "interrupted: the gateway stopped while capturing";
 
-/// Part kinds, in the order they are captured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PartKind {
-    Campaign,
-    LeadsCsv,
-    Sequences,
-    EmailAccounts,
-    Webhooks,
-    Analytics,
+/// Declares the part kinds once: variant, stored name, exported file stem.
+macro_rules! part_kinds {
+    ($($variant:ident => $name:literal, $stem:literal;)+) => {
+        /// What a snapshot part holds. Which parts a snapshot needs is its
+        /// operation's capture plan (`guard::operations`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum PartKind {
+            $($variant,)+
+        }
+
+        impl PartKind {
+            /// Every part kind there is.
+            pub const ALL: &'static [PartKind] = &[$(PartKind::$variant,)+];
+
+            /// The name stored in `snapshot_parts.kind`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(PartKind::$variant => $name,)+
+                }
+            }
+
+            /// The file name an exported part gets after its target, e.g.
+            /// `leads.csv` in `campaign-101-leads.csv`.
+            fn stem(self) -> &'static str {
+                match self {
+                    $(PartKind::$variant => $stem,)+
+                }
+            }
+        }
+    };
+}
+
+part_kinds! {
+    Campaign => "campaign", "campaign.json";
+    LeadsCsv => "leads_csv", "leads.csv";
+    Sequences => "sequences", "sequences.json";
+    EmailAccounts => "email_accounts", "email-accounts.json";
+    Webhooks => "webhooks", "webhooks.json";
+    Analytics => "analytics", "analytics.json";
+    Lead => "lead", "lead.json";
+    LeadCampaigns => "lead_campaigns", "lead-campaigns.json";
+    MessageHistory => "message_history", "message-history.json";
+    EmailAccount => "email_account", "email-account.json";
+    AccountCampaigns => "account_campaigns", "account-campaigns.json";
+    LeadList => "lead_list", "lead-list.json";
+    LeadListLeads => "lead_list_leads", "lead-list-leads.json";
+    GlobalWebhooks => "global_webhooks", "global-webhooks.json";
+    ClientApiKeys => "client_api_keys", "client-api-keys.json";
+    DomainBlockList => "domain_block_list", "domain-block-list.json";
 }
 
 impl PartKind {
-    /// Every part a complete campaign snapshot holds, in capture order.
-    pub const ALL: [PartKind; 6] = [
+    /// The six parts of a campaign snapshot, in capture order.
+    pub const CAMPAIGN: [PartKind; 6] = [
         PartKind::Campaign,
         PartKind::LeadsCsv,
         PartKind::Sequences,
@@ -55,34 +95,15 @@ impl PartKind {
         PartKind::Analytics,
     ];
 
-    /// The name stored in `snapshot_parts.kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PartKind::Campaign => "campaign",
-            PartKind::LeadsCsv => "leads_csv",
-            PartKind::Sequences => "sequences",
-            PartKind::EmailAccounts => "email_accounts",
-            PartKind::Webhooks => "webhooks",
-            PartKind::Analytics => "analytics",
-        }
-    }
-
     /// The inverse of [`PartKind::as_str`].
     pub fn parse(s: &str) -> Option<PartKind> {
-        PartKind::ALL.into_iter().find(|k| k.as_str() == s)
+        PartKind::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 
-    /// The file name an exported part gets, e.g. `campaign-101-leads.csv`.
-    pub fn file_name(self, campaign_id: i64) -> String {
-        let stem = match self {
-            PartKind::Campaign => "campaign.json",
-            PartKind::LeadsCsv => "leads.csv",
-            PartKind::Sequences => "sequences.json",
-            PartKind::EmailAccounts => "email-accounts.json",
-            PartKind::Webhooks => "webhooks.json",
-            PartKind::Analytics => "analytics.json",
-        };
-        format!("campaign-{campaign_id}-{stem}")
+    /// The file name an exported part gets, e.g. `campaign-101-leads.csv`
+    /// (`target` is the snapshot's target, `campaign-101` or `lead-7`).
+    pub fn file_name(self, target: &str) -> String {
+        format!("{target}-{}", self.stem())
     }
 }
 
@@ -234,7 +255,7 @@ pub async fn complete_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<()
             .bind(snapshot_id)
             .fetch_all(&mut *tx)
             .await?;
-    for kind in PartKind::ALL {
+    for &kind in PartKind::ALL {
         let state = parts
             .iter()
             .find(|(k, _)| k == kind.as_str())

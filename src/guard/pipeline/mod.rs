@@ -25,7 +25,7 @@ mod snapshot;
 
 use super::capture::{self, Job};
 use super::error::GuardError;
-use super::operations::{self, BeginError, DecisionRow, NewOperation, State};
+use super::ledger::{self, BeginError, DecisionRow, NewOperation, State};
 use super::policy::{self, Action, Decision, Facts};
 use crate::audit::{AuditRecord, ErrorKind, OperationKind};
 use crate::proxy::client::RequestBody;
@@ -87,7 +87,7 @@ pub async fn run(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         Err(err) => {
             tracing::error!(error = %err, "guard pipeline task failed");
             // Never leave the campaign claimed by a pipeline that is gone.
-            if let Err(e) = operations::fail_by_request(
+            if let Err(e) = ledger::fail_by_request(
                 &state.pool,
                 &request_id,
                 "internal error in the deletion guard",
@@ -150,7 +150,7 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         .actor_label(input.api_key_sha256.as_deref())
         .to_string();
     let mut record = input.record;
-    record.operation = OperationKind::DeleteCampaign;
+    record.operation = OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name());
     record.campaign_id = Some(input.campaign_id as i64);
     record.actor_label = Some(actor.clone());
     let mut run = Run {
@@ -168,7 +168,7 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
 
     // Single flight: the durable intent, before anything else.
     let new = NewOperation {
-        kind: OperationKind::DeleteCampaign.as_str(),
+        kind: OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name()).as_str(),
         campaign_id: input.campaign_id,
         request_id: &run.record.request_id,
         actor_fingerprint: run.record.actor_fingerprint.as_deref(),
@@ -178,7 +178,7 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
     // look at the running captures.
     let mut claim_again = true;
     loop {
-        match operations::begin(&state.pool, &new).await {
+        match ledger::begin(&state.pool, &new).await {
             Ok(id) => {
                 run.operation_id = Some(id);
                 run.heartbeat = Some(Heartbeat::start(state.pool.clone(), id));
@@ -306,8 +306,8 @@ impl Heartbeat {
     fn start(pool: sqlx::SqlitePool, id: i64) -> Self {
         Heartbeat(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(operations::HEARTBEAT_EVERY).await;
-                if let Err(err) = operations::heartbeat(&pool, id).await {
+                tokio::time::sleep(ledger::HEARTBEAT_EVERY).await;
+                if let Err(err) = ledger::heartbeat(&pool, id).await {
                     tracing::warn!(error = %err, operation_id = id, "cannot refresh the operation heartbeat");
                 }
             }

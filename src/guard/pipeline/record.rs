@@ -11,7 +11,7 @@ use super::*;
 impl Run {
     pub(super) async fn set_state(&self, state: State) {
         if let Some(id) = self.operation_id {
-            if let Err(err) = operations::set_state(&self.state.pool, id, state).await {
+            if let Err(err) = ledger::set_state(&self.state.pool, id, state).await {
                 tracing::error!(error = %err, operation_id = id, "cannot update operation state");
             }
         }
@@ -19,7 +19,7 @@ impl Run {
 
     pub(super) async fn try_set_state(&self, state: State) -> Result<(), sqlx::Error> {
         match self.operation_id {
-            Some(id) => operations::set_state(&self.state.pool, id, state).await,
+            Some(id) => ledger::set_state(&self.state.pool, id, state).await,
             None => Ok(()),
         }
     }
@@ -32,7 +32,7 @@ impl Run {
         error: Option<&str>,
     ) {
         let Some(id) = self.operation_id else { return };
-        operations::finish_retrying(&self.state.pool, id, state, upstream_status, error).await;
+        ledger::finish_retrying(&self.state.pool, id, state, upstream_status, error).await;
     }
 
     pub(super) async fn record_decision(&self, d: &Decision) {
@@ -44,7 +44,7 @@ impl Run {
             rule: d.rule.as_deref(),
             policy_revision: &d.revision,
         };
-        if let Err(err) = operations::record_decision(&self.state.pool, id, &row).await {
+        if let Err(err) = ledger::record_decision(&self.state.pool, id, &row).await {
             tracing::error!(error = %err, operation_id = id, "cannot record the decision");
         }
     }
@@ -77,7 +77,7 @@ impl Run {
             // This request has its record: should the gateway stop before the
             // background capture ends, start-up must not write a second one.
             if let (Some(op), Some(audit_id)) = (self.operation_id, self.audit_id) {
-                if let Err(err) = operations::set_audit_id(&self.state.pool, op, audit_id).await {
+                if let Err(err) = ledger::set_audit_id(&self.state.pool, op, audit_id).await {
                     tracing::warn!(error = %err, operation_id = op, "cannot link the operation to its audit record");
                 }
             }

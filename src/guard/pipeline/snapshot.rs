@@ -110,7 +110,7 @@ impl Run {
         self.snapshot_id = Some(id);
         self.record.snapshot_id = Some(id);
         if let Some(op) = self.operation_id {
-            let _ = operations::set_snapshot(&self.state.pool, op, id).await;
+            let _ = ledger::set_snapshot(&self.state.pool, op, id).await;
         }
     }
 }

@@ -86,7 +86,7 @@ pub async fn verify_snapshot(
     // A complete snapshot has every part, each complete: a missing or
     // relabelled part is damage, not something to skip.
     if snapshot_state == "complete" {
-        for kind in PartKind::ALL {
+        for &kind in PartKind::ALL {
             match parts.iter().find(|p| p.1 == kind.as_str()) {
                 None => checks.push(PartCheck {
                     snapshot_id,

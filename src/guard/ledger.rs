@@ -1,0 +1,363 @@
+//! The `operations` table: one durable row per guarded request, written
+//! before anything destructive leaves the gateway, and moved through its
+//! states as the pipeline runs. A unique index on unfinished rows gives
+//! single flight per campaign across threads and processes.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use sqlx::SqlitePool;
+
+use crate::audit::format_time;
+
+/// How often a running operation refreshes its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// An unfinished operation whose heartbeat is older than this has lost its
+/// gateway (on another host, where liveness cannot be checked directly).
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// This gateway process: `host:pid:instance`.
+pub fn owner() -> &'static str {
+    static OWNER: OnceLock<String> = OnceLock::new();
+    OWNER.get_or_init(|| {
+        format!(
+            "{}:{}:{:016x}",
+            hostname(),
+            std::process::id(),
+            fastrand::u64(..)
+        )
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether the gateway that owns an operation is certainly gone.
+fn owner_is_gone(owned_by: Option<&str>, heartbeat_at: Option<&str>, stale_before: &str) -> bool {
+    let Some(owned_by) = owned_by else {
+        return true;
+    };
+    if heartbeat_at.is_none_or(|h| h < stale_before) {
+        return true;
+    }
+    let mut parts = owned_by.splitn(3, ':');
+    let (Some(host), Some(pid), Some(instance)) = (parts.next(), parts.next(), parts.next()) else {
+        return true;
+    };
+    if host != hostname() {
+        return false;
+    }
+    let me = owner();
+    if owned_by == me {
+        return false;
+    }
+    let my_pid = std::process::id().to_string();
+    if pid == my_pid && !me.ends_with(instance) {
+        // Our pid, another instance: an earlier process that had this pid.
+        return true;
+    }
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Where an operation is in the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Received,
+    Deciding,
+    Snapshotting,
+    Acting,
+    Done,
+    Denied,
+    /// SmartLead said the campaign does not exist (or the key is wrong).
+    NotFound,
+    SnapshotFailed,
+    /// The client was answered 503 before the snapshot was complete; the
+    /// capture went on without it and has ended (the snapshot's own state
+    /// says how). Nothing was done to the campaign for this request.
+    SnapshotPending,
+    UpstreamFailed,
+    Interrupted,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Received => "received",
+            State::Deciding => "deciding",
+            State::Snapshotting => "snapshotting",
+            State::Acting => "acting",
+            State::Done => "done",
+            State::Denied => "denied",
+            State::NotFound => "not_found",
+            State::SnapshotFailed => "snapshot_failed",
+            State::SnapshotPending => "snapshot_pending",
+            State::UpstreamFailed => "upstream_failed",
+            State::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Starting an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BeginError {
+    #[error("another deletion of campaign {campaign_id} is in progress")]
+    InFlight { campaign_id: u64 },
+    #[error("cannot record the operation: {0}")]
+    Db(#[source] sqlx::Error),
+    #[error("cannot take over a stale operation: {0}")]
+    Recover(#[from] RecoverError),
+}
+
+/// Who asked, for the operation row.
+pub struct NewOperation<'a> {
+    pub kind: &'static str,
+    pub campaign_id: u64,
+    pub request_id: &'a str,
+    pub actor_fingerprint: Option<&'a str>,
+    pub actor_label: &'a str,
+}
+
+fn now() -> String {
+    format_time(SystemTime::now())
+}
+
+/// Inserts the durable intent (`received`). Fails with `InFlight` when an
+/// unfinished operation for the same campaign exists.
+pub async fn begin(pool: &SqlitePool, op: &NewOperation<'_>) -> Result<i64, BeginError> {
+    let now = now();
+    let mut recovered = false;
+    loop {
+        let result = sqlx::query(
+            "INSERT INTO operations (kind, campaign_id, state, request_id, actor_fingerprint, \
+             actor_label, created_at, updated_at, owner, heartbeat_at) \
+             VALUES (?, ?, 'received', ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(op.kind)
+        .bind(op.campaign_id as i64)
+        .bind(op.request_id)
+        .bind(op.actor_fingerprint)
+        .bind(op.actor_label)
+        .bind(&now)
+        .bind(&now)
+        .bind(owner())
+        .bind(&now)
+        .execute(pool)
+        .await;
+        match result {
+            Ok(done) => return Ok(done.last_insert_rowid()),
+            // The claim may belong to a gateway that died without a restart
+            // here: take it over once if so, else it is really in flight.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() && !recovered => {
+                recovered = true;
+                recover_stale(pool).await?;
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(BeginError::InFlight {
+                    campaign_id: op.campaign_id,
+                })
+            }
+            Err(e) => return Err(BeginError::Db(e)),
+        }
+    }
+}
+
+/// Refreshes a running operation's heartbeat.
+pub async fn heartbeat(pool: &SqlitePool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET heartbeat_at = ? WHERE id = ?")
+        .bind(now())
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Marks unfinished operations whose gateway is gone as `interrupted`, and
+/// their unfinished snapshots `incomplete` (never complete). Operations that
+/// a live gateway runs are left alone. Returns (operations, snapshots).
+pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), RecoverError> {
+    let stale_before = format_time(SystemTime::now() - STALE_AFTER);
+    let unfinished: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, owner, heartbeat_at FROM operations \
+         WHERE state IN ('received', 'deciding', 'snapshotting', 'acting')",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut operations = 0;
+    for (id, owner, heartbeat_at) in unfinished {
+        if owner_is_gone(owner.as_deref(), heartbeat_at.as_deref(), &stale_before) {
+            operations += sqlx::query(
+                "UPDATE operations SET state = 'interrupted', \
+                 error = COALESCE(error, 'interrupted in state ' || state || ': the gateway stopped before this operation finished'), \
+                 updated_at = ? WHERE id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
+            )
+            .bind(now())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
+    }
+    let snapshots = crate::snapshot::store::mark_interrupted(pool).await?;
+    Ok((operations, snapshots))
+}
+
+/// An interrupted operation whose audit record is still to be written.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Interrupted {
+    pub id: i64,
+    pub kind: String,
+    pub campaign_id: i64,
+    pub request_id: String,
+    pub actor_fingerprint: Option<String>,
+    pub actor_label: Option<String>,
+    pub rule: Option<String>,
+    pub policy_revision: Option<String>,
+    pub snapshot_id: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: String,
+}
+
+/// Interrupted operations without an audit record yet (their request never
+/// got to write one: the gateway stopped first).
+pub async fn unrecorded_interrupted(pool: &SqlitePool) -> Result<Vec<Interrupted>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, kind, campaign_id, request_id, actor_fingerprint, actor_label, rule, \
+         policy_revision, snapshot_id, error, created_at FROM operations \
+         WHERE state = 'interrupted' AND audit_id IS NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Links an operation to the audit record that tells its end.
+pub async fn set_audit_id(pool: &SqlitePool, id: i64, audit_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET audit_id = ? WHERE id = ?")
+        .bind(audit_id)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Recovering unfinished operations failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("cannot recover unfinished operations")]
+    Operations(#[from] sqlx::Error),
+    #[error("cannot settle their snapshots")]
+    Snapshots(#[from] crate::snapshot::store::StoreError),
+}
+
+/// Moves an operation to `state`.
+pub async fn set_state(pool: &SqlitePool, id: i64, state: State) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET state = ?, updated_at = ? WHERE id = ?")
+        .bind(state.as_str())
+        .bind(now())
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// The policy's decision, recorded before acting on it.
+pub struct DecisionRow<'a> {
+    pub action: &'a str,
+    pub would_action: Option<&'a str>,
+    pub rule: Option<&'a str>,
+    pub policy_revision: &'a str,
+}
+
+pub async fn record_decision(
+    pool: &SqlitePool,
+    id: i64,
+    d: &DecisionRow<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations SET action = ?, would_action = ?, rule = ?, policy_revision = ?, \
+         updated_at = ? WHERE id = ?",
+    )
+    .bind(d.action)
+    .bind(d.would_action)
+    .bind(d.rule)
+    .bind(d.policy_revision)
+    .bind(now())
+    .bind(id)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+pub async fn set_snapshot(pool: &SqlitePool, id: i64, snapshot_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET snapshot_id = ?, updated_at = ? WHERE id = ?")
+        .bind(snapshot_id)
+        .bind(now())
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Ends an operation in a final state.
+pub async fn finish(
+    pool: &SqlitePool,
+    id: i64,
+    state: State,
+    upstream_status: Option<u16>,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations SET state = ?, upstream_status = ?, error = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(state.as_str())
+    .bind(upstream_status.map(i64::from))
+    .bind(error)
+    .bind(now())
+    .bind(id)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// [`finish`], retried with backoff: an unfinished row keeps the campaign
+/// claimed (409) until it is recovered.
+pub async fn finish_retrying(
+    pool: &SqlitePool,
+    id: i64,
+    state: State,
+    upstream_status: Option<u16>,
+    error: Option<&str>,
+) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=5 {
+        match finish(pool, id, state, upstream_status, error).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::error!(error = %err, operation_id = id, attempt, "cannot finish operation");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
+/// Closes the unfinished operation of a request whose pipeline died.
+pub async fn fail_by_request(
+    pool: &SqlitePool,
+    request_id: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations SET state = 'interrupted', \
+         error = ? || ' (interrupted in state ' || state || ')', updated_at = ? \
+         WHERE request_id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
+    )
+    .bind(error)
+    .bind(now())
+    .bind(request_id)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
