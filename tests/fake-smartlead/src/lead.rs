@@ -35,6 +35,12 @@ pub fn lead_id(campaign_id: u64, index: usize) -> u64 {
     campaign_id * 10_000_000 + index as u64 + 1
 }
 
+/// The campaign whose leads use id `lead_id` (the inverse of [`lead_id`]); the
+/// lead itself may not exist.
+pub fn campaign_of(lead_id: u64) -> Option<u64> {
+    lead_id.checked_sub(1).map(|i| i / 10_000_000)
+}
+
 /// The category that index `index` would be generated with.
 pub fn category_for(index: usize) -> &'static str {
     CATEGORIES[index % CATEGORIES.len()]
@@ -161,6 +167,26 @@ impl Lead {
             "Not Interested" => json!(3),
             _ => Value::Null,
         }
+    }
+
+    /// The account-wide lead object of `GET /leads/{lead_id}` (one `data` entry).
+    pub fn to_lead_object(&self) -> Value {
+        json!({
+            "id": self.id,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "email": self.email,
+            "phone_number": self.phone_number,
+            "company_name": self.company_name,
+            "website": self.website,
+            "location": self.location,
+            "custom_fields": self.custom_fields,
+            "linkedin_profile": self.linkedin_profile,
+            "company_url": self.company_url,
+            "is_unsubscribed": self.counts.is_unsubscribed,
+            "unsubscribed_client_id_map": Value::Null,
+            "created_at": self.created_at,
+        })
     }
 
     /// One entry of `GET /campaigns/{id}/leads` `data` (reference §1.4).

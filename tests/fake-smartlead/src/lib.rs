@@ -11,22 +11,34 @@
 //! # Layout
 //! - [`server`]: binds, accepts (plain or TLS), runs the hyper service and owns
 //!   [`FakeHandle`], the test's window into the fake.
+//! - [`inspect`]: the [`FakeHandle`] accessors that read the store (leads, sender
+//!   accounts, lead lists, webhooks, client API keys, block-list entries).
 //! - [`record`]: [`RecordedRequest`], the raw copy of every request received.
 //! - [`faults`]: programmed failures ([`FaultRule`], [`Fault`]) and how they bend a
 //!   response (status, delay, slow chunks, cut connections, extra headers).
 //! - [`body`]: the one response body type, a boxed stream of bytes.
-//! - [`state`]: the mutable campaign store and its default seeds.
+//! - [`state`]: the mutable campaign store, per-lead changes, default seeds.
+//! - [`account`]: the account-wide objects (sender email accounts, lead lists,
+//!   global webhooks, client API keys, domain block list) and their seeds.
 //! - [`lead`]: deterministic lead generation shared by every lead-facing route.
 //! - [`csv`]: the streaming leads export and its byte-exact twin for tests.
 //! - [`query`]: percent-decoding of paths and query strings.
 //! - [`routes`]: request dispatch, authentication and the campaign handlers.
 //! - [`resources`]: handlers for a campaign's sub-resources (sequences, email
 //!   accounts, webhooks, analytics, statistics).
+//! - [`lead_routes`]: handlers for single leads, account-wide (`/leads/{id}`)
+//!   and within a campaign (pause, resume, unsubscribe, message history).
+//! - [`account_routes`]: handlers for the account-wide routes (`/email-accounts`,
+//!   `/lead-list`, `/webhook`, `/client/api-key`, the domain block list, tags).
 
+pub mod account;
+pub mod account_routes;
 pub mod body;
 pub mod csv;
 pub mod faults;
+pub mod inspect;
 pub mod lead;
+pub mod lead_routes;
 pub mod query;
 pub mod record;
 pub mod resources;

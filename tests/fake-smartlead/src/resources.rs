@@ -1,10 +1,12 @@
-//! Handlers for a campaign's sub-resources: sequences, sender email accounts,
-//! webhooks, analytics and statistics. Reached from [`crate::routes`] with the
-//! campaign already looked up and the store locked.
+//! Handlers for a campaign's sub-resources: sequences, sender email accounts
+//! (attached by id; the objects are account-wide), webhooks, analytics and
+//! statistics. Reached from [`crate::routes`] with the campaign already looked
+//! up and the store locked.
 
 use http::Method;
 use serde_json::{json, Value};
 
+use crate::account::{self, AccountWide};
 use crate::body::json_response;
 use crate::routes::{invalid, not_found, ok, Call, Response};
 use crate::state::{Campaign, USER_ID};
@@ -13,14 +15,17 @@ use crate::state::{Campaign, USER_ID};
 const MAX_STATS_PAGE: u64 = 1000;
 
 /// Dispatches `tail` (the path after `/campaigns/{id}`).
-pub fn route(c: &mut Campaign, tail: &[&str], call: &Call) -> Response {
+pub fn route(c: &mut Campaign, accounts: &mut AccountWide, tail: &[&str], call: &Call) -> Response {
     let get = call.method == Method::GET || call.method == Method::HEAD;
     let m = call.method;
     match tail {
         ["sequences"] if get => json_response(200, &Value::Array(c.sequences.clone())),
         ["sequences"] if m == Method::POST => save_sequences(c, call),
-        ["email-accounts"] if get => json_response(200, &Value::Array(c.email_accounts.clone())),
-        ["email-accounts"] if m == Method::POST || m == Method::DELETE => email_accounts(c, call),
+        ["email-accounts"] if get => {
+            json_response(200, &Value::Array(accounts.attached(&c.email_account_ids)))
+        }
+        ["email-accounts"] if m == Method::POST => attach_accounts(c, accounts, call),
+        ["email-accounts"] if m == Method::DELETE => detach_accounts(c, call),
         ["webhooks"] if get => json_response(200, &Value::Array(c.webhooks.clone())),
         ["webhooks"] if m == Method::POST => upsert_webhook(c, call),
         ["webhooks"] if m == Method::DELETE => {
@@ -69,32 +74,42 @@ fn save_sequences(c: &mut Campaign, call: &Call) -> Response {
     json_response(200, &json!({"ok": true, "data": []}))
 }
 
-fn email_accounts(c: &mut Campaign, call: &Call) -> Response {
-    let ids: Option<Vec<u64>> = call
-        .json()
+/// The `email_account_ids` of the body, `None` unless it is an array of
+/// non-negative integers.
+fn account_ids(call: &Call) -> Option<Vec<u64>> {
+    call.json()
         .as_ref()
         .and_then(|b| b.get("email_account_ids"))
         .and_then(Value::as_array)
-        .and_then(|a| a.iter().map(Value::as_u64).collect());
-    let Some(ids) = ids else {
+        .and_then(|a| a.iter().map(Value::as_u64).collect())
+}
+
+/// Attaches accounts, making a short account object for ids the store lacks.
+fn attach_accounts(c: &mut Campaign, accounts: &mut AccountWide, call: &Call) -> Response {
+    let Some(ids) = account_ids(call) else {
         return invalid();
     };
-    let has = |accounts: &[Value], id: u64| accounts.iter().any(|a| a["id"] == json!(id));
-    if call.method == Method::POST {
-        for id in ids {
-            if !has(&c.email_accounts, id) {
-                let email = format!("sender{id}@sender.example.com");
-                c.email_accounts.push(json!({
-                    "id": id, "from_name": format!("Sender {id}"), "from_email": email,
-                    "username": email, "user_id": USER_ID, "type": "SMTP",
-                }));
-            }
+    for id in ids {
+        if !c.email_account_ids.contains(&id) {
+            c.email_account_ids.push(id);
         }
-    } else {
-        c.email_accounts
-            .retain(|a| !ids.iter().any(|id| a["id"] == json!(id)));
+        accounts
+            .email_accounts
+            .entry(id)
+            .or_insert_with(|| account::attached_account(id));
     }
     ok()
+}
+
+/// Detaches accounts from this campaign only; they stay in the store.
+fn detach_accounts(c: &mut Campaign, call: &Call) -> Response {
+    match account_ids(call) {
+        Some(ids) if !ids.contains(&0) => {
+            c.email_account_ids.retain(|id| !ids.contains(id));
+            ok()
+        }
+        _ => invalid(),
+    }
 }
 
 fn upsert_webhook(c: &mut Campaign, call: &Call) -> Response {

@@ -1,7 +1,8 @@
 //! Request dispatch for `/api/v1`: authentication by `api_key`, path matching on
 //! percent-decoded segments (one trailing slash ignored, as Express does), and the
 //! handlers for campaigns themselves and their leads. Sub-resources live in
-//! [`crate::resources`].
+//! [`crate::resources`], per-lead routes in [`crate::lead_routes`] and the
+//! account-wide ones in [`crate::account_routes`].
 
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
@@ -10,12 +11,11 @@ use http::Method;
 use serde_json::{json, Map, Value};
 
 use crate::body::{json_response, FakeBody};
-use crate::csv;
 use crate::lead::Lead;
 use crate::query::{percent_decode, Query};
-use crate::resources;
 use crate::state::{Campaign, Store};
 use crate::FakeConfig;
+use crate::{account_routes, csv, lead_routes, resources};
 
 /// A response as the handlers build it.
 pub type Response = http::Response<FakeBody>;
@@ -39,7 +39,8 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn is_get(&self) -> bool {
+    /// GET or HEAD.
+    pub fn is_get(&self) -> bool {
         self.method == Method::GET || self.method == Method::HEAD
     }
 
@@ -57,6 +58,19 @@ impl Call<'_> {
             None | Some("") => Some(default),
             Some(v) => v.parse().ok(),
         }
+    }
+
+    /// `offset` (default 0) and `limit` (default and most `max`, at least 1);
+    /// `None` when either is bad.
+    pub fn page(&self, max: u64) -> Option<(usize, usize)> {
+        let offset = self.number("offset", 0)?;
+        let limit = self
+            .number("limit", max)
+            .filter(|l| (1..=max).contains(l))?;
+        Some((
+            usize::try_from(offset).unwrap_or(usize::MAX),
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        ))
     }
 }
 
@@ -107,7 +121,12 @@ impl Api {
                 Ok(id) => self.campaign_route(id, tail, &call),
                 Err(_) => invalid(),
             },
-            _ => not_found(),
+            // These two must win over `/leads/{lead_id}`.
+            ["leads", "get-domain-block-list" | "delete-domain-block-list"] => {
+                account_routes::route(&mut self.store(), &segments, &call)
+            }
+            ["leads", tail @ ..] => lead_routes::route(&mut self.store(), tail, &call),
+            _ => account_routes::route(&mut self.store(), &segments, &call),
         }
     }
 
@@ -159,7 +178,8 @@ impl Api {
     }
 
     fn campaign_route(&self, id: u64, tail: &[&str], call: &Call) -> Response {
-        let mut store = self.store();
+        let mut guard = self.store();
+        let store = &mut *guard;
         let Some(c) = store.campaigns.get_mut(&id) else {
             return campaign_not_found();
         };
@@ -188,11 +208,17 @@ impl Api {
                 Err(_) => invalid(),
             },
             ["leads", _] if m == Method::POST => ok(),
-            ["leads", _, "pause" | "resume" | "unsubscribe" | "category"] if m == Method::POST => {
-                ok()
+            ["leads", lead_id, "message-history"] if get => {
+                lead_routes::message_history(c, &store.account, lead_id)
             }
+            ["leads", lead_id, action @ ("pause" | "resume" | "unsubscribe")]
+                if m == Method::POST =>
+            {
+                lead_routes::campaign_action(c, lead_id, action)
+            }
+            ["leads", _, "category"] if m == Method::POST => ok(),
             ["settings" | "schedule"] if m == Method::POST => ok(),
-            _ => resources::route(c, tail, call),
+            _ => resources::route(c, &mut store.account, tail, call),
         }
     }
 
@@ -376,6 +402,12 @@ pub fn campaign_not_found() -> Response {
         404,
         &json!({"error": "Campaign not found - Invalid campaign_id."}),
     )
+}
+
+/// 404 `{"error":"<what> not found"}` for an unknown object of a kind the routes
+/// name ("Lead", "Email account", "Lead list", "Webhook", "API key", ...).
+pub fn missing(what: &str) -> Response {
+    json_response(404, &json!({"error": format!("{what} not found")}))
 }
 
 /// 422 for bad ids or parameters.

@@ -152,6 +152,11 @@ impl FakeHandle {
         self.shared.api.expected_csv(campaign_id)
     }
 
+    /// The API behind this fake, for the accessors of [`crate::inspect`].
+    pub(crate) fn api(&self) -> &Api {
+        &self.shared.api
+    }
+
     /// How many TCP connections have been accepted.
     pub fn connections_accepted(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)

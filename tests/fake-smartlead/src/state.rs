@@ -1,6 +1,8 @@
-//! The fake's mutable world: campaigns with their leads, sequences, sender
-//! accounts and webhooks, seeded from [`CampaignSeed`]s. Everything sits behind
-//! one `std::sync::Mutex` that is never held across an `.await`.
+//! The fake's mutable world: campaigns with their leads (and the per-lead changes
+//! made through the API), sequences, attached sender accounts and webhooks,
+//! seeded from [`CampaignSeed`]s, plus the account-wide objects of
+//! [`crate::account`]. Everything sits behind one `std::sync::Mutex` that is
+//! never held across an `.await`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::account::{self, AccountWide};
 use crate::lead::{self, Counts, Lead};
 use crate::CampaignSeed;
 
@@ -17,13 +20,19 @@ pub const USER_ID: u64 = 196_026;
 const FIRST_CREATED_ID: u64 = 1000;
 
 /// An immutable view of a campaign's leads, cheap to clone, that a streaming
-/// export can walk while the campaign keeps changing.
+/// export can walk while the campaign keeps changing. Per-lead changes made
+/// through the API (pause, resume, unsubscribe, delete) sit in copy-on-write
+/// maps beside the generated leads, so every route that reads a lead sees them.
 #[derive(Clone, Debug)]
 pub struct LeadSet {
     campaign_id: u64,
     generated: usize,
     extra: Arc<Vec<Lead>>,
     removed: Arc<BTreeSet<usize>>,
+    /// Statuses set through the API, by slot index.
+    statuses: Arc<BTreeMap<usize, String>>,
+    /// Slots unsubscribed through the API.
+    unsubscribed: Arc<BTreeSet<usize>>,
 }
 
 impl LeadSet {
@@ -47,11 +56,24 @@ impl LeadSet {
         if self.removed.contains(&index) {
             return None;
         }
-        if index < self.generated {
-            Some(Lead::generate(self.campaign_id, index))
+        let mut lead = if index < self.generated {
+            Lead::generate(self.campaign_id, index)
         } else {
-            self.extra.get(index - self.generated).cloned()
+            self.extra.get(index - self.generated).cloned()?
+        };
+        if let Some(status) = self.statuses.get(&index) {
+            lead.status.clone_from(status);
         }
+        lead.counts.is_unsubscribed |= self.unsubscribed.contains(&index);
+        Some(lead)
+    }
+
+    /// The live slot holding lead `lead_id`, if any.
+    pub fn index_of(&self, lead_id: u64) -> Option<usize> {
+        let index = lead_id
+            .checked_sub(lead::lead_id(self.campaign_id, 0))
+            .and_then(|i| usize::try_from(i).ok())?;
+        (index < self.slots() && !self.removed.contains(&index)).then_some(index)
     }
 
     /// Live slot indices in order, starting at the `skip`-th live lead.
@@ -67,16 +89,19 @@ impl LeadSet {
         if self.removed.contains(&index) {
             return None;
         }
-        if index < self.generated {
-            Some((
+        let (status, category, mut counts) = if index < self.generated {
+            (
                 lead::status_for(index),
                 lead::category_for(index),
                 Counts::for_index(index),
-            ))
+            )
         } else {
             let l = self.extra.get(index - self.generated)?;
-            Some((&l.status, &l.category, l.counts))
-        }
+            (l.status.as_str(), l.category.as_str(), l.counts)
+        };
+        let status = self.statuses.get(&index).map_or(status, String::as_str);
+        counts.is_unsubscribed |= self.unsubscribed.contains(&index);
+        Some((status, category, counts))
     }
 
     /// Whether a live lead has `email` (compared case-insensitively); `generated`
@@ -137,7 +162,9 @@ pub struct Campaign {
     pub updated_at: String,
     pub leads: LeadSet,
     pub sequences: Vec<Value>,
-    pub email_accounts: Vec<Value>,
+    /// Sender accounts attached, in attach order; the objects live in
+    /// [`AccountWide::email_accounts`].
+    pub email_account_ids: Vec<u64>,
     pub webhooks: Vec<Value>,
     next_object_id: u64,
 }
@@ -163,12 +190,11 @@ impl Campaign {
                 generated: leads,
                 extra: Arc::new(Vec::new()),
                 removed: Arc::new(BTreeSet::new()),
+                statuses: Arc::new(BTreeMap::new()),
+                unsubscribed: Arc::new(BTreeSet::new()),
             },
             sequences: default_sequences(id),
-            email_accounts: vec![
-                email_account(id * 10 + 1, "Alice Sender"),
-                email_account(id * 10 + 2, "Bob Sender"),
-            ],
+            email_account_ids: account::own_account_ids(id).to_vec(),
             webhooks: vec![json!({
                 "id": id * 100 + 1,
                 "name": format!("Replies for {id}"),
@@ -228,24 +254,43 @@ impl Campaign {
 
     /// Removes the lead with id `lead_id`; `false` if there is no such live lead.
     pub fn remove_lead(&mut self, lead_id: u64) -> bool {
-        let Some(index) = lead_id
-            .checked_sub(lead::lead_id(self.id, 0))
-            .and_then(|i| usize::try_from(i).ok())
-        else {
+        let Some(index) = self.leads.index_of(lead_id) else {
             return false;
         };
-        if index >= self.leads.slots() || self.leads.removed.contains(&index) {
-            return false;
-        }
         Arc::make_mut(&mut self.leads.removed).insert(index);
         true
     }
+
+    /// Sets the status of live lead `lead_id`; `false` if there is no such lead.
+    pub fn set_lead_status(&mut self, lead_id: u64, status: &str) -> bool {
+        let Some(index) = self.leads.index_of(lead_id) else {
+            return false;
+        };
+        Arc::make_mut(&mut self.leads.statuses).insert(index, status.to_owned());
+        true
+    }
+
+    /// Marks live lead `lead_id` unsubscribed; `false` if there is no such lead.
+    pub fn unsubscribe_lead(&mut self, lead_id: u64) -> bool {
+        let Some(index) = self.leads.index_of(lead_id) else {
+            return false;
+        };
+        Arc::make_mut(&mut self.leads.unsubscribed).insert(index);
+        true
+    }
+
+    /// Live lead `lead_id` as it reads now.
+    pub fn lead(&self, lead_id: u64) -> Option<Lead> {
+        self.leads.get(self.leads.index_of(lead_id)?)
+    }
 }
 
-/// All campaigns plus the id counters for things the API creates.
+/// All campaigns, the account-wide objects, and the id counter for campaigns
+/// the API creates.
 #[derive(Debug)]
 pub struct Store {
     pub campaigns: BTreeMap<u64, Campaign>,
+    pub account: AccountWide,
     next_campaign_id: u64,
 }
 
@@ -271,18 +316,39 @@ impl Store {
             .keys()
             .next_back()
             .map_or(FIRST_CREATED_ID, |max| (max + 1).max(FIRST_CREATED_ID));
-        Self {
+        let mut store = Self {
             campaigns,
+            account: AccountWide::seeded(seeds.iter().map(|s| s.id)),
             next_campaign_id,
+        };
+        // The account shared by the first two seeds goes after their own two.
+        for seed in seeds.iter().take(2) {
+            if let Some(c) = store.campaigns.get_mut(&seed.id) {
+                c.email_account_ids.push(account::SHARED_ACCOUNT_ID);
+            }
         }
+        store
     }
 
     /// Creates a DRAFTED campaign with no leads and returns it.
     pub fn create_campaign(&mut self, name: String, client_id: Option<u64>) -> &Campaign {
         let id = self.next_campaign_id;
         self.next_campaign_id += 1;
+        self.account.add_own_accounts(id);
         let campaign = Campaign::new(id, name, "DRAFTED".to_owned(), client_id, 0, now());
         self.campaigns.entry(id).or_insert(campaign)
+    }
+
+    /// The campaign holding live lead `lead_id` (lead ids are campaign-scoped).
+    pub fn lead_campaign(&self, lead_id: u64) -> Option<&Campaign> {
+        let c = self.campaigns.get(&lead::campaign_of(lead_id)?)?;
+        c.leads.index_of(lead_id).map(|_| c)
+    }
+
+    /// [`Store::lead_campaign`], mutably.
+    pub fn lead_campaign_mut(&mut self, lead_id: u64) -> Option<&mut Campaign> {
+        let c = self.campaigns.get_mut(&lead::campaign_of(lead_id)?)?;
+        c.leads.index_of(lead_id).is_some().then_some(c)
     }
 }
 
@@ -292,29 +358,6 @@ pub fn now() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     lead::timestamp(secs)
-}
-
-fn email_account(id: u64, from_name: &str) -> Value {
-    let user = from_name
-        .split(' ')
-        .next()
-        .unwrap_or("sender")
-        .to_lowercase();
-    let email = format!("{user}{id}@sender.example.com");
-    json!({
-        "id": id,
-        "from_name": from_name,
-        "from_email": email,
-        "username": email,
-        "user_id": USER_ID,
-        "type": "SMTP",
-        "smtp_host": "smtp.sender.example.com",
-        "smtp_port": 587,
-        "message_per_day": 40,
-        "daily_sent_count": 0,
-        "is_smtp_success": true,
-        "is_imap_success": true,
-    })
 }
 
 fn default_sequences(campaign_id: u64) -> Vec<Value> {

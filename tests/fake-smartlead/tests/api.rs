@@ -445,6 +445,7 @@ async fn sequences_accounts_analytics_and_statistics_have_client_shapes() {
             .json(),
         json!({"ok": true})
     );
+    // Campaign 101 also holds the shared account 9001, which stays attached.
     assert_eq!(
         api(&h, "GET", "/campaigns/101/email-accounts", "")
             .await
@@ -452,7 +453,7 @@ async fn sequences_accounts_analytics_and_statistics_have_client_shapes() {
             .as_array()
             .unwrap()
             .len(),
-        1
+        2
     );
 
     let a = api(&h, "GET", "/campaigns/101/analytics", "").await.json();

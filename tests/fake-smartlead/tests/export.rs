@@ -3,38 +3,11 @@
 
 mod common;
 
-use common::{api, build, exchange, KEY};
+use common::{api, build, exchange, fields, KEY};
 use fake_smartlead::{start, FakeConfig};
 use tokio::net::TcpStream;
 
 const HEADER: &str = r#""id","campaign_lead_map_id","status","category","is_interested","created_at","first_name","last_name","email","phone_number","company_name","website","location","custom_fields","linkedin_profile","company_url","is_unsubscribed","unsubscribed_client_id_map","last_email_sequence_sent","open_count","click_count","reply_count""#;
-
-/// Parses one CSV line in which every field must be quoted.
-fn fields(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        assert_eq!(chars.next(), Some('"'), "every field is quoted: {line}");
-        let mut field = String::new();
-        loop {
-            match chars.next() {
-                Some('"') if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                Some('"') => break,
-                Some(c) => field.push(c),
-                None => panic!("unterminated field: {line}"),
-            }
-        }
-        out.push(field);
-        match chars.next() {
-            Some(',') => continue,
-            None => return out,
-            Some(c) => panic!("unexpected {c:?} after a field: {line}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn export_has_the_22_column_header_and_every_field_quoted() {

@@ -118,6 +118,33 @@ pub async fn api(h: &FakeHandle, method: &str, path: &str, body: &str) -> Resp {
     request(h, method, &target, headers, body.as_bytes()).await
 }
 
+/// Parses one CSV line in which every field must be quoted.
+pub fn fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        assert_eq!(chars.next(), Some('"'), "every field is quoted: {line}");
+        let mut field = String::new();
+        loop {
+            match chars.next() {
+                Some('"') if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                Some('"') => break,
+                Some(c) => field.push(c),
+                None => panic!("unterminated field: {line}"),
+            }
+        }
+        out.push(field);
+        match chars.next() {
+            Some(',') => continue,
+            None => return out,
+            Some(c) => panic!("unexpected {c:?} after a field: {line}"),
+        }
+    }
+}
+
 async fn read_response<S: AsyncRead + Unpin>(stream: &mut S, head: bool) -> io::Result<Resp> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
