@@ -57,6 +57,7 @@ CREATE TABLE snapshots_new (
     campaign_id         INTEGER,
     target              TEXT    NOT NULL,
     target_id           INTEGER,
+    parts               TEXT    NOT NULL,  -- the part kinds a complete snapshot holds, comma-separated
     state               TEXT    NOT NULL,
     created_at          TEXT    NOT NULL,
     completed_at        TEXT,
@@ -64,9 +65,10 @@ CREATE TABLE snapshots_new (
     pinned              INTEGER NOT NULL DEFAULT 0,
     campaign_updated_at TEXT
 );
-INSERT INTO snapshots_new (id, operation_id, operation, campaign_id, target, target_id, state,
-    created_at, completed_at, error, pinned, campaign_updated_at)
-SELECT id, operation_id, 'campaign.delete', campaign_id, 'campaign:' || campaign_id, NULL, state,
+INSERT INTO snapshots_new (id, operation_id, operation, campaign_id, target, target_id, parts,
+    state, created_at, completed_at, error, pinned, campaign_updated_at)
+SELECT id, operation_id, 'campaign.delete', campaign_id, 'campaign:' || campaign_id, NULL,
+    'campaign,leads_csv,sequences,email_accounts,webhooks,analytics', state,
     created_at, completed_at, error, pinned, campaign_updated_at
 FROM snapshots;
 DROP TABLE snapshots;

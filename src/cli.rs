@@ -105,8 +105,10 @@ pub enum CliError {
     Snapshots(#[source] StoreError),
     #[error(transparent)]
     History(#[from] HistoryError),
-    #[error("no record of campaign {campaign_id}")]
-    UnknownCampaign { campaign_id: i64 },
+    #[error("no record of {subject}")]
+    UnknownSubject {
+        subject: crate::guard::history::Subject,
+    },
     /// The target file is left as it was (the export went to a temporary file).
     #[error("cannot export the audit trail to {} (left unchanged)", .path.display())]
     AuditExportFile {

@@ -301,13 +301,21 @@ async fn record_interrupted(pool: &sqlx::SqlitePool, audit: &crate::audit::Audit
 
 fn interrupted_record(op: &crate::guard::ledger::Interrupted) -> crate::audit::AuditRecord {
     use crate::audit::{AuditRecord, ErrorKind, OperationKind};
-    let mut r = AuditRecord::empty(OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name()));
+    use crate::guard::operations::{Op, Verb};
+    let kind = Op::from_name(&op.kind).unwrap_or(Op::UnknownDelete);
+    let mut r = AuditRecord::empty(OperationKind::Guarded(kind.name()));
     r.request_id = op.request_id.clone();
-    r.method = "DELETE".into();
-    r.path = format!("/api/v1/campaigns/{}", op.campaign_id);
+    r.method = match kind.spec().routes.first().map(|r| r.verb) {
+        Some(Verb::Post | Verb::PostOrPatch) => "POST",
+        _ => "DELETE",
+    }
+    .into();
+    // The request itself is gone; its target says what it was about.
+    r.path = op.target.clone();
+    r.target = Some(op.target.clone());
     r.actor_fingerprint = op.actor_fingerprint.clone();
     r.actor_label = op.actor_label.clone();
-    r.campaign_id = Some(op.campaign_id);
+    r.campaign_id = op.campaign_id;
     r.rule = op.rule.clone();
     r.policy_revision = op.policy_revision.clone();
     r.snapshot_id = op.snapshot_id;

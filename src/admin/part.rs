@@ -41,9 +41,9 @@ pub async fn part(
         kind,
         known: PartKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
     })?;
-    let campaign_id = store::get_snapshot(&state.pool, snapshot_id)
+    let stem = store::get_snapshot(&state.pool, snapshot_id)
         .await?
-        .campaign_id;
+        .file_stem();
 
     let (mut writer, reader) = tokio::io::duplex(PIPE_CAPACITY);
     let (done_tx, done_rx) = oneshot::channel();
@@ -83,7 +83,7 @@ pub async fn part(
         PartKind::LeadsCsv => "text/csv; charset=utf-8",
         _ => "application/json",
     };
-    let disposition = format!("attachment; filename=\"{}\"", kind.file_name(&format!("campaign-{campaign_id}")));
+    let disposition = format!("attachment; filename=\"{}\"", kind.file_name(&stem));
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),

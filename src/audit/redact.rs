@@ -271,6 +271,26 @@ fn decode(s: &str) -> Cow<'_, str> {
     Cow::Owned(text)
 }
 
+/// Replaces, anywhere in a JSON document SmartLead returned, the values of
+/// fields whose names say they are secrets (`api_key`, `token`, `password`,
+/// `secret`, ... by the same rules as query parameters), so a captured
+/// listing of client keys never stores a key.
+pub fn redact_json_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (name, v) in map.iter_mut() {
+                if is_secret_normalized(&normalize_name(name)) && !v.is_null() {
+                    *v = serde_json::Value::String(MARKER.to_string());
+                } else {
+                    redact_json_secrets(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json_secrets),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

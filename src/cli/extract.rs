@@ -101,7 +101,7 @@ pub async fn export_all(pool: &SqlitePool, snapshot_id: i64, dir: &Path) -> Resu
             eprintln!("skipped part {kind}: {}", part.state);
             continue;
         }
-        let path = dir.join(kind.file_name(&format!("campaign-{}", snapshot.campaign_id)));
+        let path = dir.join(kind.file_name(&snapshot.file_stem()));
         export_to_file(pool, snapshot_id, kind, &path).await?;
         println!("{}  {} bytes", path.display(), part.bytes);
     }

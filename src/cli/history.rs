@@ -1,11 +1,12 @@
-//! `safedelete history --campaign ID`: the story of one campaign through the
-//! gateway, told from the operations and audit trail in the database.
+//! `safedelete history --campaign ID | --lead ID | --email-account ID`: the
+//! story of one campaign, lead or email account through the gateway, told
+//! from the operations and audit trail in the database.
 
 use std::io::Write;
 
 use crate::config::{Config, ProcessEnv};
 use crate::db;
-use crate::guard::history::{self, History, OperationView};
+use crate::guard::history::{self, History, OperationView, Subject};
 use crate::snapshot::store::SnapshotInfo;
 
 use super::{CliError, ConfigArg};
@@ -15,8 +16,14 @@ use super::{CliError, ConfigArg};
 pub struct HistoryArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    #[arg(long, value_name = "ID", required_unless_present_any = ["lead", "email_account"], conflicts_with_all = ["lead", "email_account"])]
+    pub campaign: Option<i64>,
+    /// A lead's history (its deletes and unsubscribes, in any campaign).
+    #[arg(long, value_name = "ID", conflicts_with = "email_account")]
+    pub lead: Option<i64>,
+    /// An email account's history (its deletion, its removals from campaigns).
     #[arg(long, value_name = "ID")]
-    pub campaign: i64,
+    pub email_account: Option<i64>,
     /// The history as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -26,13 +33,18 @@ pub struct HistoryArgs {
 pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
     let config = Config::load(args.config.config.as_deref(), &ProcessEnv)?;
     let pool = db::open_read_only(&config.database).await?;
-    let history = history::campaign(&pool, args.campaign).await;
+    let subject = match (args.campaign, args.lead, args.email_account) {
+        (Some(id), _, _) => Subject::Campaign(id),
+        (_, Some(id), _) => Subject::Lead(id),
+        (_, _, Some(id)) => Subject::EmailAccount(id),
+        // clap requires one of them.
+        (None, None, None) => Subject::Campaign(0),
+    };
+    let history = history::of(&pool, subject).await;
     pool.close().await;
     let history = history?;
     if history.operations.is_empty() && history.first_seen.is_none() {
-        return Err(CliError::UnknownCampaign {
-            campaign_id: args.campaign,
-        });
+        return Err(CliError::UnknownSubject { subject });
     }
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -49,8 +61,8 @@ fn write_story(out: &mut impl Write, h: &History) -> std::io::Result<()> {
     let n = h.operations.len();
     writeln!(
         out,
-        "campaign {}: {n} guarded operation{}",
-        h.campaign_id,
+        "{}: {n} guarded operation{}",
+        h.subject,
         if n == 1 { "" } else { "s" }
     )?;
     for op in &h.operations {
@@ -71,7 +83,7 @@ fn write_story(out: &mut impl Write, h: &History) -> std::io::Result<()> {
     if !h.audit_gaps.is_empty() {
         writeln!(
             out,
-            "\naudit records were lost {} time{} (some may have been about this campaign):",
+            "\naudit records were lost {} time{} (some may have been about it):",
             h.audit_gaps.len(),
             if h.audit_gaps.len() == 1 { "" } else { "s" }
         )?;
@@ -91,8 +103,8 @@ fn write_story(out: &mut impl Write, h: &History) -> std::io::Result<()> {
 fn write_operation(out: &mut impl Write, op: &OperationView) -> std::io::Result<()> {
     writeln!(
         out,
-        "operation {}  {}  {}  (request {})",
-        op.id, op.created_at, op.kind, op.request_id
+        "operation {}  {}  {} of {}  (request {})",
+        op.id, op.created_at, op.kind, op.target, op.request_id
     )?;
     writeln!(
         out,

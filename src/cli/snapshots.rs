@@ -10,7 +10,8 @@ use sqlx::SqlitePool;
 
 use crate::config::{Config, ProcessEnv};
 use crate::db;
-use crate::snapshot::store::{self, PartKind, SnapshotInfo};
+use crate::guard::operations::Op;
+use crate::snapshot::store::{self, PartKind, SnapshotFilter, SnapshotInfo};
 
 use super::extract::{export_all, export_one};
 use super::timestamp::{parse_age, Age};
@@ -26,6 +27,14 @@ pub enum SnapshotsCommand {
         /// Only this campaign's snapshots.
         #[arg(long, value_name = "ID")]
         campaign: Option<i64>,
+        /// Only snapshots taken for this operation (`campaign.delete`,
+        /// `campaign.lead.delete`, ...).
+        #[arg(long, value_name = "NAME", value_parser = operation_name())]
+        operation: Option<String>,
+        /// Only snapshots of this lead, email account, list or other object
+        /// (its own id).
+        #[arg(long, value_name = "ID")]
+        target_id: Option<i64>,
         /// Only snapshots in this state (complete, failed, incomplete, in_progress).
         #[arg(long)]
         state: Option<String>,
@@ -103,6 +112,11 @@ pub enum SnapshotsCommand {
 
 /// Accepts exactly the stored part names, so a typo is refused by clap with
 /// the list of valid names (and shell completion knows them).
+/// Operation names from the table.
+fn operation_name() -> PossibleValuesParser {
+    PossibleValuesParser::new(Op::all().map(Op::name))
+}
+
 fn part_kind() -> impl TypedValueParser<Value = PartKind> {
     PossibleValuesParser::new(PartKind::ALL.iter().map(|k| k.as_str())).map(|name| {
         PartKind::parse(&name).expect("the parser only passes names taken from PartKind::ALL")
@@ -122,6 +136,8 @@ pub async fn run(command: SnapshotsCommand) -> Result<(), CliError> {
 enum Action {
     List {
         campaign: Option<i64>,
+        operation: Option<String>,
+        target_id: Option<i64>,
         state: Option<String>,
         limit: u32,
         json: bool,
@@ -165,6 +181,8 @@ fn split(command: SnapshotsCommand) -> (ConfigArg, Action) {
         C::List {
             config,
             campaign,
+            operation,
+            target_id,
             state,
             limit,
             json,
@@ -172,6 +190,8 @@ fn split(command: SnapshotsCommand) -> (ConfigArg, Action) {
             config,
             Action::List {
                 campaign,
+                operation,
+                target_id,
                 state,
                 limit,
                 json,
@@ -205,10 +225,20 @@ async fn run_on(pool: &SqlitePool, action: Action) -> Result<(), CliError> {
     match action {
         Action::List {
             campaign,
+            operation,
+            target_id,
             state,
             limit,
             json,
-        } => list(pool, campaign, state, limit, json).await,
+        } => {
+            let filter = SnapshotFilter {
+                campaign_id: campaign,
+                state: state.as_deref(),
+                operation: operation.as_deref(),
+                target_id,
+            };
+            list(pool, &filter, limit, json).await
+        }
         Action::Show { id, json } => show(pool, id, json).await,
         Action::Export {
             id,
@@ -256,12 +286,11 @@ async fn open(arg: ConfigArg, writes: bool) -> Result<SqlitePool, CliError> {
 
 async fn list(
     pool: &SqlitePool,
-    campaign: Option<i64>,
-    state: Option<String>,
+    filter: &SnapshotFilter<'_>,
     limit: u32,
     json: bool,
 ) -> Result<(), CliError> {
-    let snapshots = store::list_snapshots_where(pool, campaign, state.as_deref(), limit)
+    let snapshots = store::list_snapshots_where(pool, filter, limit)
         .await
         .map_err(CliError::Snapshots)?;
     let mut out = std::io::stdout().lock();
@@ -280,8 +309,8 @@ async fn list(
 fn write_table(out: &mut impl std::io::Write, snapshots: &[SnapshotInfo]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  PINNED",
-        "ID", "CAMPAIGN", "STATE", "CREATED", "PARTS", "BYTES", "STORED", "LEADS"
+        "{:>7}  {:<24}  {:<22}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  PINNED",
+        "ID", "OPERATION", "TARGET", "STATE", "CREATED", "PARTS", "BYTES", "STORED", "LEADS"
     )?;
     for s in snapshots {
         let complete = s.parts.iter().filter(|p| p.state == "complete").count();
@@ -290,9 +319,10 @@ fn write_table(out: &mut impl std::io::Write, snapshots: &[SnapshotInfo]) -> std
         let leads = s.leads.map_or("-".to_string(), |n| n.to_string());
         writeln!(
             out,
-            "{:>7}  {:>10}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  {}",
+            "{:>7}  {:<24}  {:<22}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  {}",
             s.id,
-            s.campaign_id,
+            s.operation,
+            s.target,
             s.state,
             s.created_at,
             format!("{complete}/{}", s.parts.len()),
@@ -333,7 +363,7 @@ async fn show(pool: &SqlitePool, id: i64, json: bool) -> Result<(), CliError> {
         out.flush()?;
         return Ok(());
     }
-    writeln!(out, "snapshot {}  campaign {}", s.id, s.campaign_id)?;
+    writeln!(out, "snapshot {}  {} of {}", s.id, s.operation, s.target)?;
     writeln!(out, "  state:      {}", s.state)?;
     writeln!(out, "  pinned:     {}", if pinned { "yes" } else { "no" })?;
     writeln!(out, "  created:    {}", s.created_at)?;

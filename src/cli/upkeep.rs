@@ -74,8 +74,8 @@ pub async fn prune(pool: &SqlitePool, older_than: Age, dry_run: bool) -> Result<
     let verb = if dry_run { "would remove" } else { "removed" };
     for s in &selected {
         println!(
-            "{verb} snapshot {} (campaign {}, {}, created {}, {} parts, {} stored bytes)",
-            s.id, s.campaign_id, s.state, s.created_at, s.parts, s.stored_bytes
+            "{verb} snapshot {} ({}, {}, created {}, {} parts, {} stored bytes)",
+            s.id, s.target, s.state, s.created_at, s.parts, s.stored_bytes
         );
     }
     let freed: i64 = selected.iter().map(|s| s.stored_bytes).sum();

@@ -14,7 +14,11 @@ use http::header::HeaderValue;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 
+use serde_json::Value;
+
+use super::classify::Target;
 use super::ledger::{self, State};
+use super::operations::{How, Op};
 use crate::proxy::ProxyState;
 use crate::snapshot::fetch::{FetchError, Source};
 use crate::snapshot::store::{self, PartKind, StoreError};
@@ -44,13 +48,16 @@ impl CaptureError {
 /// What a capture needs, owned, so it can run on after its request is answered.
 pub struct Job {
     pub state: Arc<ProxyState>,
-    pub campaign_id: u64,
+    pub op: Op,
+    pub target: Target,
+    /// The target's key, for logs.
+    pub key: String,
     pub snapshot_id: i64,
     /// The `api_key` exactly as the client sent it (still encoded).
     pub api_key_raw: Option<String>,
     pub user_agent: Option<HeaderValue>,
-    /// The campaign object the facts phase read.
-    pub campaign: Bytes,
+    /// What the facts phase read: each part, its content type and bytes.
+    pub facts: Vec<(PartKind, Option<String>, Bytes)>,
 }
 
 /// How a background capture ended: `Ok` with a complete snapshot, or why not.
@@ -75,30 +82,30 @@ impl Running {
     }
 }
 
-/// Captures running in the background on this gateway, by campaign.
+/// Captures running in the background on this gateway, by target key.
 #[derive(Default)]
 pub struct Captures {
-    running: Mutex<HashMap<u64, Running>>,
+    running: Mutex<HashMap<String, Running>>,
 }
 
 impl Captures {
-    /// The background capture of `campaign_id`, if one runs here.
-    pub fn get(&self, campaign_id: u64) -> Option<Running> {
-        self.lock().get(&campaign_id).cloned()
+    /// The background capture of the target `key`, if one runs here.
+    pub fn get(&self, key: &str) -> Option<Running> {
+        self.lock().get(key).cloned()
     }
 
     /// Forgets a capture whose task is gone without saying how it ended.
-    pub fn forget(&self, campaign_id: u64, snapshot_id: i64) {
+    pub fn forget(&self, key: &str, snapshot_id: i64) {
         let mut running = self.lock();
         if running
-            .get(&campaign_id)
+            .get(key)
             .is_some_and(|r| r.snapshot_id == snapshot_id)
         {
-            running.remove(&campaign_id);
+            running.remove(key);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         // Inserts and removes cannot leave the map half-updated.
         crate::sync::lock(&self.running)
     }
@@ -110,7 +117,7 @@ impl Captures {
     pub fn continue_in_background(
         self: &Arc<Self>,
         state: Arc<ProxyState>,
-        campaign_id: u64,
+        key: String,
         snapshot_id: i64,
         operation_id: Option<i64>,
         handle: JoinHandle<Result<(), CaptureError>>,
@@ -118,7 +125,7 @@ impl Captures {
     ) {
         let (tx, rx) = watch::channel(None);
         self.lock().insert(
-            campaign_id,
+            key.clone(),
             Running {
                 snapshot_id,
                 settled: rx,
@@ -139,10 +146,10 @@ impl Captures {
             };
             match &outcome {
                 Ok(()) => {
-                    tracing::info!(campaign_id, snapshot_id, "background snapshot complete")
+                    tracing::info!(target = %key, snapshot_id, "background snapshot complete")
                 }
                 Err(e) => {
-                    tracing::warn!(campaign_id, snapshot_id, error = %e, "background snapshot failed")
+                    tracing::warn!(target = %key, snapshot_id, error = %e, "background snapshot failed")
                 }
             }
             if let Some(id) = operation_id {
@@ -150,7 +157,7 @@ impl Captures {
                     .await;
             }
             drop(keep);
-            captures.forget(campaign_id, snapshot_id);
+            captures.forget(&key, snapshot_id);
             let _ = tx.send(Some(outcome.map_err(|e| e.to_string())));
             drop(guard);
         });
@@ -186,33 +193,38 @@ pub async fn outcome(
     }
 }
 
-/// Captures every part; the snapshot is complete only when all are stored.
-/// Settles the snapshot row either way.
+/// Captures every part of the plan; the snapshot is complete only when all
+/// are stored. Settles the snapshot row either way.
 async fn capture(job: &Job) -> Result<(), CaptureError> {
     let state = &job.state;
     let id = job.snapshot_id;
     let source = Source {
         state,
         pool: &state.pool,
-        campaign_id: job.campaign_id,
+        target: &job.key,
         api_key_raw: job.api_key_raw.as_deref(),
         user_agent: job.user_agent.clone(),
         deadline: tokio::time::Instant::now() + state.guard.snapshot_budget,
         budget: state.guard.snapshot_budget,
     };
     let parts = async {
-        source
-            .store_bytes(id, PartKind::Campaign, Some("application/json"), &job.campaign)
-            .await?;
-        for kind in [
-            PartKind::LeadsCsv,
-            PartKind::Sequences,
-            PartKind::EmailAccounts,
-            PartKind::Webhooks,
-            PartKind::Analytics,
-        ] {
-            let part = source.capture(id, kind).await?;
-            tracing::info!(campaign_id = job.campaign_id, snapshot_id = id, %kind, bytes = part.bytes, "snapshot part stored");
+        for (kind, content_type, bytes) in &job.facts {
+            source
+                .store_bytes(id, *kind, content_type.as_deref(), bytes)
+                .await?;
+        }
+        for step in job.op.spec().capture {
+            let path = job.target.render(step.path);
+            let bytes = match step.how {
+                How::Stream => source.capture(id, step.part, &path).await?.bytes,
+                How::Redacted => redacted(&source, id, step.part, &path).await?,
+                How::Paged => paged(&source, id, step.part, &path).await?,
+                How::AccountCampaigns => {
+                    let account = job.target.id.unwrap_or_default();
+                    account_campaigns(&source, id, step.part, account).await?
+                }
+            };
+            tracing::info!(target = %job.key, snapshot_id = id, kind = %step.part, bytes, "snapshot part stored");
         }
         Ok::<(), FetchError>(())
     }
@@ -226,4 +238,98 @@ async fn capture(job: &Job) -> Result<(), CaptureError> {
         return Err(CaptureError::Complete(err));
     }
     Ok(())
+}
+
+/// The most of one JSON answer a capture step reads into memory.
+const JSON_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// GETs a JSON answer whole; anything but 2xx JSON is an error.
+async fn json(source: &Source<'_>, kind: PartKind, path: &str) -> Result<Value, FetchError> {
+    let whole = source.get_whole(kind, path, JSON_MAX_BYTES).await?;
+    if !whole.status.is_success() {
+        return Err(FetchError::Status {
+            kind,
+            status: whole.status,
+        });
+    }
+    serde_json::from_slice(&whole.body).map_err(|_| FetchError::NotJson { kind })
+}
+
+/// One GET whose secret fields are replaced before it is stored.
+async fn redacted(
+    source: &Source<'_>,
+    id: i64,
+    kind: PartKind,
+    path: &str,
+) -> Result<u64, FetchError> {
+    let mut value = json(source, kind, path).await?;
+    crate::audit::redact::redact_json_secrets(&mut value);
+    let bytes = serde_json::to_vec(&value).expect("a JSON value always serializes");
+    let stored = source
+        .store_bytes(id, kind, Some("application/json"), &bytes)
+        .await?;
+    Ok(stored.bytes)
+}
+
+/// Page size of paged reads (SmartLead's largest).
+const PAGE: usize = 100;
+
+/// Every `offset`/`limit` page of `{"data": [..]}`, stored as one JSON array.
+async fn paged(source: &Source<'_>, id: i64, kind: PartKind, path: &str) -> Result<u64, FetchError> {
+    let mut items = Vec::new();
+    let mut offset = 0usize;
+    loop {
+        let page = json(source, kind, &format!("{path}?offset={offset}&limit={PAGE}")).await?;
+        let data = match page {
+            Value::Array(a) => a,
+            mut other => match other.get_mut("data").map(Value::take) {
+                Some(Value::Array(a)) => a,
+                _ => return Err(FetchError::NotJson { kind }),
+            },
+        };
+        let n = data.len();
+        items.extend(data);
+        if n < PAGE {
+            break;
+        }
+        offset += n;
+    }
+    let bytes = serde_json::to_vec(&items).expect("a JSON value always serializes");
+    let stored = source
+        .store_bytes(id, kind, Some("application/json"), &bytes)
+        .await?;
+    Ok(stored.bytes)
+}
+
+/// The campaigns whose sender accounts include `account`: SmartLead has no
+/// call for it, so every campaign's `/email-accounts` is read.
+async fn account_campaigns(
+    source: &Source<'_>,
+    id: i64,
+    kind: PartKind,
+    account: u64,
+) -> Result<u64, FetchError> {
+    let campaigns = json(source, kind, "/campaigns").await?;
+    let mut using = Vec::new();
+    for campaign in campaigns.as_array().map_or(&[][..], Vec::as_slice) {
+        let Some(campaign_id) = campaign.get("id").and_then(Value::as_u64) else {
+            continue;
+        };
+        let accounts = json(source, kind, &format!("/campaigns/{campaign_id}/email-accounts")).await?;
+        let uses = accounts
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.get("id").and_then(Value::as_u64) == Some(account)));
+        if uses {
+            using.push(serde_json::json!({
+                "id": campaign_id,
+                "name": campaign.get("name"),
+                "status": campaign.get("status"),
+            }));
+        }
+    }
+    let bytes = serde_json::to_vec(&using).expect("a JSON value always serializes");
+    let stored = source
+        .store_bytes(id, kind, Some("application/json"), &bytes)
+        .await?;
+    Ok(stored.bytes)
 }

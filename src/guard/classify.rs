@@ -1,33 +1,209 @@
-//! Classification: which requests are destructive. The guard must act on what
-//! SmartLead will act on, and SmartLead's router is lenient (case-insensitive,
-//! trailing slashes ignored, percent-decoding, and a CDN in front that resolves
-//! dot segments and merges slashes; its id parsing may accept `0108` or
-//! `108abc`). So the path is canonicalised the way such a stack might read it;
-//! a DELETE that canonicalises onto a campaign is guarded only when it is
-//! spelled exactly `/api/v1/campaigns/{id}`, and refused otherwise. Method
-//! overrides are refused on every request.
+//! Classification: which requests are destructive, by the operation table
+//! ([`super::operations`]). The guard must act on what SmartLead will act on,
+//! and SmartLead's router is lenient (case-insensitive, trailing slashes
+//! ignored, percent-decoding, and a CDN in front that resolves dot segments
+//! and merges slashes; its id parsing may accept `0108` or `108abc`). So the
+//! path is canonicalised the way such a stack might read it; a request that
+//! canonicalises onto a guarded route is guarded only when it is spelled
+//! exactly as the route (`DELETE /api/v1/campaigns/{id}`), and refused
+//! otherwise. Ids carried in a JSON body or the query are parsed strictly.
+//! Any other `DELETE` under `/api/` is `unknown.delete`. Method overrides are
+//! refused on every request.
 
 use http::header::HeaderName;
 use http::{HeaderMap, Method};
 use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+use super::operations::{Carried, Op, Route, Seg, Verb, SPECS};
 
 /// What a request is, as far as the guard cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     /// Forwarded as it is.
     Passthrough,
-    /// `DELETE /api/v1/campaigns/{id}`: guarded.
-    DeleteCampaign { campaign_id: u64 },
+    /// Guarded: the operation and what it acts on.
+    Guarded(Guarded),
+    /// A guarded route whose body says what it acts on (or, for the status
+    /// route, whether it is destructive at all): read the body, then
+    /// [`Pending::finish`].
+    NeedsBody(Pending),
 }
 
-impl Operation {
-    /// The name stored in `operations.kind` and `audit_events.operation`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Operation::Passthrough => "passthrough",
-            Operation::DeleteCampaign { .. } => "delete_campaign",
+/// A guarded call: the operation and its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guarded {
+    pub op: Op,
+    pub target: Target,
+}
+
+/// What an operation acts on. Every id is positive and fits SQLite's i64.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    pub campaign_id: Option<u64>,
+    pub lead_id: Option<u64>,
+    /// The object's own id: webhook, email account, list, key, block entry.
+    pub id: Option<u64>,
+    /// `email_account_ids` of a removal from a campaign (sorted, unique).
+    pub ids: Vec<u64>,
+    /// The canonical path of an `unknown.delete`.
+    pub path: Option<String>,
+}
+
+impl Target {
+    /// The key single flight claims and the trail records, e.g.
+    /// `campaign:5`, `campaign:5/lead:7`, `email_account:9`, `path:/api/v1/x`.
+    pub fn key(&self, op: Op) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = self.campaign_id {
+            parts.push(format!("campaign:{c}"));
+        }
+        if let Some(l) = self.lead_id {
+            parts.push(format!("lead:{l}"));
+        }
+        if let Some(id) = self.id {
+            parts.push(format!("{}:{id}", object_noun(op)));
+        }
+        if !self.ids.is_empty() {
+            let ids: Vec<String> = self.ids.iter().map(u64::to_string).collect();
+            parts.push(format!("email_accounts:{}", ids.join(",")));
+        }
+        if let Some(p) = &self.path {
+            parts.push(format!("path:{p}"));
+        }
+        parts.join("/")
+    }
+
+    /// A route template of the table (`/campaigns/{campaign}/leads/{lead}`)
+    /// with the target's ids filled in.
+    pub fn render(&self, template: &str) -> String {
+        let id = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        template
+            .replace("{campaign}", &id(self.campaign_id))
+            .replace("{lead}", &id(self.lead_id))
+            .replace("{id}", &id(self.id))
+    }
+
+    /// The object's own id, as stored in `target_id` for history queries:
+    /// the lead, or the object itself.
+    pub fn object_id(&self) -> Option<u64> {
+        self.lead_id.or(self.id)
+    }
+
+    /// For people: `campaign 5`, `lead 7 in campaign 5`, `email account 9`.
+    pub fn describe(&self, op: Op) -> String {
+        let object = match (self.lead_id, self.id, self.ids.as_slice()) {
+            (Some(l), _, _) => Some(format!("lead {l}")),
+            (_, Some(id), _) => Some(format!("{} {id}", object_noun(op).replace('_', " "))),
+            (_, _, ids) if !ids.is_empty() => {
+                let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+                Some(format!("email accounts {}", ids.join(", ")))
+            }
+            _ => None,
+        };
+        match (object, self.campaign_id, &self.path) {
+            (Some(o), Some(c), _) => format!("{o} of campaign {c}"),
+            (Some(o), None, _) => o,
+            (None, Some(c), _) => format!("campaign {c}"),
+            (None, None, Some(p)) => p.clone(),
+            (None, None, None) => "the target".to_string(),
         }
     }
+}
+
+/// What the object id of an operation names.
+fn object_noun(op: Op) -> &'static str {
+    match op {
+        Op::CampaignWebhookDelete | Op::WebhookDelete => "webhook",
+        Op::EmailAccountDelete => "email_account",
+        Op::LeadListDelete => "lead_list",
+        Op::ClientApiKeyDelete => "client_api_key",
+        Op::DomainBlockDelete => "domain_block",
+        _ => "id",
+    }
+}
+
+/// A guarded route whose body is still to be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    op: Op,
+    target: Target,
+    carried: Carried,
+    /// Whether the request was spelled exactly as the route.
+    exact: bool,
+}
+
+impl Pending {
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// Classifies with the body: `Ok(None)` when the call turns out not to
+    /// be destructive (a status change that is not a stop).
+    pub fn finish(self, body: &[u8]) -> Result<Option<Guarded>, ClassifyError> {
+        let Pending {
+            op,
+            mut target,
+            carried,
+            exact,
+        } = self;
+        let bad = || ClassifyError::BadBody { op };
+        let json: Value = serde_json::from_slice(body).map_err(|_| bad())?;
+        match carried {
+            Carried::BodyStopStatus => {
+                let stop = json
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .is_some_and(means_stop);
+                if !stop {
+                    return Ok(None);
+                }
+                if !exact {
+                    return Err(ClassifyError::Ambiguous {
+                        op,
+                        campaign_id: target.campaign_id.map(|c| c as i64),
+                    });
+                }
+            }
+            Carried::BodyId => {
+                target.id = Some(json.get("id").and_then(strict_id).ok_or_else(bad)?);
+            }
+            Carried::BodyEmailAccountIds => {
+                let ids = json
+                    .get("email_account_ids")
+                    .and_then(Value::as_array)
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(bad)?;
+                let mut parsed = ids
+                    .iter()
+                    .map(strict_id)
+                    .collect::<Option<Vec<u64>>>()
+                    .ok_or_else(bad)?;
+                parsed.sort_unstable();
+                parsed.dedup();
+                target.ids = parsed;
+            }
+            Carried::Nothing | Carried::QueryId => {}
+        }
+        Ok(Some(Guarded { op, target }))
+    }
+}
+
+/// Whether a status value could mean stop (`STOPPED`, and the `STOP` that
+/// SmartLead's own CLI suggests, in any case): treated as a stop.
+pub fn means_stop(status: &str) -> bool {
+    status.trim().to_ascii_uppercase().starts_with("STOP")
+}
+
+/// A JSON id: a positive integer, or a string of one written canonically
+/// (SmartLead's validation converts those), that fits an i64.
+fn strict_id(v: &Value) -> Option<u64> {
+    let id = match v {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) if is_canonical_id(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    (id > 0 && id <= i64::MAX as u64).then_some(id)
 }
 
 /// Why a request is refused before anything else happens (400).
@@ -37,31 +213,39 @@ pub enum ClassifyError {
     MethodOverride(&'static str),
     // The message never repeats the path: it could hold a pasted key.
     #[error(
-        "this request could delete a campaign but is not spelled exactly \
-         `DELETE /api/v1/campaigns/{{id}}`; send exactly that form so the guard can check it"
+        "this request could {} but is not spelled exactly as {}; send exactly that form so the guard can check it",
+        .op.spec().destroys_verb(), .op.spec().canonical_form()
     )]
-    AmbiguousDelete {
+    Ambiguous {
+        op: Op,
         /// The campaign it would reach, as far as it can be told (for the
         /// audit trail's per-campaign history).
         campaign_id: Option<i64>,
     },
-    #[error("campaign id {0} is out of range; SmartLead's ids are at most 9223372036854775807")]
-    IdOutOfRange(String),
+    #[error("id {1} is out of range; SmartLead's ids are at most 9223372036854775807")]
+    IdOutOfRange(Op, String),
     #[error(
-        "form-encoded bodies are not accepted on a campaign's own route (a `_method` field \
-         could turn them into a delete); SmartLead's API takes JSON"
+        "the body of {op} must be JSON naming what it acts on ({}); nothing was forwarded",
+        .op.spec().body_form()
     )]
-    FormOnCampaign,
+    BadBody { op: Op },
+    #[error(
+        "form-encoded bodies are not accepted on a guarded route or a campaign's own route \
+         (a `_method` field could turn them into a delete); SmartLead's API takes JSON"
+    )]
+    FormOnGuardedRoute,
 }
 
 impl ClassifyError {
-    /// Whether the refused request was a campaign delete (spelled another
-    /// way), rather than some other request refused before classification.
-    pub fn is_campaign_delete(&self) -> bool {
-        matches!(
-            self,
-            ClassifyError::AmbiguousDelete { .. } | ClassifyError::IdOutOfRange(_)
-        )
+    /// The guarded operation a refused request was (spelled another way),
+    /// rather than some other request refused before classification.
+    pub fn operation(&self) -> Option<Op> {
+        match self {
+            ClassifyError::Ambiguous { op, .. }
+            | ClassifyError::IdOutOfRange(op, _)
+            | ClassifyError::BadBody { op } => Some(*op),
+            _ => None,
+        }
     }
 }
 
@@ -88,32 +272,142 @@ pub fn classify(
             return Err(ClassifyError::MethodOverride("_method query parameter"));
         }
     }
-    if !method.as_str().eq_ignore_ascii_case("DELETE") {
-        if is_form(headers) && is_campaign_item(&canonical_segments(path)) {
-            return Err(ClassifyError::FormOnCampaign);
-        }
+    let is_delete = method.as_str().eq_ignore_ascii_case("DELETE");
+    let is_post = method.as_str().eq_ignore_ascii_case("POST");
+    let is_patch = method.as_str().eq_ignore_ascii_case("PATCH");
+    if !(is_delete || is_post || is_patch) {
         return Ok(Operation::Passthrough);
     }
     let segments = canonical_segments(path);
-    if !is_campaign_item(&segments) {
-        return Ok(Operation::Passthrough);
+    let form = is_form(headers);
+    let Some(rest) = segments
+        .strip_prefix(&["api".to_string(), "v1".to_string()][..])
+        .filter(|_| true)
+    else {
+        return Ok(unknown_or_passthrough(is_delete, &segments));
+    };
+    if form && !is_delete && is_campaign_item(rest) {
+        return Err(ClassifyError::FormOnGuardedRoute);
     }
-    let id = &segments[3];
-    let exact = *method == Method::DELETE
-        && path.strip_prefix("/api/v1/campaigns/") == Some(id.as_str())
-        && is_canonical_id(id);
-    if !exact {
-        return Err(ClassifyError::AmbiguousDelete {
-            campaign_id: leading_id(id),
-        });
+    let verb_matches = |verb: Verb| match verb {
+        Verb::Delete => is_delete,
+        Verb::Post => is_post,
+        Verb::PostOrPatch => is_post || is_patch,
+    };
+    // The most literal route wins (`leads/delete-domain-block-list` over
+    // `leads/{lead_id}`).
+    let found = SPECS
+        .iter()
+        .flat_map(|spec| spec.routes.iter().map(move |r| (spec.op, r)))
+        .filter(|(_, r)| verb_matches(r.verb) && fits(r.path, rest))
+        .max_by_key(|(_, r)| r.path.iter().filter(|s| matches!(s, Seg::Lit(_))).count());
+    let Some((op, route)) = found else {
+        return Ok(unknown_or_passthrough(is_delete, &segments));
+    };
+    if op == Op::UnknownDelete {
+        return Ok(unknown_or_passthrough(is_delete, &segments));
     }
-    // Ids are stored as SQLite integers: one past i64 would wrap negative.
-    match id.parse::<i64>() {
-        Ok(campaign_id) if campaign_id > 0 => Ok(Operation::DeleteCampaign {
-            campaign_id: campaign_id as u64,
-        }),
-        _ => Err(ClassifyError::IdOutOfRange(id.clone())),
+    if form && route.carried.needs_body() {
+        return Err(ClassifyError::FormOnGuardedRoute);
     }
+    let campaign_id = placeholder(route, rest, Seg::Campaign).and_then(|s| leading_id(s));
+    let exact = is_exact(method, path, route, rest);
+    if !exact && route.carried != Carried::BodyStopStatus {
+        return Err(ClassifyError::Ambiguous { op, campaign_id });
+    }
+    let mut target = Target::default();
+    for (seg, value) in route.path.iter().zip(rest) {
+        let slot = match seg {
+            Seg::Lit(_) => continue,
+            Seg::Campaign => &mut target.campaign_id,
+            Seg::Lead => &mut target.lead_id,
+            Seg::Id => &mut target.id,
+        };
+        match value.parse::<i64>() {
+            // Ids are stored as SQLite integers: one past i64 would wrap negative.
+            Ok(id) if id > 0 => *slot = Some(id as u64),
+            _ if !exact => {}
+            _ => return Err(ClassifyError::IdOutOfRange(op, value.clone())),
+        }
+    }
+    if route.carried == Carried::QueryId {
+        target.id = Some(query_id(query).ok_or(ClassifyError::BadBody { op })?);
+    }
+    if route.carried.needs_body() {
+        return Ok(Operation::NeedsBody(Pending {
+            op,
+            target,
+            carried: route.carried,
+            exact,
+        }));
+    }
+    Ok(Operation::Guarded(Guarded { op, target }))
+}
+
+/// `unknown.delete` for any other DELETE under `/api/`, else passthrough.
+fn unknown_or_passthrough(is_delete: bool, segments: &[String]) -> Operation {
+    if !is_delete || segments.first().map(String::as_str) != Some("api") {
+        return Operation::Passthrough;
+    }
+    Operation::Guarded(Guarded {
+        op: Op::UnknownDelete,
+        target: Target {
+            path: Some(format!("/{}", segments.join("/"))),
+            ..Target::default()
+        },
+    })
+}
+
+/// Whether the canonical segments fit a route pattern.
+fn fits(pattern: &[Seg], rest: &[String]) -> bool {
+    pattern.len() == rest.len()
+        && pattern.iter().zip(rest).all(|(p, s)| match p {
+            Seg::Lit(l) => l == s,
+            _ => true,
+        })
+}
+
+/// The segment in the place of `which`, if the route has one.
+fn placeholder<'a>(route: &Route, rest: &'a [String], which: Seg) -> Option<&'a str> {
+    route
+        .path
+        .iter()
+        .position(|s| *s == which)
+        .map(|i| rest[i].as_str())
+}
+
+/// Whether the request is spelled exactly as the route: the method in
+/// capitals, the path byte for byte `/api/v1/` and the route's segments,
+/// with canonical ids.
+fn is_exact(method: &Method, path: &str, route: &Route, rest: &[String]) -> bool {
+    let method_ok = match route.verb {
+        Verb::Delete => *method == Method::DELETE,
+        Verb::Post => *method == Method::POST,
+        Verb::PostOrPatch => *method == Method::POST || *method == Method::PATCH,
+    };
+    let ids_ok = route
+        .path
+        .iter()
+        .zip(rest)
+        .all(|(seg, s)| matches!(seg, Seg::Lit(_)) || is_canonical_id(s));
+    method_ok && ids_ok && path.strip_prefix("/api/v1/") == Some(rest.join("/").as_str())
+}
+
+/// The `id` query parameter, exactly once and canonical.
+fn query_id(query: Option<&str>) -> Option<u64> {
+    let mut found = None;
+    for pair in query?.split(['&', ';']) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode_str(name).decode_utf8_lossy();
+        if !name.trim().eq_ignore_ascii_case("id") {
+            continue;
+        }
+        if found.is_some() {
+            return None;
+        }
+        found = Some(strict_id(&Value::String(value.to_string()))?);
+    }
+    found
 }
 
 /// The number a lenient id parser would read (`0108`, `108abc`), if it fits.
@@ -122,9 +416,9 @@ fn leading_id(id: &str) -> Option<i64> {
     id[..digits].parse::<i64>().ok().filter(|v| *v > 0)
 }
 
-/// `/api/v1/campaigns/{one segment}`, after canonicalisation.
-fn is_campaign_item(segments: &[String]) -> bool {
-    segments.len() == 4 && segments[0] == "api" && segments[1] == "v1" && segments[2] == "campaigns"
+/// `campaigns/{one segment}`, after canonicalisation.
+fn is_campaign_item(rest: &[String]) -> bool {
+    rest.len() == 2 && rest[0] == "campaigns"
 }
 
 fn is_form(headers: &HeaderMap) -> bool {

@@ -15,50 +15,50 @@ use crate::snapshot::fetch::FetchError;
 /// A guarded delete the gateway answers itself, without acting.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
-    #[error("another deletion of campaign {campaign_id} is in progress; retry shortly. Nothing was deleted by this request.")]
-    InFlight { campaign_id: u64 },
+    #[error("another deletion of {target} is in progress; retry shortly. Nothing was deleted by this request.")]
+    InFlight { target: String },
     #[error("the gateway cannot write its database, so it cannot protect this deletion. Nothing was deleted.")]
     CannotClaim,
     #[error(
-        "could not read campaign {campaign_id} from SmartLead ({source}). Nothing was deleted."
+        "could not read {target} from SmartLead ({source}). Nothing was deleted."
     )]
     FactsUnreadable {
-        campaign_id: u64,
+        target: String,
         #[source]
         source: FetchError,
     },
     #[error(
-        "reading campaign {campaign_id} from SmartLead failed ({status}). Nothing was deleted."
+        "reading {target} from SmartLead failed ({status}). Nothing was deleted."
     )]
     FactsStatus {
-        campaign_id: u64,
+        target: String,
         status: StatusCode,
     },
-    #[error("the campaign {campaign_id} could not be read completely. Nothing was deleted.")]
-    FactsIncomplete { campaign_id: u64 },
-    #[error("SmartLead's answer for campaign {campaign_id} is not JSON. Nothing was deleted.")]
-    FactsNotJson { campaign_id: u64 },
-    #[error("SmartLead's answer for campaign {campaign_id} lacks a field that deny rule `{rule}` checks, so the policy cannot be applied. Nothing was deleted.")]
-    FactMissing { campaign_id: u64, rule: String },
+    #[error("the {target} could not be read completely. Nothing was deleted.")]
+    FactsIncomplete { target: String },
+    #[error("SmartLead's answer for {target} is not JSON. Nothing was deleted.")]
+    FactsNotJson { target: String },
+    #[error("SmartLead's answer for {target} lacks a field that deny rule `{rule}` checks, so the policy cannot be applied. Nothing was deleted.")]
+    FactMissing { target: String, rule: String },
     #[error("cannot start a snapshot ({source}). Nothing was deleted.")]
     SnapshotStart {
         #[source]
         source: crate::snapshot::store::StoreError,
     },
-    #[error("could not capture campaign {campaign_id} before deleting it: {source}. Nothing was deleted.")]
+    #[error("could not capture {target} before deleting it: {source}. Nothing was deleted.")]
     Capture {
-        campaign_id: u64,
+        target: String,
         #[source]
         source: CaptureError,
     },
-    #[error("the snapshot of campaign {campaign_id} is not complete after {} (snapshot {snapshot_id} is still being captured, within guard.snapshot_budget). Nothing was deleted, and this request will not delete anything: retry the same delete to use the snapshot once it is complete.", humantime::format_duration(*waited))]
+    #[error("the snapshot of {target} is not complete after {} (snapshot {snapshot_id} is still being captured, within guard.snapshot_budget). Nothing was deleted, and this request will not delete anything: retry the same delete to use the snapshot once it is complete.", humantime::format_duration(*waited))]
     SnapshotPending {
-        campaign_id: u64,
+        target: String,
         snapshot_id: i64,
         waited: Duration,
     },
-    #[error("the capture of campaign {campaign_id} this retry waited for failed ({why}). Nothing was deleted.")]
-    JoinedCaptureFailed { campaign_id: u64, why: String },
+    #[error("the capture of {target} this retry waited for failed ({why}). Nothing was deleted.")]
+    JoinedCaptureFailed { target: String, why: String },
     #[error("snapshot {snapshot_id} is no longer complete, so the gateway will not act. Nothing was deleted.")]
     SnapshotGone { snapshot_id: i64 },
     #[error("the gateway cannot write its database, so it will not act on this deletion. Nothing was deleted.")]
@@ -67,7 +67,9 @@ pub enum GuardError {
     ArchiveFailed { attempts: String },
     #[error("stopping the campaign before deleting it failed ({why}). Nothing was deleted.")]
     StopFailed { why: String },
-    #[error("could not connect to SmartLead to delete the campaign. Nothing was deleted.")]
+    #[error("the policy says pause, but pausing failed ({why}). Nothing was changed.")]
+    PauseFailed { why: String },
+    #[error("could not connect to SmartLead to forward the call. Nothing was deleted.")]
     DeleteConnect,
     #[error("the connection to SmartLead failed during the delete; it may or may not have been applied (the snapshot is complete)")]
     DeleteReset,
@@ -97,6 +99,7 @@ impl GuardError {
             | GuardError::JoinedCaptureFailed { .. }
             | GuardError::ArchiveFailed { .. }
             | GuardError::StopFailed { .. }
+            | GuardError::PauseFailed { .. }
             | GuardError::DeleteConnect
             | GuardError::DeleteReset => StatusCode::BAD_GATEWAY,
             GuardError::DeleteTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -121,7 +124,9 @@ impl GuardError {
                 ErrorKind::SnapshotFailed
             }
             GuardError::SnapshotPending { .. } => ErrorKind::SnapshotPending,
-            GuardError::ArchiveFailed { .. } => ErrorKind::ArchiveFailed,
+            GuardError::ArchiveFailed { .. } | GuardError::PauseFailed { .. } => {
+                ErrorKind::ArchiveFailed
+            }
             GuardError::StopFailed { .. } | GuardError::DeleteReset => ErrorKind::UpstreamReset,
             GuardError::DeleteConnect => ErrorKind::UpstreamConnectFailed,
             GuardError::DeleteTimeout => ErrorKind::UpstreamTimeout,
@@ -140,6 +145,7 @@ impl GuardError {
             | GuardError::FactMissing { .. }
             | GuardError::ArchiveFailed { .. }
             | GuardError::StopFailed { .. }
+            | GuardError::PauseFailed { .. }
             | GuardError::DeleteConnect
             | GuardError::DeleteReset
             | GuardError::DeleteTimeout => State::UpstreamFailed,
@@ -173,23 +179,23 @@ mod tests {
     #[test]
     fn every_refusal_says_nothing_was_deleted_or_that_the_snapshot_is_complete() {
         let cases = [
-            GuardError::InFlight { campaign_id: 7 },
+            GuardError::InFlight { target: "campaign 7".into() },
             GuardError::CannotClaim,
             GuardError::FactsStatus {
-                campaign_id: 7,
+                target: "campaign 7".into(),
                 status: StatusCode::INTERNAL_SERVER_ERROR,
             },
             GuardError::FactMissing {
-                campaign_id: 7,
+                target: "campaign 7".into(),
                 rule: "r".into(),
             },
             GuardError::SnapshotPending {
-                campaign_id: 7,
+                target: "campaign 7".into(),
                 snapshot_id: 3,
                 waited: Duration::from_secs(30),
             },
             GuardError::JoinedCaptureFailed {
-                campaign_id: 7,
+                target: "campaign 7".into(),
                 why: "x".into(),
             },
             GuardError::SnapshotGone { snapshot_id: 3 },
@@ -198,6 +204,7 @@ mod tests {
                 attempts: "PATCH ARCHIVED -> 500".into(),
             },
             GuardError::StopFailed { why: "500".into() },
+            GuardError::PauseFailed { why: "500".into() },
             GuardError::DeleteConnect,
             GuardError::DeleteReset,
             GuardError::DeleteTimeout,
@@ -205,13 +212,15 @@ mod tests {
         for e in cases {
             let text = e.to_string();
             assert!(
-                text.contains("Nothing was deleted") || text.contains("snapshot is complete"),
+                text.contains("Nothing was deleted")
+                    || text.contains("Nothing was changed")
+                    || text.contains("snapshot is complete"),
                 "{text}"
             );
             assert!(e.status().is_client_error() || e.status().is_server_error());
         }
         let pending = GuardError::SnapshotPending {
-            campaign_id: 7,
+            target: "campaign 7".into(),
             snapshot_id: 3,
             waited: Duration::from_secs(30),
         };

@@ -1,6 +1,7 @@
-//! The story of one campaign through the gateway: every guarded operation in
-//! time order (who, what the policy decided, the snapshot, what was sent to
-//! SmartLead, how it ended) and how many passthrough requests touched it.
+//! The story of one campaign, lead or email account through the gateway:
+//! every guarded operation on it in time order (who, what the policy
+//! decided, the snapshot, what was sent to SmartLead, how it ended) and how
+//! many passthrough requests touched it.
 
 use serde::Serialize;
 use sqlx::SqlitePool;
@@ -11,7 +12,10 @@ use crate::snapshot::store::{self, SnapshotInfo, StoreError};
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OperationView {
     pub id: i64,
+    /// The operation's name (`campaign.delete`, `campaign.lead.delete`, ...).
     pub kind: String,
+    /// What it acted on (`campaign:5/lead:7`).
+    pub target: String,
     pub created_at: String,
     pub updated_at: String,
     pub state: String,
@@ -33,10 +37,32 @@ pub struct OperationView {
     pub snapshot: Option<SnapshotInfo>,
 }
 
-/// A campaign's history.
+/// Whose history: a campaign, a lead or an email account, by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "subject", content = "id", rename_all = "snake_case")]
+pub enum Subject {
+    Campaign(i64),
+    Lead(i64),
+    EmailAccount(i64),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Campaign(id) => write!(f, "campaign {id}"),
+            Subject::Lead(id) => write!(f, "lead {id}"),
+            Subject::EmailAccount(id) => write!(f, "email account {id}"),
+        }
+    }
+}
+
+/// A campaign's (lead's, email account's) history.
 #[derive(Debug, Clone, Serialize)]
 pub struct History {
-    pub campaign_id: i64,
+    #[serde(flatten)]
+    pub subject: Subject,
+    /// The campaign, for a campaign's history.
+    pub campaign_id: Option<i64>,
     pub operations: Vec<OperationView>,
     /// Non-guarded requests about this campaign (reads, updates, ...).
     pub passthrough_requests: i64,
@@ -58,32 +84,50 @@ pub struct AuditGap {
 /// Reading a history failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("cannot read the history of campaign {campaign_id}")]
+    #[error("cannot read the history of {subject}")]
     Db {
-        campaign_id: i64,
+        subject: Subject,
         #[source]
         source: sqlx::Error,
     },
-    #[error("cannot read a snapshot of campaign {campaign_id}")]
+    #[error("cannot read a snapshot of {subject}")]
     Snapshot {
-        campaign_id: i64,
+        subject: Subject,
         #[source]
         source: StoreError,
     },
 }
 
+/// Which operations are about the subject: a campaign's by its column; a
+/// lead's or an account's by the target object id, and for an account also
+/// the removals from campaigns that named it (`email_accounts:1,2`).
+const OPERATIONS_OF: &str = "(?1 = 'campaign' AND campaign_id = ?2) \
+     OR (?1 = 'lead' AND target_id = ?2 AND kind IN ('campaign.lead.delete', \
+         'campaign.lead.unsubscribe', 'lead.delete', 'lead.unsubscribe')) \
+     OR (?1 = 'email_account' AND ((kind = 'email_account.delete' AND target_id = ?2) \
+         OR (kind = 'campaign.email_accounts.remove' AND ',' || \
+             substr(target, instr(target, 'email_accounts:') + 15) || ',' LIKE '%,' || ?2 || ',%')))";
+
 /// Everything the gateway knows about `campaign_id`, oldest first.
 pub async fn campaign(pool: &SqlitePool, campaign_id: i64) -> Result<History, HistoryError> {
-    let db = |source| HistoryError::Db {
-        campaign_id,
-        source,
+    of(pool, Subject::Campaign(campaign_id)).await
+}
+
+/// Everything the gateway knows about the subject, oldest first.
+pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryError> {
+    let db = |source| HistoryError::Db { subject, source };
+    let (what, id) = match subject {
+        Subject::Campaign(id) => ("campaign", id),
+        Subject::Lead(id) => ("lead", id),
+        Subject::EmailAccount(id) => ("email_account", id),
     };
-    let mut operations = sqlx::query_as::<_, OperationView>(
-        "SELECT id, kind, created_at, updated_at, state, request_id, actor_label, \
+    let mut operations = sqlx::query_as::<_, OperationView>(&format!(
+        "SELECT id, kind, target, created_at, updated_at, state, request_id, actor_label, \
          actor_fingerprint, action, rule, would_action, policy_revision, upstream_status, \
-         error, snapshot_id FROM operations WHERE campaign_id = ? ORDER BY id",
-    )
-    .bind(campaign_id)
+         error, snapshot_id FROM operations WHERE {OPERATIONS_OF} ORDER BY id"
+    ))
+    .bind(what)
+    .bind(id)
     .fetch_all(pool)
     .await
     .map_err(db)?;
@@ -94,24 +138,31 @@ pub async fn campaign(pool: &SqlitePool, campaign_id: i64) -> Result<History, Hi
             op.snapshot = match store::get_snapshot(pool, id).await {
                 Ok(info) => Some(info),
                 Err(StoreError::NotFound { .. }) => None,
-                Err(source) => {
-                    return Err(HistoryError::Snapshot {
-                        campaign_id,
-                        source,
-                    })
-                }
+                Err(source) => return Err(HistoryError::Snapshot { subject, source }),
             };
         }
     }
+    // Passthrough requests name campaigns only (by their path).
+    let campaign_id = match subject {
+        Subject::Campaign(id) => Some(id),
+        _ => None,
+    };
     let (passthrough_requests, first_seen, last_seen): (i64, Option<String>, Option<String>) =
-        sqlx::query_as(
-            "SELECT COUNT(*) FILTER (WHERE operation = 'passthrough'), MIN(time), MAX(time) \
-             FROM audit_events WHERE campaign_id = ?",
-        )
-        .bind(campaign_id)
-        .fetch_one(pool)
-        .await
-        .map_err(db)?;
+        match campaign_id {
+            Some(id) => sqlx::query_as(
+                "SELECT COUNT(*) FILTER (WHERE operation = 'passthrough'), MIN(time), MAX(time) \
+                 FROM audit_events WHERE campaign_id = ?",
+            )
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .map_err(db)?,
+            None => (
+                0,
+                operations.first().map(|o| o.created_at.clone()),
+                operations.last().map(|o| o.updated_at.clone()),
+            ),
+        };
     let audit_gaps = sqlx::query_as::<_, AuditGap>(
         "SELECT id AS audit_id, time, detail FROM audit_events \
          WHERE operation = 'audit_gap' ORDER BY id",
@@ -120,6 +171,7 @@ pub async fn campaign(pool: &SqlitePool, campaign_id: i64) -> Result<History, Hi
     .await
     .map_err(db)?;
     Ok(History {
+        subject,
         campaign_id,
         operations,
         passthrough_requests,
@@ -144,11 +196,21 @@ fn sent_upstream(op: &OperationView) -> String {
     } else {
         ""
     };
+    // The call forwarded: DELETE, or the POST of a stop or unsubscribe.
+    let call = match crate::guard::operations::Op::from_name(&op.kind)
+        .and_then(|o| o.spec().routes.first())
+        .map(|r| r.verb)
+    {
+        Some(crate::guard::operations::Verb::Post) => "POST",
+        Some(crate::guard::operations::Verb::PostOrPatch) => "STOPPED status change",
+        _ => "DELETE",
+    };
     match (op.action.as_deref(), op.state.as_str()) {
         (Some("archive"), "done") => format!("status change to archived{status}"),
-        (Some("allow"), "done") => format!("DELETE{status}"),
+        (Some("pause"), "done") => format!("pause instead{status}"),
+        (Some("allow"), "done") => format!("{call}{status}"),
         (Some("allow"), "upstream_failed") if op.upstream_status.is_some() => {
-            format!("DELETE{status}")
+            format!("{call}{status}")
         }
         (Some("allow"), "upstream_failed")
             if op
@@ -156,7 +218,7 @@ fn sent_upstream(op: &OperationView) -> String {
                 .as_deref()
                 .is_some_and(|e| e.contains("may or may not")) =>
         {
-            "DELETE sent, outcome unknown (the connection failed or timed out)".to_string()
+            format!("{call} sent, outcome unknown (the connection failed or timed out)")
         }
         (Some("archive"), "upstream_failed") => {
             format!("archive attempts, none accepted{status}")

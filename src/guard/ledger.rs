@@ -1,7 +1,7 @@
 //! The `operations` table: one durable row per guarded request, written
 //! before anything destructive leaves the gateway, and moved through its
 //! states as the pipeline runs. A unique index on unfinished rows gives
-//! single flight per campaign across threads and processes.
+//! single flight per target across threads and processes.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -103,8 +103,8 @@ impl State {
 /// Starting an operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BeginError {
-    #[error("another deletion of campaign {campaign_id} is in progress")]
-    InFlight { campaign_id: u64 },
+    #[error("another operation on the same target is in progress")]
+    InFlight,
     #[error("cannot record the operation: {0}")]
     Db(#[source] sqlx::Error),
     #[error("cannot take over a stale operation: {0}")]
@@ -113,8 +113,13 @@ pub enum BeginError {
 
 /// Who asked, for the operation row.
 pub struct NewOperation<'a> {
+    /// The operation's stable name.
     pub kind: &'static str,
-    pub campaign_id: u64,
+    pub campaign_id: Option<u64>,
+    /// The target's key, claimed for single flight.
+    pub target: &'a str,
+    /// The target object's own id (lead, account, ...), for history.
+    pub target_id: Option<u64>,
     pub request_id: &'a str,
     pub actor_fingerprint: Option<&'a str>,
     pub actor_label: &'a str,
@@ -131,12 +136,14 @@ pub async fn begin(pool: &SqlitePool, op: &NewOperation<'_>) -> Result<i64, Begi
     let mut recovered = false;
     loop {
         let result = sqlx::query(
-            "INSERT INTO operations (kind, campaign_id, state, request_id, actor_fingerprint, \
-             actor_label, created_at, updated_at, owner, heartbeat_at) \
-             VALUES (?, ?, 'received', ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO operations (kind, campaign_id, target, target_id, state, request_id, \
+             actor_fingerprint, actor_label, created_at, updated_at, owner, heartbeat_at) \
+             VALUES (?, ?, ?, ?, 'received', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(op.kind)
-        .bind(op.campaign_id as i64)
+        .bind(op.campaign_id.map(|c| c as i64))
+        .bind(op.target)
+        .bind(op.target_id.map(|c| c as i64))
         .bind(op.request_id)
         .bind(op.actor_fingerprint)
         .bind(op.actor_label)
@@ -155,9 +162,7 @@ pub async fn begin(pool: &SqlitePool, op: &NewOperation<'_>) -> Result<i64, Begi
                 recover_stale(pool).await?;
             }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(BeginError::InFlight {
-                    campaign_id: op.campaign_id,
-                })
+                return Err(BeginError::InFlight)
             }
             Err(e) => return Err(BeginError::Db(e)),
         }
@@ -209,7 +214,8 @@ pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), RecoverError
 pub struct Interrupted {
     pub id: i64,
     pub kind: String,
-    pub campaign_id: i64,
+    pub campaign_id: Option<i64>,
+    pub target: String,
     pub request_id: String,
     pub actor_fingerprint: Option<String>,
     pub actor_label: Option<String>,
@@ -224,7 +230,7 @@ pub struct Interrupted {
 /// got to write one: the gateway stopped first).
 pub async fn unrecorded_interrupted(pool: &SqlitePool) -> Result<Vec<Interrupted>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, kind, campaign_id, request_id, actor_fingerprint, actor_label, rule, \
+        "SELECT id, kind, campaign_id, target, request_id, actor_fingerprint, actor_label, rule, \
          policy_revision, snapshot_id, error, created_at FROM operations \
          WHERE state = 'interrupted' AND audit_id IS NULL ORDER BY id",
     )

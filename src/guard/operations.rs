@@ -139,6 +139,17 @@ pub enum FactRead {
 }
 
 impl FactRead {
+    /// Its route under `/api/v1`, a template like the capture steps'.
+    pub fn path(self) -> &'static str {
+        match self {
+            FactRead::Campaign => "/campaigns/{campaign}",
+            FactRead::Lead => "/leads/{lead}",
+            FactRead::LeadCampaigns => "/leads/{lead}/campaigns",
+            FactRead::CampaignEmailAccounts => "/campaigns/{campaign}/email-accounts",
+            FactRead::EmailAccount => "/email-accounts/{id}",
+        }
+    }
+
     /// The snapshot part the read is stored as.
     pub fn part(self) -> PartKind {
         match self {
@@ -234,7 +245,9 @@ pub struct Spec {
     pub op: Op,
     /// The stable name, used in policy, audit, snapshots, metrics and the README.
     pub name: &'static str,
-    /// What it destroys, for people (`a lead from a campaign`).
+    /// What it does, for people (`delete a lead from a campaign`).
+    pub act: &'static str,
+    /// What it destroys, for people.
     pub destroys: &'static str,
     pub routes: &'static [Route],
     /// The facts read before deciding (also the snapshot's first parts).
@@ -290,6 +303,7 @@ const fn route(verb: Verb, path: &'static [Seg], carried: Carried) -> Route {
 pub static SPECS: [Spec; 14] = [
     Spec {
         op: Op::CampaignDelete,
+        act: "delete a campaign",
         name: "campaign.delete",
         destroys: "a campaign with its leads, sequences, stats and webhooks",
         routes: &[route(Verb::Delete, &[Lit("campaigns"), C], Nothing)],
@@ -301,6 +315,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::CampaignStop,
+        act: "stop a campaign",
         name: "campaign.stop",
         destroys: "a campaign's ability to send (STOPPED cannot be undone)",
         routes: &[route(
@@ -316,6 +331,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::CampaignLeadDelete,
+        act: "delete a lead from a campaign",
         name: "campaign.lead.delete",
         destroys: "a lead from a campaign (and from the account when in no other campaign)",
         routes: &[route(
@@ -334,6 +350,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::CampaignLeadUnsubscribe,
+        act: "unsubscribe a lead from a campaign",
         name: "campaign.lead.unsubscribe",
         destroys: "a lead's place in a campaign's sending",
         routes: &[route(
@@ -352,6 +369,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::LeadUnsubscribe,
+        act: "unsubscribe a lead from every campaign",
         name: "lead.unsubscribe",
         destroys: "a lead's place in every campaign's sending",
         routes: &[route(
@@ -367,6 +385,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::LeadDelete,
+        act: "delete a lead",
         name: "lead.delete",
         destroys: "a lead, from every campaign",
         routes: &[route(Verb::Delete, &[Lit("leads"), L], Nothing)],
@@ -378,6 +397,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::CampaignWebhookDelete,
+        act: "delete a campaign webhook",
         name: "campaign.webhook.delete",
         destroys: "a campaign webhook",
         routes: &[
@@ -400,6 +420,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::CampaignEmailAccountsRemove,
+        act: "remove email accounts from a campaign",
         name: "campaign.email_accounts.remove",
         destroys: "sender accounts from a campaign",
         routes: &[route(
@@ -415,6 +436,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::EmailAccountDelete,
+        act: "delete an email account",
         name: "email_account.delete",
         destroys: "a mailbox, from every campaign (its in-progress leads stop)",
         routes: &[route(Verb::Delete, &[Lit("email-accounts"), Id], Nothing)],
@@ -430,6 +452,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::LeadListDelete,
+        act: "delete a lead list",
         name: "lead_list.delete",
         destroys: "a lead list",
         routes: &[route(Verb::Delete, &[Lit("lead-list"), Id], Nothing)],
@@ -448,6 +471,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::WebhookDelete,
+        act: "delete a webhook",
         name: "webhook.delete",
         destroys: "a global webhook",
         routes: &[route(
@@ -463,6 +487,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::ClientApiKeyDelete,
+        act: "delete a client API key",
         name: "client_api_key.delete",
         destroys: "a client's API key",
         routes: &[route(
@@ -482,6 +507,7 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::DomainBlockDelete,
+        act: "delete a block-list entry",
         name: "domain_block.delete",
         destroys: "a block-list entry (mail to it is no longer blocked)",
         routes: &[route(
@@ -500,9 +526,16 @@ pub static SPECS: [Spec; 14] = [
     },
     Spec {
         op: Op::UnknownDelete,
+        act: "delete something",
         name: "unknown.delete",
         destroys: "whatever the route deletes (not captured)",
-        routes: &[],
+        // Known routes that would otherwise read as another operation's
+        // (`email-accounts/tag-mapping` as an account id); any other DELETE
+        // under /api/ is unknown.delete too.
+        routes: &[
+            route(Verb::Delete, &[Lit("email-accounts"), Lit("tag-mapping")], Nothing),
+            route(Verb::Delete, &[Lit("email-accounts"), Lit("unsuspend"), Id], Nothing),
+        ],
         facts: &[],
         capture: &[],
         alternatives: &[],
@@ -510,6 +543,56 @@ pub static SPECS: [Spec; 14] = [
         default: Action::Allow,
     },
 ];
+
+impl Spec {
+    /// What the call does, for refusals: `delete a campaign`.
+    pub fn destroys_verb(&self) -> &'static str {
+        self.act
+    }
+
+    /// Its routes as people write them, e.g. `DELETE /api/v1/campaigns/{id}`.
+    pub fn canonical_form(&self) -> String {
+        let forms: Vec<String> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let method = match r.verb {
+                    Verb::Delete => "DELETE",
+                    Verb::Post => "POST",
+                    Verb::PostOrPatch => "POST",
+                };
+                let placeholders = r.path.iter().filter(|s| !matches!(s, Seg::Lit(_))).count();
+                let segs: Vec<&str> = r
+                    .path
+                    .iter()
+                    .map(|s| match s {
+                        Seg::Lit(l) => l,
+                        Seg::Campaign if placeholders == 1 => "{id}",
+                        Seg::Campaign => "{campaign_id}",
+                        Seg::Lead => "{lead_id}",
+                        Seg::Id => "{id}",
+                    })
+                    .collect();
+                let query = if r.carried == Carried::QueryId { "?id={id}" } else { "" };
+                format!("`{method} /api/v1/{}{query}`", segs.join("/"))
+            })
+            .collect();
+        forms.join(" or ")
+    }
+
+    /// What its JSON body must hold, for refusals.
+    pub fn body_form(&self) -> &'static str {
+        match self.routes.iter().map(|r| r.carried).find(|c| *c != Carried::Nothing) {
+            Some(Carried::BodyId) => "`{\"id\": N}` with N a positive integer",
+            Some(Carried::BodyEmailAccountIds) => {
+                "`{\"email_account_ids\": [N, ...]}` with positive integers"
+            }
+            Some(Carried::BodyStopStatus) => "`{\"status\": \"...\"}`",
+            Some(Carried::QueryId) => "`?id=N` once, with N a positive integer",
+            _ => "no body",
+        }
+    }
+}
 
 impl Op {
     /// Every operation, in table order.
@@ -562,6 +645,24 @@ impl Op {
             }
         }
         parts
+    }
+
+    /// Whether a body sent with it is forwarded: routes that carry their
+    /// target in it, and unknown deletes (whose bodies the gateway cannot
+    /// judge). Others take none, and none is forwarded.
+    pub fn forwards_body(self) -> bool {
+        self == Op::UnknownDelete
+            || self.spec().routes.iter().any(|r| r.carried.needs_body())
+    }
+
+    /// The call that pauses instead (path template under `/api/v1` and JSON
+    /// body), for operations whose alternative is `pause`.
+    pub fn pause_call(self) -> Option<(&'static str, Option<&'static str>)> {
+        match self {
+            Op::CampaignStop => Some(("/campaigns/{campaign}/status", Some(r#"{"status":"PAUSED"}"#))),
+            Op::CampaignLeadDelete => Some(("/campaigns/{campaign}/leads/{lead}/pause", None)),
+            _ => None,
+        }
     }
 
     /// Whether it is about a campaign (its target names one).

@@ -19,13 +19,16 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
+use bytes::Bytes;
 use http::{Method, Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use sqlx::SqlitePool;
 
 use crate::audit::{redact, AuditRecord, AuditSink, OperationKind};
 use crate::config::{Config, GuardPolicy, GuardSettings};
-use crate::guard::classify::{classify, ClassifyError, Operation};
+use crate::guard::classify::{classify, ClassifyError, Guarded, Operation};
+use crate::guard::operations::Op;
 use crate::guard::pipeline::{self, GuardInput};
 use crate::metrics::Metrics;
 use body::{ResponseBody, Tracker};
@@ -226,10 +229,10 @@ impl ProxyService {
             &parts.headers,
         ) {
             Ok(op) => op,
-            Err(err) if err.is_campaign_delete() => {
-                return Box::pin(self.refuse_delete(err, tracker, request_id)).await
-            }
-            Err(err) => return self.fail(err.into(), tracker, &request_id),
+            Err(err) => match err.operation() {
+                Some(op) => return Box::pin(self.refuse_guarded(op, err, tracker, request_id)).await,
+                None => return self.fail(err.into(), tracker, &request_id),
+            },
         };
 
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -248,28 +251,33 @@ impl ProxyService {
         // The upstream leg is always HTTP/1.1, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
 
-        if let Operation::DeleteCampaign { campaign_id } = operation {
-            // The body of a campaign DELETE is not forwarded: the route takes none.
-            drop(body);
-            // Boxed, so that passthrough requests do not carry its state.
-            let api_key = redacted.and_then(|r| r.api_key.zip(r.api_key_raw));
-            return Box::pin(self.guarded(
-                campaign_id,
-                parts,
-                api_key,
-                tracker,
-                request_id,
-                client_version,
-            ))
-            .await;
-        }
-
-        let body = if body.is_end_stream() {
-            RequestBody::Empty
-        } else {
-            let counted = body::CountedIncoming::new(body, may_carry_key(&parts));
-            tracker.upload = Some(counted.state());
-            RequestBody::Client(counted)
+        let body = match operation {
+            Operation::Passthrough if body.is_end_stream() => RequestBody::Empty,
+            Operation::Passthrough => {
+                let counted = body::CountedIncoming::new(body, may_carry_key(&parts));
+                tracker.upload = Some(counted.state());
+                RequestBody::Client(counted)
+            }
+            Operation::Guarded(guarded) => {
+                // Boxed, so that passthrough requests do not carry its state.
+                return Box::pin(self.guarded(guarded, parts, body, redacted, tracker, request_id, client_version)).await;
+            }
+            Operation::NeedsBody(pending) => {
+                let bytes = match self.read_small_body(body, &mut tracker).await {
+                    Ok(bytes) => bytes,
+                    Err(err) => return self.fail(err, tracker, &request_id),
+                };
+                let op = pending.op();
+                match pending.finish(&bytes) {
+                    // Not destructive after all (a status change that is not a stop).
+                    Ok(None) => RequestBody::Full(Some(bytes)),
+                    Ok(Some(guarded)) => {
+                        let body = GuardBody::Read(bytes);
+                        return Box::pin(self.guarded(guarded, parts, body, redacted, tracker, request_id, client_version)).await;
+                    }
+                    Err(err) => return Box::pin(self.refuse_guarded(op, err, tracker, request_id)).await,
+                }
+            }
         };
 
         let sent = Instant::now();
@@ -297,30 +305,79 @@ impl ProxyService {
         }
     }
 
+    /// Reads a guarded call's small body whole (counted, and scanned for a
+    /// key like any upload), within [`GUARDED_BODY_MAX`] and the idle timeout.
+    async fn read_small_body(
+        &self,
+        body: Incoming,
+        tracker: &mut Tracker,
+    ) -> Result<Bytes, ProxyError> {
+        let counted = body::CountedIncoming::new(body, true);
+        tracker.upload = Some(counted.state());
+        let limited = http_body_util::Limited::new(counted, GUARDED_BODY_MAX);
+        let read = tokio::time::timeout(self.state.body_idle_timeout, limited.collect()).await;
+        tracker.scrub_body_keys();
+        match read {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(
+                ProxyError::BadRequest("safedelete: the body of a guarded call is larger than 64 KiB; nothing was forwarded"),
+            ),
+            Ok(Err(_)) => Err(ProxyError::ClientAborted),
+            Err(_) => Err(ProxyError::ClientBodyTimeout {
+                after: self.state.body_idle_timeout,
+            }),
+        }
+    }
+
     /// Runs the guard pipeline and turns its answer into the response.
+    #[allow(clippy::too_many_arguments)]
     async fn guarded(
         &self,
-        campaign_id: u64,
+        guarded: Guarded,
         parts: http::request::Parts,
-        api_key: Option<(String, String)>,
+        body: impl Into<GuardBody>,
+        redacted: Option<redact::RedactedQuery>,
         mut tracker: Tracker,
         request_id: HeaderValue,
         client_version: http::Version,
     ) -> Response<ResponseBody> {
         let state = self.state.clone();
+        let body = match body.into() {
+            GuardBody::Read(bytes) => bytes,
+            // Only the routes that take a body, and unknown deletes (whose
+            // bodies the gateway cannot judge), forward one.
+            GuardBody::Unread(incoming) if guarded.op.forwards_body() && !incoming.is_end_stream() => {
+                match self.read_small_body(incoming, &mut tracker).await {
+                    Ok(bytes) => bytes,
+                    Err(err) => return self.fail(err, tracker, &request_id),
+                }
+            }
+            GuardBody::Unread(_) => Bytes::new(),
+        };
+        let mut api_key = redacted.and_then(|r| r.api_key.zip(r.api_key_raw));
+        if api_key.is_none() {
+            // A key only in the JSON body: the guard's own reads send it in the query.
+            api_key = body_api_key(&body).map(|key| {
+                let raw = percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC).to_string();
+                (key, raw)
+            });
+        }
         let api_key_sha256 = api_key.as_ref().map(|(key, _)| redact::key_sha256(key));
         let api_key_raw = api_key.map(|(_, raw)| raw);
+        tracker.record.bytes_in = body.len() as u64;
         let input = GuardInput {
-            campaign_id,
+            op: guarded.op,
+            target: guarded.target,
             user_agent: parts.headers.get(header::USER_AGENT).cloned(),
             parts,
+            body,
             api_key_raw,
             api_key_sha256,
             record: tracker.record.clone(),
         };
         // The pipeline writes this request's audit record itself, durably.
         tracker.audited = true;
-        tracker.record.operation = OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name());
+        tracker.record.operation = OperationKind::Guarded(input.op.name());
         let answer = pipeline::run(state.clone(), input).await;
         tracker.record.status = answer.status.as_u16();
         tracker.record.action = Some(answer.action);
@@ -386,20 +443,22 @@ impl ProxyService {
         }
     }
 
-    /// A campaign delete refused for its spelling: recorded durably as the
-    /// campaign-delete operation it is, so the refusal carries its audit id
-    /// and shows up in the campaign's history.
-    async fn refuse_delete(
+    /// A guarded call refused for its spelling or its body: recorded
+    /// durably as the operation it is, so the refusal carries its audit id
+    /// and shows up in the target's history.
+    async fn refuse_guarded(
         &self,
+        op: Op,
         err: ClassifyError,
         mut tracker: Tracker,
         request_id: HeaderValue,
     ) -> Response<ResponseBody> {
         let err = ProxyError::from(err);
         let mut resp: Response<ResponseBody> = err.to_response(&request_id);
+        tracker.scrub_body_keys();
         let r = &mut tracker.record;
-        r.operation = OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name());
-        if let ProxyError::Refused(ClassifyError::AmbiguousDelete { campaign_id }) = &err {
+        r.operation = OperationKind::Guarded(op.name());
+        if let ProxyError::Refused(ClassifyError::Ambiguous { campaign_id, .. }) = &err {
             r.campaign_id = *campaign_id;
         }
         r.action = Some("refused");
@@ -582,6 +641,27 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
         source = e.source();
     }
     false
+}
+
+/// The most of a guarded call's body the gateway reads (they are ids).
+const GUARDED_BODY_MAX: usize = 64 * 1024;
+
+/// A guarded call's body: already read (it named the target), or not yet.
+pub enum GuardBody {
+    Read(Bytes),
+    Unread(Incoming),
+}
+
+impl From<Incoming> for GuardBody {
+    fn from(body: Incoming) -> Self {
+        GuardBody::Unread(body)
+    }
+}
+
+/// An `api_key` string at the top of a JSON body.
+fn body_api_key(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("api_key")?.as_str().map(str::to_string)
 }
 
 /// Whether the body may carry the key (`api_key` in JSON, which SmartLead

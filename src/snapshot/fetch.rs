@@ -53,6 +53,10 @@ pub enum FetchError {
     },
     #[error("{kind}: the download stalled")]
     Stalled { kind: PartKind },
+    #[error("{kind}: the answer is larger than the {max} bytes read into memory")]
+    TooLarge { kind: PartKind, max: usize },
+    #[error("{kind}: the answer is not the JSON expected")]
+    NotJson { kind: PartKind },
     #[error("{kind}: cannot store it: {source}")]
     Store {
         kind: PartKind,
@@ -68,11 +72,12 @@ impl FetchError {
     }
 }
 
-/// Where and how to read: the campaign, the caller's key, the budget.
+/// Where and how to read: the target (for logs), the caller's key, the budget.
 pub struct Source<'a> {
     pub state: &'a ProxyState,
     pub pool: &'a SqlitePool,
-    pub campaign_id: u64,
+    /// What is being read about, for logs (`campaign:5/lead:7`).
+    pub target: &'a str,
     /// The `api_key` value exactly as the client sent it (still encoded).
     pub api_key_raw: Option<&'a str>,
     pub user_agent: Option<HeaderValue>,
@@ -80,31 +85,19 @@ pub struct Source<'a> {
     pub budget: Duration,
 }
 
-/// The route of each part under `/api/v1/campaigns/{id}`.
-fn suffix(kind: PartKind) -> &'static str {
-    match kind {
-        PartKind::Campaign => "",
-        PartKind::LeadsCsv => "/leads-export",
-        PartKind::Sequences => "/sequences",
-        PartKind::EmailAccounts => "/email-accounts",
-        PartKind::Webhooks => "/webhooks",
-        PartKind::Analytics => "/analytics",
-        _ => "",
-    }
-}
-
 impl Source<'_> {
-    /// A request to SmartLead on the campaign (never logged: it holds the key).
+    /// A request to SmartLead at `path` under `/api/v1` (which may carry a
+    /// query), never logged: it holds the key.
     pub fn request(
         &self,
         method: Method,
-        route: &str,
+        path: &str,
         body: Option<Bytes>,
     ) -> Request<RequestBody> {
         let s = self.state;
-        let mut target = format!("/api/v1/campaigns/{}{}", self.campaign_id, route);
+        let mut target = format!("/api/v1{path}");
         if let Some(key) = self.api_key_raw {
-            target.push_str("?api_key=");
+            target.push_str(if path.contains('?') { "&api_key=" } else { "?api_key=" });
             target.push_str(key);
         }
         let uri = Uri::builder()
@@ -170,13 +163,13 @@ impl Source<'_> {
         &self,
         kind: PartKind,
         method: Method,
-        route: &str,
+        path: &str,
         body: Option<Bytes>,
     ) -> Result<Response<Incoming>, FetchError> {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let req = self.request(method.clone(), route, body.clone());
+            let req = self.request(method.clone(), path, body.clone());
             let (retry_after, outcome) = match self.send(kind, req).await {
                 Ok(resp)
                     if resp.status() == StatusCode::TOO_MANY_REQUESTS
@@ -192,16 +185,17 @@ impl Source<'_> {
             if attempt >= SAME_5XX_LIMIT || wait >= self.remaining() {
                 return outcome;
             }
-            tracing::info!(campaign_id = self.campaign_id, %method, attempt, ?wait, "SmartLead call failed; retrying");
+            tracing::info!(target = self.target, %method, attempt, ?wait, "SmartLead call failed; retrying");
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// Captures one part, retrying within the budget.
+    /// Captures one part from `path`, retrying within the budget.
     pub async fn capture(
         &self,
         snapshot_id: i64,
         kind: PartKind,
+        path: &str,
     ) -> Result<PartSummary, FetchError> {
         let mut attempt: u32 = 0;
         // The last 5xx and how many times in a row it came.
@@ -214,7 +208,7 @@ impl Source<'_> {
                     budget: self.budget,
                 });
             }
-            let req = self.request(Method::GET, suffix(kind), None);
+            let req = self.request(Method::GET, path, None);
             let outcome = match self.send(kind, req).await {
                 Ok(resp) => self.store(snapshot_id, kind, resp).await,
                 Err(e) => Err(Retry::Transient(e, None)),
@@ -239,7 +233,7 @@ impl Source<'_> {
                 _ => None,
             };
             if let Some((status, times)) = same_5xx.filter(|&(_, n)| n >= SAME_5XX_LIMIT) {
-                tracing::warn!(campaign_id = self.campaign_id, %kind, %status, times, "snapshot read keeps failing the same way; not retrying");
+                tracing::warn!(target = self.target, %kind, %status, times, "snapshot read keeps failing the same way; not retrying");
                 return Err(FetchError::Persistent {
                     kind,
                     status,
@@ -248,10 +242,10 @@ impl Source<'_> {
             }
             let wait = retry_after.unwrap_or_else(|| backoff(attempt));
             if wait >= self.remaining() {
-                tracing::warn!(campaign_id = self.campaign_id, %kind, error = %err, ?wait, "snapshot read failed; no budget left to retry");
+                tracing::warn!(target = self.target, %kind, error = %err, ?wait, "snapshot read failed; no budget left to retry");
                 return Err(err);
             }
-            tracing::info!(campaign_id = self.campaign_id, %kind, attempt, error = %err, ?wait, "snapshot read failed; retrying");
+            tracing::info!(target = self.target, %kind, attempt, error = %err, ?wait, "snapshot read failed; retrying");
             tokio::time::sleep(wait).await;
         }
     }
@@ -335,6 +329,36 @@ impl Source<'_> {
         Ok(summary)
     }
 
+    /// GETs `path` and reads the answer whole (at most `max` bytes),
+    /// retrying 429/5xx and failed connections within the budget; the
+    /// status is the caller's to judge.
+    pub async fn get_whole(
+        &self,
+        kind: PartKind,
+        path: &str,
+        max: usize,
+    ) -> Result<Whole, FetchError> {
+        let resp = self.send_retrying(kind, Method::GET, path, None).await?;
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let limited = http_body_util::Limited::new(resp.into_body(), max);
+        let wait = self.remaining().min(self.state.body_idle_timeout);
+        let body = match tokio::time::timeout(wait, limited.collect()).await {
+            Err(_) => return Err(FetchError::Stalled { kind }),
+            Ok(Err(_)) => return Err(FetchError::TooLarge { kind, max }),
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        Ok(Whole {
+            status,
+            content_type,
+            body,
+        })
+    }
+
     /// Stores bytes already read (the campaign object from the facts call).
     pub async fn store_bytes(
         &self,
@@ -350,6 +374,14 @@ impl Source<'_> {
         writer.write(bytes).await.map_err(store_err)?;
         writer.finish().await.map_err(store_err)
     }
+}
+
+/// An answer read whole.
+#[derive(Debug)]
+pub struct Whole {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Bytes,
 }
 
 /// `Retry-After` in seconds (the form SmartLead documents).

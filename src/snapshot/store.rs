@@ -21,7 +21,8 @@ mod writer;
 
 pub use manage::*;
 pub use reader::{
-    export_part, get_snapshot, list_snapshots, list_snapshots_where, PartInfo, SnapshotInfo,
+    export_part, get_snapshot, list_snapshots, list_snapshots_where, PartInfo, SnapshotFilter,
+    SnapshotInfo,
 };
 pub use writer::{PartSummary, PartWriter};
 
@@ -179,22 +180,43 @@ pub enum StoreError {
     },
 }
 
-/// Starts a snapshot of `campaign_id` (state `in_progress`) and returns its id.
-pub async fn create_snapshot(
-    pool: &SqlitePool,
-    operation_id: Option<i64>,
-    campaign_id: i64,
-) -> Result<i64, StoreError> {
+/// What a new snapshot is of.
+#[derive(Debug, Clone)]
+pub struct NewSnapshot<'a> {
+    pub operation_id: Option<i64>,
+    /// The operation's stable name.
+    pub operation: &'a str,
+    pub campaign_id: Option<i64>,
+    /// The target's key (`campaign:5/lead:7`).
+    pub target: &'a str,
+    pub target_id: Option<i64>,
+    /// Every part a complete snapshot holds (the operation's capture plan).
+    pub parts: &'a [PartKind],
+}
+
+/// Starts a snapshot (state `in_progress`) and returns its id.
+pub async fn create_snapshot(pool: &SqlitePool, new: &NewSnapshot<'_>) -> Result<i64, StoreError> {
+    let parts: Vec<&str> = new.parts.iter().map(|k| k.as_str()).collect();
     let id = sqlx::query_scalar(
-        "INSERT INTO snapshots (operation_id, campaign_id, state, created_at) \
-         VALUES (?, ?, 'in_progress', ?) RETURNING id",
+        "INSERT INTO snapshots (operation_id, operation, campaign_id, target, target_id, parts, \
+         state, created_at) VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?) RETURNING id",
     )
-    .bind(operation_id)
-    .bind(campaign_id)
+    .bind(new.operation_id)
+    .bind(new.operation)
+    .bind(new.campaign_id)
+    .bind(new.target)
+    .bind(new.target_id)
+    .bind(parts.join(","))
     .bind(format_time(SystemTime::now()))
     .fetch_one(pool)
     .await?;
     Ok(id)
+}
+
+/// The part kinds a snapshot row says it holds when complete (unknown
+/// names are skipped: a newer gateway's parts).
+pub fn expected_parts(parts: &str) -> Vec<PartKind> {
+    parts.split(',').filter_map(PartKind::parse).collect()
 }
 
 /// Records which version of the campaign (SmartLead's `updated_at`) a
@@ -212,27 +234,30 @@ pub async fn set_campaign_version(
     Ok(())
 }
 
-/// The newest `complete` snapshot of `campaign_id` created at or after
-/// `since` (stored time form) that holds the campaign as of `updated_at`:
-/// the data a new capture would read again, if the campaign did not change.
+/// The newest `complete` snapshot for `operation` of `target` created at or
+/// after `since` (stored time form) that holds the campaign as of
+/// `updated_at`: the data a new capture would read again, if the campaign
+/// did not change.
 pub async fn find_reusable(
     pool: &SqlitePool,
-    campaign_id: i64,
+    operation: &str,
+    target: &str,
     updated_at: &str,
     since: &str,
 ) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT id FROM snapshots WHERE campaign_id = ? AND state = 'complete' \
+        "SELECT id FROM snapshots WHERE operation = ? AND target = ? AND state = 'complete' \
          AND campaign_updated_at = ? AND created_at >= ? ORDER BY id DESC LIMIT 1",
     )
-    .bind(campaign_id)
+    .bind(operation)
+    .bind(target)
     .bind(updated_at)
     .bind(since)
     .fetch_optional(pool)
     .await?)
 }
 
-/// Marks a snapshot `complete`, but only if every part in [`PartKind::ALL`] is
+/// Marks a snapshot `complete`, but only if every part its row expects is
 /// present and every part row is `complete`; otherwise nothing changes and the
 /// first missing or unfinished part is named in [`StoreError::Incomplete`].
 pub async fn complete_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<(), StoreError> {
@@ -255,7 +280,11 @@ pub async fn complete_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<()
             .bind(snapshot_id)
             .fetch_all(&mut *tx)
             .await?;
-    for &kind in PartKind::ALL {
+    let expected: String = sqlx::query_scalar("SELECT parts FROM snapshots WHERE id = ?")
+        .bind(snapshot_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    for kind in expected_parts(&expected) {
         let state = parts
             .iter()
             .find(|(k, _)| k == kind.as_str())

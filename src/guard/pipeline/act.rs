@@ -1,5 +1,6 @@
-//! Phase: act as the policy decided (archive instead, forward the delete
-//! after stopping the campaign when asked, deny), or relay SmartLead's 404.
+//! Phase: act as the policy decided (archive or pause instead, forward the
+//! call, after stopping the campaign when asked, deny), or relay SmartLead's
+//! 404.
 
 use bytes::Bytes;
 use http::header;
@@ -14,13 +15,9 @@ impl Run {
         let mut failures = Vec::new();
         for attempt in &self.state.guard.archive_attempts {
             let body = Bytes::from(json!({ "status": attempt.status }).to_string());
+            let path = self.target.render("/campaigns/{campaign}/status");
             let sent = source
-                .send_retrying(
-                    PartKind::Campaign,
-                    attempt.method.clone(),
-                    "/status",
-                    Some(body),
-                )
+                .send_retrying(PartKind::Campaign, attempt.method.clone(), &path, Some(body))
                 .await;
             match sent {
                 Ok(resp) if resp.status().is_success() => {
@@ -58,17 +55,64 @@ impl Run {
         self.refuse(refusal).await
     }
 
-    /// Phase: forward the client's DELETE (optionally stopping the campaign first).
+    /// Phase: pause instead (the campaign, or the lead in the campaign).
+    pub(super) async fn pause(mut self, source: &Source<'_>) -> GuardResponse {
+        let Some((template, body)) = self.op.pause_call() else {
+            let why = format!("{} has no pause", self.op);
+            return self.refuse(GuardError::PauseFailed { why }.into()).await;
+        };
+        let path = self.target.render(template);
+        let body = body.map(|b| Bytes::from_static(b.as_bytes()));
+        let sent = source
+            .send_retrying(PartKind::Campaign, Method::POST, &path, body)
+            .await;
+        let why = match sent {
+            Ok(resp) if resp.status().is_success() => {
+                let status = resp.status().as_u16();
+                self.record.upstream_status = Some(status);
+                self.finish_operation(State::Done, Some(status), None).await;
+                let message = format!(
+                    "{} paused instead of {} (policy {})",
+                    capitalised(&self.what),
+                    match self.op {
+                        Op::CampaignStop => "stopped",
+                        _ => "deleted",
+                    },
+                    self.rule_label()
+                );
+                return self
+                    .answer(StatusCode::OK, "paused", None, |extra| {
+                        json!({"ok": true, "success": true, "message": message, "safedelete": extra})
+                    })
+                    .await;
+            }
+            Ok(resp) => {
+                self.record.upstream_status = Some(resp.status().as_u16());
+                format!("POST {} -> {}", template, resp.status())
+            }
+            Err(e) => format!("POST {template} -> {e}"),
+        };
+        let refusal = Refusal {
+            error: GuardError::PauseFailed { why },
+            upstream_status: self.record.upstream_status,
+        };
+        self.refuse(refusal).await
+    }
+
+    /// Phase: forward the client's call (optionally stopping the campaign
+    /// first), with its body when the route takes one.
     pub(super) async fn allow(
         mut self,
         source: &Source<'_>,
         mut parts: http::request::Parts,
+        body: Bytes,
         stop_first: bool,
     ) -> GuardResponse {
         if stop_first {
             let body = Bytes::from(r#"{"status":"STOPPED"}"#);
+            let path = self.target.render("/campaigns/{campaign}/status");
             let sent = source
-                .send_retrying(PartKind::Campaign, Method::POST, "/status", Some(body))
+                .send_retrying(PartKind::Campaign, Method::POST, &path, Some(body))
                 .await;
             let stopped = match sent {
                 Ok(resp) if resp.status().is_success() => Ok(()),
@@ -80,7 +124,13 @@ impl Run {
             }
         }
         parts.headers.remove(header::CONTENT_LENGTH);
-        let req = Request::from_parts(parts, RequestBody::Empty);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        let body = if body.is_empty() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Full(Some(body))
+        };
+        let req = Request::from_parts(parts, body);
         let state = self.state.clone();
         let sent = tokio::time::timeout(state.first_byte_timeout, state.client.request(req)).await;
         match sent {
@@ -127,10 +177,17 @@ impl Run {
         self.finish_operation(State::Denied, None, None).await;
         self.record.error_kind = Some(ErrorKind::PolicyDenied);
         let rule = self.rule_label();
-        let message = format!(
-            "Deleting campaign {} is denied by policy {rule}. Nothing was deleted.",
-            self.campaign_id
-        );
+        let message = match self.op {
+            Op::CampaignDelete => format!(
+                "Deleting {} is denied by policy {rule}. Nothing was deleted.",
+                self.what
+            ),
+            op => format!(
+                "{} ({op}) on {} is denied by policy {rule}. Nothing was changed.",
+                capitalised(op.spec().act),
+                self.what
+            ),
+        };
         self.answer(StatusCode::FORBIDDEN, "denied", Some(ErrorKind::PolicyDenied), |extra| {
             json!({"ok": false, "success": false, "error": message, "message": message, "safedelete": extra})
         })
@@ -145,5 +202,14 @@ impl Run {
         let audit_id = self.write_audit("refused", None).await;
         add_guard_headers(&mut resp.headers, "refused", audit_id, None);
         resp
+    }
+}
+
+/// `text` with its first letter in capitals.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }

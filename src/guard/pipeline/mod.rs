@@ -1,7 +1,8 @@
-//! The guard pipeline for `DELETE /api/v1/campaigns/{id}`, in the order that
-//! is the product: identify the actor, claim the campaign (single flight),
-//! read the facts ([`facts`]), decide, snapshot ([`snapshot`]), act
-//! ([`act`]), record ([`record`]); one file a phase.
+//! The guard pipeline for every operation in the table
+//! ([`super::operations`]), in the order that is the product: identify the
+//! actor, claim the target (single flight), read the facts ([`facts`]),
+//! decide, snapshot ([`snapshot`]), act ([`act`]), record ([`record`]); one
+//! file a phase.
 //! It runs as its own task, so a client that hangs up cannot stop it halfway.
 //! The client waits at most `guard.answer_within`: a snapshot not complete by
 //! then is refused with 503 `snapshot_pending` and captured on in the
@@ -24,15 +25,17 @@ mod record;
 mod snapshot;
 
 use super::capture::{self, Job};
+use super::classify::Target;
 use super::error::GuardError;
 use super::ledger::{self, BeginError, DecisionRow, NewOperation, State};
-use super::policy::{self, Action, Decision, Facts};
+use super::operations::{Action, Op};
+use super::policy::{self, Decision};
 use crate::audit::{AuditRecord, ErrorKind, OperationKind};
 use crate::proxy::client::RequestBody;
 use crate::proxy::ProxyState;
 use crate::snapshot::fetch::Source;
 use crate::snapshot::store::{self, PartKind};
-use facts::{CampaignFacts, FactsOutcome};
+use facts::{FactsOutcome, Known};
 
 /// The most of a campaign object the gateway reads into memory.
 const FACTS_MAX_BYTES: usize = 4 * 1024 * 1024;
@@ -48,9 +51,12 @@ pub static X_SAFEDELETE_SNAPSHOT_ID: HeaderName =
 
 /// A guarded request, cleaned and pointed at the upstream.
 pub struct GuardInput {
-    pub campaign_id: u64,
-    /// The client's DELETE, ready to forward if the policy allows it.
+    pub op: Op,
+    pub target: Target,
+    /// The client's call, ready to forward if the policy allows it.
     pub parts: http::request::Parts,
+    /// Its body, read whole (empty for routes that take none).
+    pub body: Bytes,
     /// The `api_key` as the client sent it, for the guard's own reads.
     pub api_key_raw: Option<String>,
     /// Full SHA-256 hex of the key, to find the actor.
@@ -66,7 +72,7 @@ pub struct GuardResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// What the guard did: `allowed`, `archived`, `denied` or `refused`.
+    /// What the guard did: `allowed`, `archived`, `paused`, `denied` or `refused`.
     pub action: &'static str,
 }
 
@@ -86,7 +92,7 @@ pub async fn run(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         Ok(resp) => resp,
         Err(err) => {
             tracing::error!(error = %err, "guard pipeline task failed");
-            // Never leave the campaign claimed by a pipeline that is gone.
+            // Never leave the target claimed by a pipeline that is gone.
             if let Err(e) = ledger::fail_by_request(
                 &state.pool,
                 &request_id,
@@ -114,7 +120,12 @@ pub async fn run(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
 /// Everything the phases share.
 struct Run {
     state: Arc<ProxyState>,
-    campaign_id: u64,
+    op: Op,
+    target: Target,
+    /// The target's key (`campaign:5/lead:7`): claimed, recorded, joined on.
+    key: String,
+    /// The target for people (`lead 7 of campaign 5`).
+    what: String,
     operation_id: Option<i64>,
     snapshot_id: Option<i64>,
     decision: Option<Decision>,
@@ -149,13 +160,19 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
     let actor = guard_policy
         .actor_label(input.api_key_sha256.as_deref())
         .to_string();
+    let op = input.op;
+    let key = input.target.key(op);
     let mut record = input.record;
-    record.operation = OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name());
-    record.campaign_id = Some(input.campaign_id as i64);
+    record.operation = OperationKind::Guarded(op.name());
+    record.campaign_id = input.target.campaign_id.map(|c| c as i64);
+    record.target = Some(key.clone());
     record.actor_label = Some(actor.clone());
     let mut run = Run {
         state: state.clone(),
-        campaign_id: input.campaign_id,
+        op,
+        what: input.target.describe(op),
+        target: input.target,
+        key,
         operation_id: None,
         snapshot_id: None,
         decision: None,
@@ -165,101 +182,35 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         heartbeat: None,
         audit_id: None,
     };
-
-    // Single flight: the durable intent, before anything else.
-    let new = NewOperation {
-        kind: OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name()).as_str(),
-        campaign_id: input.campaign_id,
-        request_id: &run.record.request_id,
-        actor_fingerprint: run.record.actor_fingerprint.as_deref(),
-        actor_label: &actor,
-    };
-    // One more claim when the campaign was freed between our claim and our
-    // look at the running captures.
-    let mut claim_again = true;
-    loop {
-        match ledger::begin(&state.pool, &new).await {
-            Ok(id) => {
-                run.operation_id = Some(id);
-                run.heartbeat = Some(Heartbeat::start(state.pool.clone(), id));
-                break;
-            }
-            Err(BeginError::InFlight { campaign_id }) => {
-                // A capture whose client was already answered holds the
-                // claim: join it (wait for it to end), then claim again.
-                if let Some(running) = state.captures.get(campaign_id) {
-                    let snapshot_id = running.snapshot_id;
-                    match tokio::time::timeout_at(run.answer_by, running.settled()).await {
-                        Ok(Ok(())) if tokio::time::Instant::now() < run.answer_by => continue,
-                        Ok(Ok(())) => {}
-                        Ok(Err(why)) => {
-                            state.captures.forget(campaign_id, snapshot_id);
-                            run.snapshot_id = Some(snapshot_id);
-                            let refusal = GuardError::JoinedCaptureFailed { campaign_id, why };
-                            return run.refuse(refusal.into()).await;
-                        }
-                        Err(_) => {}
-                    }
-                    run.snapshot_id = Some(snapshot_id);
-                    let waited = state.guard.answer_within;
-                    return run
-                        .refuse(
-                            GuardError::SnapshotPending {
-                                campaign_id,
-                                snapshot_id,
-                                waited,
-                            }
-                            .into(),
-                        )
-                        .await;
-                }
-                if std::mem::take(&mut claim_again) {
-                    continue;
-                }
-                return run
-                    .refuse(GuardError::InFlight { campaign_id }.into())
-                    .await;
-            }
-            Err(err @ (BeginError::Db(_) | BeginError::Recover(_))) => {
-                tracing::error!(error = %err, "cannot record a guarded operation");
-                return run.refuse(GuardError::CannotClaim.into()).await;
-            }
-        }
+    if let Err(refusal) = run.claim(&actor).await {
+        return run.refuse(refusal).await;
     }
 
+    let claimed_key = run.key.clone();
     let source = Source {
         state: &state,
         pool: &state.pool,
-        campaign_id: input.campaign_id,
+        target: &claimed_key,
         api_key_raw: input.api_key_raw.as_deref(),
         user_agent: input.user_agent.clone(),
         deadline: tokio::time::Instant::now() + state.guard.snapshot_budget,
         budget: state.guard.snapshot_budget,
     };
 
-    let facts = match run.facts(&source).await {
-        Ok(FactsOutcome::Read(facts)) => facts,
+    let known = match run.facts(&source).await {
+        Ok(FactsOutcome::Read(known)) => known,
         Ok(FactsOutcome::Relay(resp)) => return run.relay_not_found(resp).await,
         Err(refusal) => return run.refuse(refusal).await,
     };
-
-    if let Some(rule) = facts.unknowable_deny(&guard_policy.policy) {
+    let facts = known.policy_facts(op, run.target.campaign_id, &actor);
+    if let Some(rule) = guard_policy.policy.unknowable_deny(&facts) {
         let refusal = GuardError::FactMissing {
-            campaign_id: input.campaign_id,
+            target: run.what.clone(),
             rule: rule.to_string(),
         };
         return run.refuse(refusal.into()).await;
     }
-    let decision = policy::evaluate(
-        &guard_policy.policy,
-        &Facts {
-            campaign_id: input.campaign_id,
-            name: facts.name.as_deref(),
-            status: facts.status.as_deref(),
-            client_id: facts.client_id,
-            actor: &actor,
-        },
-    );
+    let decision = policy::evaluate(&guard_policy.policy, &facts);
     run.record_decision(&decision).await;
     run.decision = Some(decision.clone());
     if decision.action == Action::Deny {
@@ -268,7 +219,7 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
 
     if decision.snapshot_required {
         let key = input.api_key_raw.clone();
-        if let Err(refusal) = run.snapshot(&facts, key, input.user_agent.clone()).await {
+        if let Err(refusal) = run.snapshot(&known, key, input.user_agent.clone()).await {
             return run.refuse(refusal).await;
         }
     }
@@ -294,8 +245,76 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
     }
     match decision.action {
         Action::Archive => run.archive(&act).await,
-        Action::Allow => run.allow(&act, input.parts, decision.stop_first).await,
+        Action::Pause => run.pause(&act).await,
+        Action::Allow => {
+            run.allow(&act, input.parts, input.body, decision.stop_first)
+                .await
+        }
         Action::Deny => run.deny().await,
+    }
+}
+
+impl Run {
+    /// Phase: single flight, the durable intent before anything else. A
+    /// capture still running for the target (its client already answered)
+    /// is joined: waited for, then claimed again.
+    async fn claim(&mut self, actor: &str) -> Result<(), Refusal> {
+        let state = self.state.clone();
+        let new = NewOperation {
+            kind: self.op.name(),
+            campaign_id: self.target.campaign_id,
+            target: &self.key,
+            target_id: self.target.object_id(),
+            request_id: &self.record.request_id,
+            actor_fingerprint: self.record.actor_fingerprint.as_deref(),
+            actor_label: actor,
+        };
+        // One more claim when the target was freed between our claim and our
+        // look at the running captures.
+        let mut claim_again = true;
+        loop {
+            match ledger::begin(&state.pool, &new).await {
+                Ok(id) => {
+                    self.operation_id = Some(id);
+                    self.heartbeat = Some(Heartbeat::start(state.pool.clone(), id));
+                    return Ok(());
+                }
+                Err(BeginError::InFlight) => {
+                    if let Some(running) = state.captures.get(&self.key) {
+                        let snapshot_id = running.snapshot_id;
+                        match tokio::time::timeout_at(self.answer_by, running.settled()).await {
+                            Ok(Ok(())) if tokio::time::Instant::now() < self.answer_by => continue,
+                            Ok(Ok(())) => {}
+                            Ok(Err(why)) => {
+                                state.captures.forget(&self.key, snapshot_id);
+                                self.snapshot_id = Some(snapshot_id);
+                                let target = self.what.clone();
+                                return Err(GuardError::JoinedCaptureFailed { target, why }.into());
+                            }
+                            Err(_) => {}
+                        }
+                        self.snapshot_id = Some(snapshot_id);
+                        return Err(GuardError::SnapshotPending {
+                            target: self.what.clone(),
+                            snapshot_id,
+                            waited: state.guard.answer_within,
+                        }
+                        .into());
+                    }
+                    if std::mem::take(&mut claim_again) {
+                        continue;
+                    }
+                    return Err(GuardError::InFlight {
+                        target: self.what.clone(),
+                    }
+                    .into());
+                }
+                Err(err @ (BeginError::Db(_) | BeginError::Recover(_))) => {
+                    tracing::error!(error = %err, "cannot record a guarded operation");
+                    return Err(GuardError::CannotClaim.into());
+                }
+            }
+        }
     }
 }
 

@@ -60,7 +60,7 @@ impl Run {
             self.record.upstream_status = r.upstream_status;
         }
         let kind = e.kind();
-        tracing::warn!(campaign_id = self.campaign_id, error_kind = kind.as_str(), message = %text, "guarded delete refused");
+        tracing::warn!(operation = self.op.name(), target = %self.key, error_kind = kind.as_str(), message = %text, "guarded call refused");
         let message = format!("safedelete: {text}");
         let mut resp = self
             .answer(e.status(), "refused", Some(kind), |extra| {
@@ -106,7 +106,9 @@ impl Run {
         // is complete before the record (which counts its bytes) is written.
         let extra = json!({
             "action": action,
-            "campaign_id": self.campaign_id,
+            "operation": self.op.name(),
+            "target": self.key,
+            "campaign_id": self.target.campaign_id,
             "rule": d.and_then(|d| d.rule.clone()),
             "would_action": d.and_then(|d| d.would_action()),
             "policy_revision": d.map(|d| d.revision.clone()),

@@ -1,37 +1,49 @@
-//! Phase: capture the campaign's data, or use a recent snapshot of the
-//! unchanged campaign; the client is answered within `guard.answer_within`.
+//! Phase: capture what the call would destroy (the operation's capture
+//! plan), or use a recent snapshot of the unchanged campaign; the client is
+//! answered within `guard.answer_within`.
 
 use http::header::HeaderValue;
 
 use super::*;
+use crate::snapshot::store::NewSnapshot;
 
 impl Run {
-    /// Phase: capture every part; the snapshot is complete only when all are
-    /// stored. A recent complete snapshot of the same campaign version is
-    /// used instead. The capture runs in its own task: if it is not complete
-    /// by `answer_by`, the client is refused (503 `snapshot_pending`) and it
-    /// goes on in the background, leaving this operation to end there.
+    /// Phase: capture every part of the plan; the snapshot is complete only
+    /// when all are stored. A recent complete snapshot of the same campaign
+    /// version is used instead. The capture runs in its own task: if it is
+    /// not complete by `answer_by`, the client is refused (503
+    /// `snapshot_pending`) and it goes on in the background, leaving this
+    /// operation to end there.
     pub(super) async fn snapshot(
         &mut self,
-        facts: &CampaignFacts,
+        known: &Known,
         api_key_raw: Option<String>,
         user_agent: Option<HeaderValue>,
     ) -> Result<(), Refusal> {
         self.set_state(State::Snapshotting).await;
         let pool = &self.state.pool;
-        if let Some(id) = self.reusable(facts).await {
+        if let Some(id) = self.reusable(known).await {
             tracing::info!(
-                campaign_id = self.campaign_id,
+                target = %self.key,
                 snapshot_id = id,
                 "using a recent snapshot of the unchanged campaign"
             );
             self.use_snapshot(id).await;
             return Ok(());
         }
-        let id = store::create_snapshot(pool, self.operation_id, self.campaign_id as i64)
+        let parts = self.op.parts();
+        let new = NewSnapshot {
+            operation_id: self.operation_id,
+            operation: self.op.name(),
+            campaign_id: self.target.campaign_id.map(|c| c as i64),
+            target: &self.key,
+            target_id: self.target.object_id().map(|c| c as i64),
+            parts: &parts,
+        };
+        let id = store::create_snapshot(pool, &new)
             .await
             .map_err(|source| GuardError::SnapshotStart { source })?;
-        if let Some(version) = &facts.updated_at {
+        if let Some(version) = &known.updated_at {
             // Without it the snapshot is never reused: no harm beyond a new capture.
             if let Err(err) = store::set_campaign_version(pool, id, version).await {
                 tracing::warn!(error = %err, snapshot_id = id, "cannot record the campaign version");
@@ -40,11 +52,19 @@ impl Run {
         self.use_snapshot(id).await;
         let mut task = capture::spawn(Job {
             state: self.state.clone(),
-            campaign_id: self.campaign_id,
+            op: self.op,
+            target: self.target.clone(),
+            key: self.key.clone(),
             snapshot_id: id,
             api_key_raw,
             user_agent,
-            campaign: facts.raw.clone(),
+            facts: known
+                .reads
+                .iter()
+                .map(|(read, whole)| {
+                    (read.part(), whole.content_type.clone(), whole.body.clone())
+                })
+                .collect(),
         });
         let guard = &self.state.guard;
         // A capture that cannot outlast the wait (answer_within is the whole
@@ -59,7 +79,7 @@ impl Run {
             Err(_) => {
                 self.state.captures.continue_in_background(
                     self.state.clone(),
-                    self.campaign_id,
+                    self.key.clone(),
                     id,
                     self.operation_id,
                     task,
@@ -67,7 +87,7 @@ impl Run {
                 );
                 let waited = self.state.guard.answer_within;
                 return Err(GuardError::SnapshotPending {
-                    campaign_id: self.campaign_id,
+                    target: self.what.clone(),
                     snapshot_id: id,
                     waited,
                 }
@@ -77,26 +97,28 @@ impl Run {
         match capture::outcome(joined, &self.state, id).await {
             Ok(()) => Ok(()),
             Err(source) => Err(GuardError::Capture {
-                campaign_id: self.campaign_id,
+                target: self.what.clone(),
                 source,
             }
             .into()),
         }
     }
 
-    /// A complete snapshot of this campaign taken within
+    /// A complete snapshot for this operation and target taken within
     /// `guard.reuse_snapshot_within` whose campaign `updated_at` is the one
     /// just read. None when SmartLead gave no `updated_at`: then the guard
-    /// cannot tell the campaign did not change.
-    pub(super) async fn reusable(&self, facts: &CampaignFacts) -> Option<i64> {
+    /// cannot tell the campaign did not change. Only whole-campaign
+    /// snapshots are reused (a lead's data has no version to compare).
+    pub(super) async fn reusable(&self, known: &Known) -> Option<i64> {
         let within = self.state.guard.reuse_snapshot_within;
-        let version = facts.updated_at.as_deref()?;
-        if within.is_zero() {
+        let version = known.updated_at.as_deref()?;
+        if within.is_zero() || self.op.parts() != PartKind::CAMPAIGN {
             return None;
         }
         let since = crate::audit::format_time(std::time::SystemTime::now().checked_sub(within)?);
-        match store::find_reusable(&self.state.pool, self.campaign_id as i64, version, &since).await
-        {
+        let found =
+            store::find_reusable(&self.state.pool, self.op.name(), &self.key, version, &since).await;
+        match found {
             Ok(found) => found,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot look for a reusable snapshot; capturing again");

@@ -78,15 +78,16 @@ pub async fn verify_snapshot(
     .bind(snapshot_id)
     .fetch_all(pool)
     .await?;
-    let snapshot_state: String = sqlx::query_scalar("SELECT state FROM snapshots WHERE id = ?")
-        .bind(snapshot_id)
-        .fetch_one(pool)
-        .await?;
+    let (snapshot_state, expected): (String, String) =
+        sqlx::query_as("SELECT state, parts FROM snapshots WHERE id = ?")
+            .bind(snapshot_id)
+            .fetch_one(pool)
+            .await?;
     let mut checks = Vec::with_capacity(parts.len());
     // A complete snapshot has every part, each complete: a missing or
     // relabelled part is damage, not something to skip.
     if snapshot_state == "complete" {
-        for &kind in PartKind::ALL {
+        for kind in super::expected_parts(&expected) {
             match parts.iter().find(|p| p.1 == kind.as_str()) {
                 None => checks.push(PartCheck {
                     snapshot_id,
@@ -211,7 +212,8 @@ pub async fn set_pinned(
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct PruneCandidate {
     pub id: i64,
-    pub campaign_id: i64,
+    pub campaign_id: Option<i64>,
+    pub target: String,
     pub state: String,
     pub created_at: String,
     pub parts: i64,
@@ -228,17 +230,17 @@ pub struct PruneCandidate {
 /// Kept whatever their age:
 /// - pinned snapshots;
 /// - snapshots still being captured (`in_progress`);
-/// - the newest complete snapshot of every campaign the gateway let be
-///   deleted (`allow`), when the delete went through, may have, or is about
-///   to (every state but `denied`/`not_found`/`snapshot_failed`/
-///   `snapshot_pending`): it may be
-///   the only copy of that campaign's data left anywhere;
+/// - the newest complete snapshot of every target (campaign, lead, account,
+///   ...) the gateway let be destroyed (`allow`), when the call went
+///   through, may have, or is about to (every state but `denied`/
+///   `not_found`/`snapshot_failed`/`snapshot_pending`): it may be the only
+///   copy of that data left anywhere;
 /// - the snapshot of any operation that has not finished yet.
 const PRUNABLE: &str = "s.created_at < ?1 AND s.pinned = 0 AND s.state <> 'in_progress' \
      AND s.id NOT IN (SELECT MAX(k.id) FROM snapshots k WHERE k.state = 'complete' \
-       AND k.campaign_id IN (SELECT o.campaign_id FROM operations o WHERE o.action = 'allow' \
+       AND k.target IN (SELECT o.target FROM operations o WHERE o.action = 'allow' \
          AND o.state NOT IN ('denied', 'not_found', 'snapshot_failed', 'snapshot_pending')) \
-       GROUP BY k.campaign_id) \
+       GROUP BY k.target) \
      AND s.id NOT IN (SELECT o.snapshot_id FROM operations o WHERE o.snapshot_id IS NOT NULL \
        AND o.state IN ('received', 'deciding', 'snapshotting', 'acting'))";
 
@@ -249,7 +251,7 @@ pub async fn prune_candidates(
     cutoff: &str,
 ) -> Result<Vec<PruneCandidate>, StoreError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT s.id, s.campaign_id, s.state, s.created_at, \
+        "SELECT s.id, s.campaign_id, s.target, s.state, s.created_at, \
          (SELECT COUNT(*) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS parts, \
          (SELECT COALESCE(SUM(p.chunk_count), 0) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS chunks, \
          (SELECT COALESCE(SUM(p.stored_bytes), 0) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS stored_bytes \

@@ -11,7 +11,13 @@ use super::{PartKind, StoreError, CHUNK_SIZE};
 pub struct SnapshotInfo {
     pub id: i64,
     pub operation_id: Option<i64>,
-    pub campaign_id: i64,
+    /// The operation it was taken for (`campaign.delete`, ...).
+    pub operation: String,
+    pub campaign_id: Option<i64>,
+    /// What it is of (`campaign:5`, `campaign:5/lead:7`, `email_account:9`).
+    pub target: String,
+    /// The target object's own id (lead, account, ...).
+    pub target_id: Option<i64>,
     /// `in_progress`, `complete`, `failed` or `incomplete`.
     pub state: String,
     pub created_at: String,
@@ -24,6 +30,13 @@ pub struct SnapshotInfo {
     /// In the order they were first captured.
     #[sqlx(skip)]
     pub parts: Vec<PartInfo>,
+}
+
+impl SnapshotInfo {
+    /// The start of its exported files' names: `campaign-5`, `campaign-5-lead-7`.
+    pub fn file_stem(&self) -> String {
+        self.target.replace([':', '/'], "-")
+    }
 }
 
 /// One part of a snapshot, as read back.
@@ -41,7 +54,7 @@ pub struct PartInfo {
 }
 
 const SNAPSHOT_COLUMNS: &str =
-    "SELECT id, operation_id, campaign_id, state, created_at, completed_at, error, \
+    "SELECT id, operation_id, operation, campaign_id, target, target_id, state, created_at, completed_at, error, \
      pinned != 0 AS pinned, \
      (SELECT p.rows FROM snapshot_parts p WHERE p.snapshot_id = snapshots.id \
       AND p.kind = 'leads_csv' AND p.state = 'complete') AS leads FROM snapshots";
@@ -52,23 +65,40 @@ pub async fn list_snapshots(
     campaign_id: Option<i64>,
     limit: u32,
 ) -> Result<Vec<SnapshotInfo>, StoreError> {
-    list_snapshots_where(pool, campaign_id, None, limit).await
+    let filter = SnapshotFilter {
+        campaign_id,
+        ..SnapshotFilter::default()
+    };
+    list_snapshots_where(pool, &filter, limit).await
 }
 
-/// Like [`list_snapshots`], also filtered by state.
+/// Which snapshots a listing shows; absent fields do not filter.
+#[derive(Debug, Default, Clone)]
+pub struct SnapshotFilter<'a> {
+    pub campaign_id: Option<i64>,
+    pub state: Option<&'a str>,
+    /// An operation name.
+    pub operation: Option<&'a str>,
+    /// The target object's own id (a lead, an email account, ...).
+    pub target_id: Option<i64>,
+}
+
+/// Like [`list_snapshots`], filtered.
 pub async fn list_snapshots_where(
     pool: &SqlitePool,
-    campaign_id: Option<i64>,
-    state: Option<&str>,
+    filter: &SnapshotFilter<'_>,
     limit: u32,
 ) -> Result<Vec<SnapshotInfo>, StoreError> {
     let mut snapshots: Vec<SnapshotInfo> = sqlx::query_as(&format!(
         "{SNAPSHOT_COLUMNS} WHERE (?1 IS NULL OR campaign_id = ?1) AND (?3 IS NULL OR state = ?3) \
+         AND (?4 IS NULL OR operation = ?4) AND (?5 IS NULL OR target_id = ?5) \
          ORDER BY id DESC LIMIT ?2"
     ))
-    .bind(campaign_id)
+    .bind(filter.campaign_id)
     .bind(i64::from(limit))
-    .bind(state)
+    .bind(filter.state)
+    .bind(filter.operation)
+    .bind(filter.target_id)
     .fetch_all(pool)
     .await?;
     for snapshot in &mut snapshots {
