@@ -26,6 +26,7 @@ mod snapshot;
 use super::capture::{self, Job};
 use super::error::GuardError;
 use super::ledger::{self, BeginError, DecisionRow, NewOperation, State};
+use super::operations::Op;
 use super::policy::{self, Action, Decision, Facts};
 use crate::audit::{AuditRecord, ErrorKind, OperationKind};
 use crate::proxy::client::RequestBody;
@@ -253,11 +254,12 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
     let decision = policy::evaluate(
         &guard_policy.policy,
         &Facts {
-            campaign_id: input.campaign_id,
+            campaign_id: Some(input.campaign_id),
             name: facts.name.as_deref(),
             status: facts.status.as_deref(),
             client_id: facts.client_id,
-            actor: &actor,
+            client_id_known: facts.client_id_known,
+            ..Facts::new(Op::CampaignDelete, &actor)
         },
     );
     run.record_decision(&decision).await;
@@ -295,7 +297,9 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
     match decision.action {
         Action::Archive => run.archive(&act).await,
         Action::Allow => run.allow(&act, input.parts, decision.stop_first).await,
-        Action::Deny => run.deny().await,
+        // campaign.delete has no pause (policy validation refuses it): refuse
+        // rather than guess.
+        Action::Deny | Action::Pause => run.deny().await,
     }
 }
 
