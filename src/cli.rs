@@ -151,6 +151,14 @@ pub enum CliError {
         #[source]
         source: StoreError,
     },
+    /// `policy explain` was given a fact the operation cannot have.
+    #[error("{flag} does not apply to {operation} (its facts: {facts})")]
+    FactDoesNotApply {
+        flag: &'static str,
+        operation: crate::guard::operations::Op,
+        /// The fact flags it does take.
+        facts: String,
+    },
 }
 
 /// Why `safedelete health` found the gateway not ready.

@@ -9,7 +9,7 @@
 mod env;
 mod file;
 mod render;
-mod suggest;
+pub(crate) mod suggest;
 
 use std::fmt;
 use std::net::SocketAddr;

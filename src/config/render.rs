@@ -6,6 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Config, LogFormat, Secret};
+use crate::guard::operations::Op;
+use crate::guard::policy::Policy;
 
 /// The settings a SIGHUP applies to the running gateway; every other change
 /// needs a restart.
@@ -41,6 +43,33 @@ impl Value<'_> {
             Value::Unset => None,
         }
     }
+}
+
+/// The policy as `check-config` shows it: the summary line, then only what
+/// differs from the built-ins (per-operation defaults, and the operations of
+/// rules that cover more than `campaign.delete`), so a policy written before
+/// those existed prints as it always did.
+fn policy_lines(policy: &Policy) -> String {
+    let mut lines = format!(
+        "# policy: default {}, {} rule(s), revision {}\n",
+        policy.default_action().as_str(),
+        policy.rules().len(),
+        policy.revision()
+    );
+    for (op, action) in policy.defaults() {
+        lines.push_str(&format!("# policy default: {op} {action}\n"));
+    }
+    for rule in policy.rules() {
+        if rule.operations != [Op::CampaignDelete] {
+            let names: Vec<&str> = rule.operations.iter().map(|op| op.name()).collect();
+            lines.push_str(&format!(
+                "# policy rule: {} (operations {})\n",
+                rule.name,
+                names.join(", ")
+            ));
+        }
+    }
+    lines
 }
 
 impl Config {
@@ -151,12 +180,7 @@ impl Config {
                 "guard",
                 "policy",
                 Value::Note {
-                    lines: format!(
-                        "# policy: default {}, {} rule(s), revision {}\n",
-                        policy.default_action().as_str(),
-                        policy.rules().len(),
-                        policy.revision()
-                    ),
+                    lines: policy_lines(policy),
                     identity: policy.revision().to_string(),
                 },
             ),

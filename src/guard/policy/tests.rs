@@ -1,4 +1,5 @@
 use super::*;
+use crate::guard::glob::matches as glob_match;
 
 #[derive(Deserialize)]
 struct Wrapper {
@@ -23,11 +24,12 @@ fn error(toml_text: &str) -> String {
 
 fn facts(campaign_id: u64) -> Facts<'static> {
     Facts {
-        campaign_id,
+        campaign_id: Some(campaign_id),
         name: Some("Q1 Outreach"),
         status: Some("ACTIVE"),
         client_id: Some(7),
-        actor: "alice",
+        client_id_known: true,
+        ..Facts::new(Op::CampaignDelete, "alice")
     }
 }
 
@@ -500,11 +502,9 @@ fn explain_names_the_deciding_rule_and_the_first_failing_field() {
     assert_eq!(text, expected);
 
     let nameless = Facts {
-        campaign_id: 5,
-        name: None,
+        campaign_id: Some(5),
         status: Some("ACTIVE"),
-        client_id: None,
-        actor: "bob",
+        ..Facts::new(Op::CampaignDelete, "bob")
     };
     let text = explain(&p, &nameless);
     assert!(
