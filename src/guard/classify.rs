@@ -489,11 +489,28 @@ mod tests {
         classify(&Method::DELETE, path, None, &HeaderMap::new())
     }
 
+    fn campaign_delete(campaign_id: u64) -> Operation {
+        Operation::Guarded(Guarded {
+            op: Op::CampaignDelete,
+            target: Target {
+                campaign_id: Some(campaign_id),
+                ..Target::default()
+            },
+        })
+    }
+
+    fn ambiguous(campaign_id: Option<i64>) -> ClassifyError {
+        ClassifyError::Ambiguous {
+            op: Op::CampaignDelete,
+            campaign_id,
+        }
+    }
+
     #[test]
     fn the_exact_spelling_is_guarded() {
         assert_eq!(
             delete("/api/v1/campaigns/108"),
-            Ok(Operation::DeleteCampaign { campaign_id: 108 })
+            Ok(campaign_delete(108))
         );
     }
 
@@ -501,14 +518,12 @@ mod tests {
     fn ids_beyond_i64_are_refused_not_wrapped() {
         assert_eq!(
             delete("/api/v1/campaigns/9223372036854775807"),
-            Ok(Operation::DeleteCampaign {
-                campaign_id: i64::MAX as u64
-            })
+            Ok(campaign_delete(i64::MAX as u64))
         );
         for id in ["9223372036854775808", "9999999999999999999"] {
             assert_eq!(
                 delete(&format!("/api/v1/campaigns/{id}")),
-                Err(ClassifyError::IdOutOfRange(id.to_string()))
+                Err(ClassifyError::IdOutOfRange(Op::CampaignDelete, id.to_string()))
             );
         }
     }
@@ -525,7 +540,7 @@ mod tests {
         ] {
             assert_eq!(
                 delete(path),
-                Err(ClassifyError::AmbiguousDelete { campaign_id: id }),
+                Err(ambiguous(id)),
                 "{path}"
             );
         }
@@ -555,7 +570,7 @@ mod tests {
         ] {
             let result = delete(path);
             assert!(
-                matches!(result, Err(ClassifyError::AmbiguousDelete { .. })),
+                matches!(result, Err(ClassifyError::Ambiguous { op: Op::CampaignDelete, .. })),
                 "{path}: {result:?}"
             );
         }
@@ -568,16 +583,23 @@ mod tests {
     }
 
     #[test]
-    fn other_deletes_and_other_methods_pass_through() {
+    fn other_deletes_are_unknown_deletes_and_other_methods_pass_through() {
+        let unknown = |path: &str| {
+            Ok(Operation::Guarded(Guarded {
+                op: Op::UnknownDelete,
+                target: Target {
+                    path: Some(path.to_string()),
+                    ..Target::default()
+                },
+            }))
+        };
+        assert_eq!(delete("/api/v1/campaigns"), unknown("/api/v1/campaigns"));
+        assert_eq!(delete("/api/v1/campaigns/108/.."), unknown("/api/v1"));
         assert_eq!(
-            delete("/api/v1/campaigns/108/webhooks"),
-            Ok(Operation::Passthrough)
+            delete("/api/v1/email-accounts/tag-mapping"),
+            unknown("/api/v1/email-accounts/tag-mapping")
         );
-        assert_eq!(delete("/api/v1/campaigns"), Ok(Operation::Passthrough));
-        assert_eq!(
-            delete("/api/v1/campaigns/108/.."),
-            Ok(Operation::Passthrough)
-        );
+        assert_eq!(delete("/other/thing"), Ok(Operation::Passthrough));
         let get = classify(
             &Method::GET,
             "/api/v1/campaigns/108/",
@@ -585,6 +607,134 @@ mod tests {
             &HeaderMap::new(),
         );
         assert_eq!(get, Ok(Operation::Passthrough));
+    }
+
+    fn guarded(method: Method, path: &str, query: Option<&str>) -> Result<Operation, ClassifyError> {
+        classify(&method, path, query, &HeaderMap::new())
+    }
+
+    #[test]
+    fn every_route_of_the_table_is_classified_with_its_target() {
+        let target = |op: Op, t: Target| Ok(Operation::Guarded(Guarded { op, target: t }));
+        let t = |campaign_id: Option<u64>, lead_id: Option<u64>, id: Option<u64>| Target {
+            campaign_id,
+            lead_id,
+            id,
+            ..Target::default()
+        };
+        assert_eq!(
+            guarded(Method::DELETE, "/api/v1/campaigns/5/leads/7", None),
+            target(Op::CampaignLeadDelete, t(Some(5), Some(7), None))
+        );
+        assert_eq!(
+            guarded(Method::POST, "/api/v1/campaigns/5/leads/7/unsubscribe", None),
+            target(Op::CampaignLeadUnsubscribe, t(Some(5), Some(7), None))
+        );
+        assert_eq!(
+            guarded(Method::POST, "/api/v1/leads/7/unsubscribe", None),
+            target(Op::LeadUnsubscribe, t(None, Some(7), None))
+        );
+        assert_eq!(
+            guarded(Method::DELETE, "/api/v1/leads/7", None),
+            target(Op::LeadDelete, t(None, Some(7), None))
+        );
+        assert_eq!(
+            guarded(Method::DELETE, "/api/v1/campaigns/5/webhooks/3", None),
+            target(Op::CampaignWebhookDelete, t(Some(5), None, Some(3)))
+        );
+        assert_eq!(
+            guarded(Method::DELETE, "/api/v1/email-accounts/9", None),
+            target(Op::EmailAccountDelete, t(None, None, Some(9)))
+        );
+        assert_eq!(
+            guarded(Method::DELETE, "/api/v1/lead-list/4", None),
+            target(Op::LeadListDelete, t(None, None, Some(4)))
+        );
+        assert_eq!(
+            guarded(Method::DELETE, "/api/v1/client/api-key/2", None),
+            target(Op::ClientApiKeyDelete, t(None, None, Some(2)))
+        );
+        assert_eq!(
+            guarded(Method::DELETE, "/api/v1/leads/delete-domain-block-list", Some("api_key=k&id=8")),
+            target(Op::DomainBlockDelete, t(None, None, Some(8)))
+        );
+        // The body says the rest.
+        let Ok(Operation::NeedsBody(p)) = guarded(Method::DELETE, "/api/v1/webhook/delete", None) else {
+            panic!("webhook.delete needs its body")
+        };
+        assert_eq!(
+            p.finish(br#"{"id": 3}"#),
+            Ok(Some(Guarded { op: Op::WebhookDelete, target: t(None, None, Some(3)) }))
+        );
+        let Ok(Operation::NeedsBody(p)) = guarded(Method::DELETE, "/api/v1/campaigns/5/email-accounts", None) else {
+            panic!("the removal needs its body")
+        };
+        let got = p.finish(br#"{"email_account_ids": [2, "1", 2]}"#).unwrap().unwrap();
+        assert_eq!(got.target.ids, vec![1, 2]);
+        assert_eq!(got.target.key(got.op), "campaign:5/email_accounts:1,2");
+    }
+
+    #[test]
+    fn bodies_and_query_ids_are_parsed_strictly() {
+        let pending = |method: Method, path: &str| match guarded(method, path, None) {
+            Ok(Operation::NeedsBody(p)) => p,
+            other => panic!("{path}: {other:?}"),
+        };
+        for body in [&b"{"[..], b"[]", br#"{"id": 0}"#, br#"{"id": -1}"#, br#"{"id": 1.5}"#, br#"{"id": "05"}"#, br#"{"id": "5x"}"#, br#"{}"#, br#"{"id": 9223372036854775808}"#] {
+            let r = pending(Method::DELETE, "/api/v1/webhook/delete").finish(body);
+            assert_eq!(r, Err(ClassifyError::BadBody { op: Op::WebhookDelete }), "{}", String::from_utf8_lossy(body));
+        }
+        for body in [&br#"{"email_account_ids": []}"#[..], br#"{"email_account_ids": [1, "x"]}"#, br#"{"email_account_ids": 1}"#] {
+            let r = pending(Method::DELETE, "/api/v1/campaigns/5/email-accounts").finish(body);
+            assert!(matches!(r, Err(ClassifyError::BadBody { .. })), "{}", String::from_utf8_lossy(body));
+        }
+        for query in ["id=8&id=9", "id=08", "id=", "x=1", "id=8x"] {
+            let r = guarded(Method::DELETE, "/api/v1/leads/delete-domain-block-list", Some(query));
+            assert_eq!(r, Err(ClassifyError::BadBody { op: Op::DomainBlockDelete }), "{query}");
+        }
+    }
+
+    #[test]
+    fn a_stop_is_guarded_whatever_its_spelling_and_other_statuses_pass() {
+        let p = || match guarded(Method::POST, "/api/v1/campaigns/5/status", None) {
+            Ok(Operation::NeedsBody(p)) => p,
+            other => panic!("{other:?}"),
+        };
+        for stop in ["STOPPED", "stop", " Stop ", "STOP"] {
+            let body = format!(r#"{{"status": "{stop}"}}"#);
+            let got = p().finish(body.as_bytes()).unwrap().expect(stop);
+            assert_eq!(got.op, Op::CampaignStop);
+        }
+        for other in [r#"{"status": "PAUSED"}"#, r#"{"status": "START"}"#, r#"{}"#] {
+            assert_eq!(p().finish(other.as_bytes()), Ok(None), "{other}");
+        }
+        assert!(p().finish(b"status=STOPPED").is_err());
+        // A stop spelt another way is refused; a pause spelt another way passes.
+        let lenient = || match guarded(Method::PATCH, "/api/v1/campaigns/5/status/", None) {
+            Ok(Operation::NeedsBody(p)) => p,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(lenient().finish(br#"{"status":"STOPPED"}"#), Err(ClassifyError::Ambiguous { op: Op::CampaignStop, .. })));
+        assert_eq!(lenient().finish(br#"{"status":"PAUSED"}"#), Ok(None));
+    }
+
+    #[test]
+    fn spellings_of_every_route_family_are_refused() {
+        for (method, path) in [
+            (Method::DELETE, "/api/v1/campaigns/5/leads/07"),
+            (Method::DELETE, "/API/v1/campaigns/5/leads/7"),
+            (Method::POST, "/api/v1/leads/7/unsubscribe/"),
+            (Method::DELETE, "/api/v1//leads/7"),
+            (Method::DELETE, "/api/v1/campaigns/5/webhooks/3/"),
+            (Method::DELETE, "/api/v1/Email-Accounts/9"),
+            (Method::DELETE, "/api/v1/lead-list/4;x"),
+            (Method::DELETE, "/api/v1/client/api-key/%32"),
+            (Method::DELETE, "/api/v1/webhook/x/../delete"),
+            (Method::DELETE, "/api/v1/campaigns/5/email-accounts/"),
+        ] {
+            let r = guarded(method.clone(), path, Some("id=1"));
+            assert!(matches!(r, Err(ClassifyError::Ambiguous { .. })), "{method} {path}: {r:?}");
+        }
     }
 
     #[test]
@@ -628,7 +778,7 @@ mod tests {
         );
         for path in ["/api/v1/campaigns/101", "/API/v1/campaigns/101/"] {
             let r = classify(&Method::POST, path, None, &h);
-            assert_eq!(r, Err(ClassifyError::FormOnCampaign), "{path}");
+            assert_eq!(r, Err(ClassifyError::FormOnGuardedRoute), "{path}");
         }
         let leads = classify(&Method::POST, "/api/v1/campaigns/101/leads", None, &h);
         assert_eq!(leads, Ok(Operation::Passthrough));

@@ -5,6 +5,19 @@ use sqlx::SqlitePool;
 
 use super::*;
 
+/// A new snapshot of a whole campaign, as `campaign.delete` takes it.
+fn campaign_snapshot(campaign_id: i64) -> NewSnapshot<'static> {
+    let target: &'static str = Box::leak(format!("campaign:{campaign_id}").into_boxed_str());
+    NewSnapshot {
+        operation_id: None,
+        operation: "campaign.delete",
+        campaign_id: Some(campaign_id),
+        target,
+        target_id: None,
+        parts: &PartKind::CAMPAIGN,
+    }
+}
+
 async fn pool(dir: &Path) -> SqlitePool {
     crate::db::open(&dir.join("safedelete.db"))
         .await
@@ -59,7 +72,7 @@ async fn export(
 async fn a_large_part_is_chunked_and_exports_byte_identical() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, None, 101).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(101)).await.expect("create");
     let data = varied_data(CHUNK_SIZE * 7 / 2);
 
     let mut part = PartWriter::begin(&pool, id, PartKind::LeadsCsv, Some("text/csv"), 200)
@@ -112,7 +125,7 @@ async fn a_large_part_is_chunked_and_exports_byte_identical() {
 async fn an_empty_part_stores_no_chunks_and_exports_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, None, 5).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(5)).await.expect("create");
     let summary = write_part(&pool, id, PartKind::Webhooks, b"").await;
     assert_eq!((summary.bytes, summary.chunks), (0, 0));
     assert_eq!(summary.sha256, format!("{:x}", Sha256::digest(b"")));
@@ -126,8 +139,8 @@ async fn an_empty_part_stores_no_chunks_and_exports_nothing() {
 async fn complete_snapshot_requires_all_six_parts_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, None, 7).await.expect("create");
-    for kind in &PartKind::ALL[..5] {
+    let id = create_snapshot(&pool, &campaign_snapshot(7)).await.expect("create");
+    for kind in &PartKind::CAMPAIGN[..5] {
         write_part(&pool, id, *kind, b"{}").await;
     }
 
@@ -175,7 +188,7 @@ async fn complete_snapshot_requires_all_six_parts_complete() {
 async fn a_corrupted_chunk_makes_the_export_fail_naming_snapshot_and_part() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, None, 9).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(9)).await.expect("create");
     let data = varied_data(CHUNK_SIZE + 1000);
     write_part(&pool, id, PartKind::Sequences, &data).await;
 
@@ -217,7 +230,7 @@ async fn a_corrupted_chunk_makes_the_export_fail_naming_snapshot_and_part() {
 async fn export_refuses_unfinished_and_missing_parts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, None, 11).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(11)).await.expect("create");
     let mut part = PartWriter::begin(&pool, id, PartKind::Campaign, None, 200)
         .await
         .expect("begin");
@@ -251,13 +264,13 @@ async fn mark_interrupted_settles_only_unfinished_snapshots() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
 
-    let done = create_snapshot(&pool, None, 1).await.expect("create");
-    for kind in PartKind::ALL {
+    let done = create_snapshot(&pool, &campaign_snapshot(1)).await.expect("create");
+    for &kind in PartKind::CAMPAIGN.iter() {
         write_part(&pool, done, kind, b"[]").await;
     }
     complete_snapshot(&pool, done).await.expect("complete");
 
-    let cut = create_snapshot(&pool, None, 2).await.expect("create");
+    let cut = create_snapshot(&pool, &campaign_snapshot(2)).await.expect("create");
     write_part(&pool, cut, PartKind::Campaign, b"{}").await;
     let mut leads = PartWriter::begin(&pool, cut, PartKind::LeadsCsv, Some("text/csv"), 200)
         .await
@@ -290,7 +303,7 @@ async fn mark_interrupted_settles_only_unfinished_snapshots() {
 async fn fail_snapshot_records_the_error_and_fails_unfinished_parts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, None, 3).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(3)).await.expect("create");
     let _part = PartWriter::begin(&pool, id, PartKind::Campaign, None, 200)
         .await
         .expect("begin");
@@ -321,7 +334,7 @@ async fn fail_snapshot_records_the_error_and_fails_unfinished_parts() {
 async fn a_retried_part_starts_again_from_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, None, 4).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(4)).await.expect("create");
 
     let mut first = PartWriter::begin(&pool, id, PartKind::LeadsCsv, Some("text/csv"), 200)
         .await
@@ -358,9 +371,9 @@ async fn a_retried_part_starts_again_from_nothing() {
 async fn list_snapshots_filters_by_campaign_newest_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let a1 = create_snapshot(&pool, None, 100).await.expect("create");
-    let b1 = create_snapshot(&pool, None, 200).await.expect("create");
-    let a2 = create_snapshot(&pool, None, 100).await.expect("create");
+    let a1 = create_snapshot(&pool, &campaign_snapshot(100)).await.expect("create");
+    let b1 = create_snapshot(&pool, &campaign_snapshot(200)).await.expect("create");
+    let a2 = create_snapshot(&pool, &campaign_snapshot(100)).await.expect("create");
     write_part(&pool, a2, PartKind::Campaign, b"{}").await;
 
     let ids = |v: Vec<SnapshotInfo>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
@@ -383,7 +396,7 @@ async fn list_snapshots_filters_by_campaign_newest_first() {
 
 #[test]
 fn part_kinds_round_trip_and_name_their_files() {
-    for kind in PartKind::ALL {
+    for &kind in PartKind::ALL {
         assert_eq!(PartKind::parse(kind.as_str()), Some(kind));
         assert_eq!(
             serde_json::to_value(kind).expect("serialize"),
@@ -391,9 +404,9 @@ fn part_kinds_round_trip_and_name_their_files() {
         );
     }
     assert_eq!(PartKind::parse("nope"), None);
-    assert_eq!(PartKind::LeadsCsv.file_name(101), "campaign-101-leads.csv");
+    assert_eq!(PartKind::LeadsCsv.file_name("campaign-101"), "campaign-101-leads.csv");
     assert_eq!(
-        PartKind::Sequences.file_name(101),
+        PartKind::Sequences.file_name("campaign-101"),
         "campaign-101-sequences.json"
     );
 }
@@ -405,7 +418,7 @@ async fn only_a_recent_complete_snapshot_of_the_same_campaign_version_is_reusabl
     const V1: &str = "2025-11-25T10:43:46.826Z";
     let long_ago = "2000-01-01T00:00:00.000Z";
 
-    let failed = create_snapshot(&pool, None, 7).await.expect("create");
+    let failed = create_snapshot(&pool, &campaign_snapshot(7)).await.expect("create");
     set_campaign_version(&pool, failed, V1)
         .await
         .expect("version");
@@ -413,20 +426,20 @@ async fn only_a_recent_complete_snapshot_of_the_same_campaign_version_is_reusabl
         .await
         .expect("fail");
     assert_eq!(
-        find_reusable(&pool, 7, V1, long_ago).await.expect("find"),
+        find_reusable(&pool, "campaign.delete", "campaign:7", V1, long_ago).await.expect("find"),
         None
     );
 
-    let done = create_snapshot(&pool, None, 7).await.expect("create");
+    let done = create_snapshot(&pool, &campaign_snapshot(7)).await.expect("create");
     set_campaign_version(&pool, done, V1)
         .await
         .expect("version");
-    for kind in PartKind::ALL {
+    for &kind in PartKind::CAMPAIGN.iter() {
         write_part(&pool, done, kind, b"[]").await;
     }
     complete_snapshot(&pool, done).await.expect("complete");
-    let unversioned = create_snapshot(&pool, None, 7).await.expect("create");
-    for kind in PartKind::ALL {
+    let unversioned = create_snapshot(&pool, &campaign_snapshot(7)).await.expect("create");
+    for &kind in PartKind::CAMPAIGN.iter() {
         write_part(&pool, unversioned, kind, b"[]").await;
     }
     complete_snapshot(&pool, unversioned)
@@ -434,24 +447,24 @@ async fn only_a_recent_complete_snapshot_of_the_same_campaign_version_is_reusabl
         .expect("complete");
 
     assert_eq!(
-        find_reusable(&pool, 7, V1, long_ago).await.expect("find"),
+        find_reusable(&pool, "campaign.delete", "campaign:7", V1, long_ago).await.expect("find"),
         Some(done),
         "the newest complete snapshot of that version, never one without a version"
     );
     let changed = "2025-11-25T10:44:00.000Z";
     assert_eq!(
-        find_reusable(&pool, 7, changed, long_ago)
+        find_reusable(&pool, "campaign.delete", "campaign:7", changed, long_ago)
             .await
             .expect("find"),
         None
     );
     assert_eq!(
-        find_reusable(&pool, 8, V1, long_ago).await.expect("find"),
+        find_reusable(&pool, "campaign.delete", "campaign:8", V1, long_ago).await.expect("find"),
         None
     );
     let future = "2999-01-01T00:00:00.000Z";
     assert_eq!(
-        find_reusable(&pool, 7, V1, future).await.expect("find"),
+        find_reusable(&pool, "campaign.delete", "campaign:7", V1, future).await.expect("find"),
         None,
         "too old"
     );
