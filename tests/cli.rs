@@ -99,6 +99,76 @@ fn policy_explain_refuses_an_invalid_policy_naming_the_rule() {
     assert!(stderr(&out).contains("policy.rules[0]"), "{}", stderr(&out));
 }
 
+#[test]
+fn policy_explain_takes_an_operation_and_its_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_config(
+        dir.path(),
+        &format!(
+            "{POLICY}\n[[policy.rules]]\nname = \"vip-leads\"\naction = \"pause\"\n\
+             operations = [\"campaign.lead.delete\"]\nlead_email = \"*@y.com\"\n"
+        ),
+    );
+    let paused = stdout(&safedelete(
+        &[
+            "policy",
+            "explain",
+            "--operation",
+            "campaign.lead.delete",
+            "--lead-email",
+            "x@y.com",
+        ],
+        &config,
+    ));
+    assert!(
+        paused.starts_with("operation: campaign.lead.delete\n"),
+        "{paused}"
+    );
+    assert!(
+        paused
+            .contains("`protect-flagship` (deny, enforce): does not apply to campaign.lead.delete"),
+        "{paused}"
+    );
+    assert!(
+        paused.contains("decision: pause by rule `vip-leads`"),
+        "{paused}"
+    );
+    let allowed = stdout(&safedelete(
+        &[
+            "policy",
+            "explain",
+            "--operation",
+            "campaign.lead.delete",
+            "--lead-email",
+            "x@z.com",
+        ],
+        &config,
+    ));
+    assert!(
+        allowed.contains("decision: allow by the default for campaign.lead.delete"),
+        "{allowed}"
+    );
+
+    // A fact the operation cannot have, and an operation that does not exist.
+    let out = safedelete(&["policy", "explain", "--lead-email", "x@y.com"], &config);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--lead-email does not apply to campaign.delete"),
+        "{}",
+        stderr(&out)
+    );
+    let out = safedelete(
+        &["policy", "explain", "--operation", "lead.remove"],
+        &config,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("lead.delete") && stderr(&out).contains("unknown.delete"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// A config file shipped in `config/`, by its path in the repository.
 fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -468,3 +468,70 @@ fn a_client_never_waits_longer_than_the_snapshot_budget() {
     let never = load("[guard]\nreuse_snapshot_within = \"0s\"\n", &[]).unwrap();
     assert!(never.guard.reuse_snapshot_within.is_zero());
 }
+
+#[test]
+fn check_config_shows_operation_defaults_and_rule_operations_that_differ_from_the_built_ins() {
+    let policy_lines = |c: &Config| -> Vec<String> {
+        c.render_masked()
+            .lines()
+            .filter(|l| l.starts_with("# policy"))
+            .map(str::to_string)
+            .collect()
+    };
+    let old = "[[policy.rules]]\nname = \"keep\"\naction = \"deny\"\ncampaign_ids = [1]\n";
+    let c = load(old, &[]).unwrap();
+    let revision = c.policy.policy.revision().to_string();
+    // A policy without the new keys shows what it always did.
+    assert_eq!(
+        policy_lines(&c),
+        [format!(
+            "# policy: default archive, 1 rule(s), revision {revision}"
+        )]
+    );
+    let explicit = load(
+        &format!(
+            "{old}operations = [\"campaign.delete\"]\n\n\
+             [policy.defaults]\n\"lead.delete\" = \"allow\"\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(policy_lines(&explicit), policy_lines(&c));
+
+    let c = load(
+        &format!(
+            "{old}\n[[policy.rules]]\nname = \"leads\"\naction = \"pause\"\n\
+             operations = [\"campaign.lead.*\", \"campaign.stop\"]\n\n\
+             [policy.defaults]\n\"email_account.delete\" = \"deny\"\n\
+             \"lead.delete\" = \"allow\"\n\"campaign.lead.delete\" = \"pause\"\n"
+        ),
+        &[],
+    );
+    let err = c.unwrap_err().to_string();
+    assert!(
+        err.starts_with("policy.rules[1] (\"leads\").action: \"pause\" is not an action of campaign.lead.unsubscribe"),
+        "{err}"
+    );
+    let c = load(
+        &format!(
+            "{old}\n[[policy.rules]]\nname = \"leads\"\naction = \"pause\"\n\
+             operations = [\"campaign.lead.delete\", \"campaign.stop\"]\n\n\
+             [policy.defaults]\n\"email_account.delete\" = \"deny\"\n\
+             \"lead.delete\" = \"allow\"\n\"campaign.lead.delete\" = \"pause\"\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    let revision = c.policy.policy.revision();
+    assert_eq!(
+        policy_lines(&c),
+        [
+            format!("# policy: default archive, 2 rule(s), revision {revision}"),
+            "# policy default: campaign.lead.delete pause".to_string(),
+            "# policy default: email_account.delete deny".to_string(),
+            "# policy rule: leads (operations campaign.stop, campaign.lead.delete)".to_string(),
+        ]
+    );
+    // Still a valid config once printed.
+    Config::parse(&c.render_masked()).unwrap();
+}

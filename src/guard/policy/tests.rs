@@ -1,6 +1,8 @@
 use super::*;
 use crate::guard::glob::matches as glob_match;
 
+mod operations;
+
 #[derive(Deserialize)]
 struct Wrapper {
     #[serde(default)]
