@@ -1,14 +1,11 @@
--- no-transaction
 -- Every destructive SmartLead call is guarded, not only campaign deletes:
 -- an operation and its snapshot name their operation (`campaign.delete`,
 -- `campaign.lead.delete`, ...) and their target (`campaign:5/lead:7`, the
 -- key single flight is claimed on; `target_id` is the lead, account, list
 -- or other object's own id), and not every target has a campaign.
--- Rebuilding the two tables (to make `campaign_id` nullable) needs foreign
--- keys off, which SQLite allows only outside a transaction: hence
--- no-transaction, and the explicit one below.
-PRAGMA foreign_keys = OFF;
-BEGIN IMMEDIATE;
+-- Rebuilding the two tables (to make `campaign_id` nullable) drops tables
+-- others reference: migrations run with foreign keys off, and every
+-- reference is checked after them (`db::migrate`).
 
 CREATE TABLE operations_new (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,6 +78,3 @@ CREATE INDEX snapshots_target_id ON snapshots (target_id, id);
 -- existing chains still verify).
 ALTER TABLE audit_events ADD COLUMN target TEXT;
 CREATE INDEX audit_events_target ON audit_events (target, id) WHERE target IS NOT NULL;
-
-COMMIT;
-PRAGMA foreign_keys = ON;

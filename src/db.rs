@@ -204,15 +204,50 @@ fn require_file(path: &Path) -> Result<(), DbError> {
 }
 
 async fn connect(path: &Path, create: bool) -> Result<SqlitePool, DbError> {
-    let pool = SqlitePoolOptions::new()
+    migrate(path, create).await?;
+    SqlitePoolOptions::new()
         .max_connections(4)
-        .connect_with(options(path, create))
+        .connect_with(options(path, false))
+        .await
+        .map_err(|source| open_error(path, source, true))
+}
+
+/// Applies the embedded migrations on a connection of its own with foreign
+/// keys off: a migration that rebuilds a table (SQLite's way to change a
+/// column) must drop the old one while other tables still reference it.
+/// SQLite can only switch foreign keys outside a transaction, and each
+/// migration runs in one, hence the connection. Afterwards every reference
+/// is checked: a migration that broke one is refused.
+async fn migrate(path: &Path, create: bool) -> Result<(), DbError> {
+    // A pool of one: the migrator's futures over a bare connection are not
+    // `Send` for every lifetime, which a spawned gateway needs.
+    let conn = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options(path, create).foreign_keys(false))
         .await
         .map_err(|source| open_error(path, source, true))?;
-    match MIGRATOR.run(&pool).await {
-        Ok(()) => Ok(pool),
-        Err(err) => {
-            pool.close().await;
+    let migrated = MIGRATOR.run(&conn).await;
+    let broken: Result<Vec<(String,)>, _> = match &migrated {
+        Ok(()) => {
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+                .fetch_all(&conn)
+                .await
+        }
+        Err(_) => Ok(Vec::new()),
+    };
+    conn.close().await;
+    match (migrated, broken) {
+        (Ok(()), Ok(broken)) if broken.is_empty() => Ok(()),
+        (Ok(()), Ok(broken)) => Err(DbError::Migrate {
+            path: path.to_path_buf(),
+            source: MigrateError::Execute(sqlx::Error::Protocol(format!(
+                "the migrated database has {} broken reference(s), first in table {}",
+                broken.len(),
+                broken[0].0
+            ))),
+        }),
+        (Ok(()), Err(source)) => Err(open_error(path, source, true)),
+        (Err(err), _) => {
             Err(match err {
                 // Migrating is the first write: a read-only file fails here.
                 MigrateError::Execute(source) if is_access_error(&source) => {

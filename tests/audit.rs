@@ -137,7 +137,8 @@ async fn admin_reports_health_readiness_and_metrics() {
     }
     get(&gw.url("/api/v1/campaigns/424242?api_key=sl_test_key")).await;
     send(
-        Request::delete(gw.url("/api/v1/campaigns/103/webhooks?api_key=sl_test_key"))
+        // Outside /api/, so a plain forwarded DELETE, not a guarded one.
+        Request::delete(gw.url("/v2/things/1?api_key=sl_test_key"))
             .body(Full::new(Bytes::from_static(br#"{"id":987654}"#)))
             .unwrap(),
     )
@@ -432,7 +433,7 @@ async fn with_passthrough_off_only_guarded_requests_are_recorded() {
     let rows = audit_rows(&gw.db_path).await;
     assert_eq!(rows.len(), 1, "only the guarded delete: {rows:?}");
     assert_eq!(rows[0].method, "DELETE");
-    assert_eq!(rows[0].operation, "delete_campaign");
+    assert_eq!(rows[0].operation, "campaign.delete");
     assert_eq!(rows[0].campaign_id, Some(102));
     assert_eq!(summary.audit_records_written, 1);
 }

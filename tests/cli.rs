@@ -337,14 +337,21 @@ async fn snapshots_list_shows_the_complete_snapshot_with_its_parts() {
     let mut rows = table.lines();
     let header = rows.next().unwrap();
     for column in [
-        "ID", "CAMPAIGN", "STATE", "CREATED", "PARTS", "BYTES", "STORED",
+        "ID",
+        "OPERATION",
+        "TARGET",
+        "STATE",
+        "CREATED",
+        "PARTS",
+        "BYTES",
+        "STORED",
     ] {
         assert!(header.contains(column), "{header}");
     }
     let row: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
     assert_eq!(row[0], c.snapshot_id.to_string());
-    assert_eq!(&row[1..3], ["101", "complete"]);
-    assert_eq!(row[4], "6/6");
+    assert_eq!(&row[1..4], ["campaign.delete", "campaign:101", "complete"]);
+    assert_eq!(row[5], "6/6");
     assert!(rows.next().is_none(), "{table}");
 }
 

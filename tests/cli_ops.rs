@@ -478,7 +478,7 @@ async fn snapshots_show_details_parts_and_counts_leads() {
 
     let text = stdout(&w.run(&["snapshots", "show", &s101.to_string()]));
     assert!(
-        text.contains(&format!("snapshot {s101}  campaign 101")),
+        text.contains(&format!("snapshot {s101}  campaign.delete of campaign:101")),
         "{text}"
     );
     assert!(text.contains("state:      complete"), "{text}");

@@ -163,7 +163,7 @@ async fn by_default_a_delete_is_archived_after_the_data_is_captured() {
     assert_eq!(ops[0].actor_label.as_deref(), Some("unknown"));
     let rows = gw.wait_for_audit_rows(1).await;
     let row = rows.iter().find(|r| r.method == "DELETE").unwrap();
-    assert_eq!(row.operation, "delete_campaign");
+    assert_eq!(row.operation, "campaign.delete");
     assert_eq!(row.status, 200);
     assert_eq!(row.campaign_id, Some(101));
 }
@@ -758,7 +758,7 @@ async fn spelling_is_refused(path: &str) {
         .unwrap();
     let rows = gw.wait_for_audit_rows(1).await;
     let row = rows.iter().find(|r| r.id == audit_id).unwrap();
-    assert_eq!(row.operation, "delete_campaign", "{path}");
+    assert_eq!(row.operation, "campaign.delete", "{path}");
     assert_eq!(row.action.as_deref(), Some("refused"), "{path}");
     assert_eq!(row.campaign_id, Some(101), "{path}");
     assert_eq!(row.status, 400);

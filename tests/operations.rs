@@ -44,7 +44,14 @@ fn cases() -> Vec<Case> {
                 "/api/v1/campaigns/101/leads-export",
                 "/api/v1/campaigns/101/analytics",
             ],
-            parts: &["campaign", "leads_csv", "sequences", "email_accounts", "webhooks", "analytics"],
+            parts: &[
+                "campaign",
+                "leads_csv",
+                "sequences",
+                "email_accounts",
+                "webhooks",
+                "analytics",
+            ],
             trick: (Method::DELETE, "/api/v1/campaigns/0101", None),
         },
         Case {
@@ -52,9 +59,23 @@ fn cases() -> Vec<Case> {
             method: Method::POST,
             path: "/api/v1/campaigns/101/status",
             body: Some(r#"{"status":"STOPPED"}"#),
-            reads: &["/api/v1/campaigns/101", "/api/v1/campaigns/101/leads-export"],
-            parts: &["campaign", "leads_csv", "sequences", "email_accounts", "webhooks", "analytics"],
-            trick: (Method::PATCH, "/api/v1/campaigns/101/status/", Some(r#"{"status":"stop"}"#)),
+            reads: &[
+                "/api/v1/campaigns/101",
+                "/api/v1/campaigns/101/leads-export",
+            ],
+            parts: &[
+                "campaign",
+                "leads_csv",
+                "sequences",
+                "email_accounts",
+                "webhooks",
+                "analytics",
+            ],
+            trick: (
+                Method::PATCH,
+                "/api/v1/campaigns/101/status/",
+                Some(r#"{"status":"stop"}"#),
+            ),
         },
         Case {
             op: "campaign.lead.delete",
@@ -68,7 +89,11 @@ fn cases() -> Vec<Case> {
                 "/api/v1/campaigns/101/leads/1010000006/message-history",
             ],
             parts: &["campaign", "lead", "lead_campaigns", "message_history"],
-            trick: (Method::DELETE, "/api/v1/campaigns/101/leads/01010000006", None),
+            trick: (
+                Method::DELETE,
+                "/api/v1/campaigns/101/leads/01010000006",
+                None,
+            ),
         },
         Case {
             op: "campaign.lead.unsubscribe",
@@ -80,14 +105,21 @@ fn cases() -> Vec<Case> {
                 "/api/v1/campaigns/101/leads/1010000006/message-history",
             ],
             parts: &["campaign", "lead", "lead_campaigns", "message_history"],
-            trick: (Method::POST, "/API/v1/campaigns/101/leads/1010000006/unsubscribe", None),
+            trick: (
+                Method::POST,
+                "/API/v1/campaigns/101/leads/1010000006/unsubscribe",
+                None,
+            ),
         },
         Case {
             op: "lead.unsubscribe",
             method: Method::POST,
             path: "/api/v1/leads/1010000006/unsubscribe",
             body: None,
-            reads: &["/api/v1/leads/1010000006", "/api/v1/leads/1010000006/campaigns"],
+            reads: &[
+                "/api/v1/leads/1010000006",
+                "/api/v1/leads/1010000006/campaigns",
+            ],
             parts: &["lead", "lead_campaigns"],
             trick: (Method::POST, "/api/v1/leads/1010000006/unsubscribe/", None),
         },
@@ -96,7 +128,10 @@ fn cases() -> Vec<Case> {
             method: Method::DELETE,
             path: "/api/v1/leads/1010000006",
             body: None,
-            reads: &["/api/v1/leads/1010000006", "/api/v1/leads/1010000006/campaigns"],
+            reads: &[
+                "/api/v1/leads/1010000006",
+                "/api/v1/leads/1010000006/campaigns",
+            ],
             parts: &["lead", "lead_campaigns"],
             trick: (Method::DELETE, "/api/v1//leads/1010000006", None),
         },
@@ -107,14 +142,21 @@ fn cases() -> Vec<Case> {
             body: Some(r#"{"id":10101}"#),
             reads: &["/api/v1/campaigns/101", "/api/v1/campaigns/101/webhooks"],
             parts: &["campaign", "webhooks"],
-            trick: (Method::DELETE, "/api/v1/campaigns/101/webhooks", Some(r#"{"id":"10101x"}"#)),
+            trick: (
+                Method::DELETE,
+                "/api/v1/campaigns/101/webhooks",
+                Some(r#"{"id":"10101x"}"#),
+            ),
         },
         Case {
             op: "campaign.email_accounts.remove",
             method: Method::DELETE,
             path: "/api/v1/campaigns/101/email-accounts",
             body: Some(r#"{"email_account_ids":[9001]}"#),
-            reads: &["/api/v1/campaigns/101", "/api/v1/campaigns/101/email-accounts"],
+            reads: &[
+                "/api/v1/campaigns/101",
+                "/api/v1/campaigns/101/email-accounts",
+            ],
             parts: &["campaign", "email_accounts"],
             trick: (
                 Method::DELETE,
@@ -184,7 +226,9 @@ fn with_key(path: &str) -> String {
 }
 
 async fn call(gw: &Gateway, method: &Method, path: &str, body: Option<&str>) -> Reply {
-    let mut req = Request::builder().method(method.clone()).uri(gw.url(&with_key(path)));
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(gw.url(&with_key(path)));
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
@@ -213,12 +257,13 @@ async fn snapshot(gw: &Gateway, id: i64) -> (String, String, String, Vec<String>
             .fetch_one(&pool)
             .await
             .unwrap();
-    let parts: Vec<String> =
-        sqlx::query_scalar("SELECT kind FROM snapshot_parts WHERE snapshot_id = ? AND state = 'complete' ORDER BY id")
-            .bind(id)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let parts: Vec<String> = sqlx::query_scalar(
+        "SELECT kind FROM snapshot_parts WHERE snapshot_id = ? AND state = 'complete' ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     (op, target, state, parts)
 }
@@ -242,9 +287,24 @@ async fn every_operation_is_captured_before_it_is_forwarded_once() {
         let up = fake().await;
         let mut gw = Gateway::start(&up.url()).await;
         let r = call(&gw, &case.method, case.path, case.body).await;
-        let expected_action = if case.op == "campaign.delete" { "archived" } else { "allowed" };
-        assert_eq!(r.status, 200, "{}: {}", case.op, String::from_utf8_lossy(&r.body));
-        assert_eq!(r.header("x-safedelete-action"), Some(expected_action), "{}", case.op);
+        let expected_action = if case.op == "campaign.delete" {
+            "archived"
+        } else {
+            "allowed"
+        };
+        assert_eq!(
+            r.status,
+            200,
+            "{}: {}",
+            case.op,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(
+            r.header("x-safedelete-action"),
+            Some(expected_action),
+            "{}",
+            case.op
+        );
         let snapshot_id: i64 = r
             .header("x-safedelete-snapshot-id")
             .unwrap_or_else(|| panic!("{}: no snapshot id", case.op))
@@ -267,7 +327,12 @@ async fn every_operation_is_captured_before_it_is_forwarded_once() {
                 assert!(at < calls[0], "{}: {read} read after the call", case.op);
             }
             if let Some(body) = case.body {
-                assert_eq!(requests[calls[0]].body, body.as_bytes(), "{}: body forwarded", case.op);
+                assert_eq!(
+                    requests[calls[0]].body,
+                    body.as_bytes(),
+                    "{}: body forwarded",
+                    case.op
+                );
             }
         }
         let (op, target, state, parts) = snapshot(&gw, snapshot_id).await;
@@ -288,9 +353,22 @@ async fn a_deny_rule_keeps_every_operation_from_reaching_smartlead() {
     let tables = "[policy]\ndefault = \"deny\"\n[[policy.rules]]\nname = \"nothing-destroyed\"\naction = \"deny\"\noperations = [\"*\"]\n";
     for case in cases() {
         let up = fake().await;
-        let mut gw = Gateway::start_with(&up.url(), Extra { tables, ..Extra::default() }).await;
+        let mut gw = Gateway::start_with(
+            &up.url(),
+            Extra {
+                tables,
+                ..Extra::default()
+            },
+        )
+        .await;
         let r = call(&gw, &case.method, case.path, case.body).await;
-        assert_eq!(r.status, 403, "{}: {}", case.op, String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            403,
+            "{}: {}",
+            case.op,
+            String::from_utf8_lossy(&r.body)
+        );
         assert_eq!(r.header("x-safedelete-action"), Some("denied"));
         assert!(r.header("x-safedelete-audit-id").is_some());
         assert!(
@@ -321,7 +399,13 @@ async fn a_failed_capture_refuses_every_operation() {
             },
         });
         let r = call(&gw, &case.method, case.path, case.body).await;
-        assert_eq!(r.status, 502, "{}: {}", case.op, String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            502,
+            "{}: {}",
+            case.op,
+            String::from_utf8_lossy(&r.body)
+        );
         assert_eq!(r.header("x-safedelete-action"), Some("refused"));
         assert!(
             !up.requests().iter().any(|r| r.method != "GET"),
@@ -340,8 +424,18 @@ async fn a_spelling_trick_is_refused_before_anything_reaches_smartlead() {
         up.clear_requests();
         let (method, path, body) = &case.trick;
         let r = call(&gw, method, path, *body).await;
-        assert_eq!(r.status, 400, "{}: {path}: {}", case.op, String::from_utf8_lossy(&r.body));
-        assert!(up.requests().is_empty(), "{}: {path} reached SmartLead", case.op);
+        assert_eq!(
+            r.status,
+            400,
+            "{}: {path}: {}",
+            case.op,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            up.requests().is_empty(),
+            "{}: {path} reached SmartLead",
+            case.op
+        );
         let (op, action, _) = last_audit(&gw).await;
         assert_eq!(op, case.op, "{path}");
         assert_eq!(action.as_deref(), Some("refused"));
@@ -353,9 +447,22 @@ async fn a_spelling_trick_is_refused_before_anything_reaches_smartlead() {
 async fn pause_is_used_instead_of_a_stop_or_a_lead_delete() {
     let tables = "[[policy.rules]]\nname = \"pause-instead\"\naction = \"pause\"\noperations = [\"campaign.stop\", \"campaign.lead.delete\"]\n";
     let up = fake().await;
-    let mut gw = Gateway::start_with(&up.url(), Extra { tables, ..Extra::default() }).await;
+    let mut gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables,
+            ..Extra::default()
+        },
+    )
+    .await;
 
-    let r = call(&gw, &Method::POST, "/api/v1/campaigns/101/status", Some(r#"{"status":"STOPPED"}"#)).await;
+    let r = call(
+        &gw,
+        &Method::POST,
+        "/api/v1/campaigns/101/status",
+        Some(r#"{"status":"STOPPED"}"#),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("x-safedelete-action"), Some("paused"));
     assert_eq!(up.campaign(101).unwrap()["status"], "PAUSED");
@@ -367,7 +474,13 @@ async fn pause_is_used_instead_of_a_stop_or_a_lead_delete() {
         .collect();
     assert_eq!(stops, vec![serde_json::json!({"status": "PAUSED"})]);
 
-    let r = call(&gw, &Method::DELETE, "/api/v1/campaigns/101/leads/1010000006", None).await;
+    let r = call(
+        &gw,
+        &Method::DELETE,
+        "/api/v1/campaigns/101/leads/1010000006",
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("x-safedelete-action"), Some("paused"));
     assert_eq!(up.lead_status(101, LEAD).as_deref(), Some("PAUSED"));
@@ -380,12 +493,24 @@ async fn pause_is_used_instead_of_a_stop_or_a_lead_delete() {
 async fn a_status_change_that_is_not_a_stop_passes_through_unguarded() {
     let up = fake().await;
     let mut gw = Gateway::start(&up.url()).await;
-    let r = call(&gw, &Method::POST, "/api/v1/campaigns/101/status/", Some(r#"{"status":"PAUSED"}"#)).await;
+    let r = call(
+        &gw,
+        &Method::POST,
+        "/api/v1/campaigns/101/status/",
+        Some(r#"{"status":"PAUSED"}"#),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-safedelete-action"), None);
     assert_eq!(up.campaign(101).unwrap()["status"], "PAUSED");
     // A body that cannot be read as JSON could hide a stop: refused.
-    let r = call(&gw, &Method::POST, "/api/v1/campaigns/101/status", Some("{status: STOPPED")).await;
+    let r = call(
+        &gw,
+        &Method::POST,
+        "/api/v1/campaigns/101/status",
+        Some("{status: STOPPED"),
+    )
+    .await;
     assert_eq!(r.status, 400);
     gw.stop().await;
 }
@@ -411,7 +536,11 @@ async fn client_keys_are_redacted_before_their_listing_is_stored() {
         .env("SAFEDELETE_DATABASE", &gw.db_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listing[0]["name"], "Client A");
     assert_eq!(listing[0]["api_key"], "[REDACTED]");
@@ -422,7 +551,13 @@ async fn an_unknown_delete_is_forwarded_and_recorded_uncaptured() {
     let up = fake().await;
     let mut gw = Gateway::start(&up.url()).await;
     let body = r#"{"email_account_ids":[1011],"tag_ids":[3]}"#;
-    let r = call(&gw, &Method::DELETE, "/api/v1/email-accounts/tag-mapping", Some(body)).await;
+    let r = call(
+        &gw,
+        &Method::DELETE,
+        "/api/v1/email-accounts/tag-mapping",
+        Some(body),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("x-safedelete-action"), Some("allowed"));
     assert!(r.header("x-safedelete-snapshot-id").is_none());
@@ -435,7 +570,10 @@ async fn an_unknown_delete_is_forwarded_and_recorded_uncaptured() {
     let (op, action, target) = last_audit(&gw).await;
     assert_eq!(op, "unknown.delete");
     assert_eq!(action.as_deref(), Some("allowed"));
-    assert_eq!(target.as_deref(), Some("path:/api/v1/email-accounts/tag-mapping"));
+    assert_eq!(
+        target.as_deref(),
+        Some("path:/api/v1/email-accounts/tag-mapping")
+    );
     gw.stop().await;
 }
 
@@ -452,7 +590,11 @@ async fn an_account_capture_lists_every_campaign_that_uses_it() {
         .env("SAFEDELETE_DATABASE", &gw.db_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let campaigns: Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids: Vec<u64> = campaigns
         .as_array()
@@ -468,7 +610,17 @@ async fn an_account_capture_lists_every_campaign_that_uses_it() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("email account 9001: 1 guarded operation"), "{text}");
-    assert!(text.contains("email_account.delete of email_account:9001"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("email account 9001: 1 guarded operation"),
+        "{text}"
+    );
+    assert!(
+        text.contains("email_account.delete of email_account:9001"),
+        "{text}"
+    );
 }

@@ -39,7 +39,11 @@ pub async fn part(
     let snapshot_id = parse_id("id", &id)?;
     let kind = PartKind::parse(&kind).ok_or_else(|| ApiError::UnknownPartKind {
         kind,
-        known: PartKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
+        known: PartKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     })?;
     let stem = store::get_snapshot(&state.pool, snapshot_id)
         .await?

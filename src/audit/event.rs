@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn every_field_of_a_record_reaches_its_column() {
-        let mut r = AuditRecord::empty(OperationKind::Guarded(crate::guard::operations::Op::CampaignDelete.name()));
+        let mut r = AuditRecord::empty(OperationKind::Guarded("campaign.delete"));
         r.request_id = "rid".into();
         r.method = "DELETE".into();
         r.path = "/api/v1/campaigns/7".into();
@@ -198,11 +198,13 @@ mod tests {
         r.bytes_out = 12;
         r.error_kind = Some(ErrorKind::PolicyDenied);
         r.detail = Some("note".into());
+        r.target = Some("campaign:7".into());
         let e = StoredEvent::from_record(&mut r);
         let values = e.values();
         assert_eq!(values.len(), COLUMNS.len());
         let at = |name: &str| values[COLUMNS.iter().position(|c| *c == name).unwrap()];
-        assert_eq!(at("operation"), Value::Text(Some("delete_campaign")));
+        assert_eq!(at("operation"), Value::Text(Some("campaign.delete")));
+        assert_eq!(at("target"), Value::Text(Some("campaign:7")));
         assert_eq!(at("campaign_id"), Value::Int(Some(7)));
         assert_eq!(at("action"), Value::Text(Some("denied")));
         assert_eq!(at("status"), Value::Int(Some(403)));
@@ -211,6 +213,7 @@ mod tests {
         assert_eq!(at("detail"), Value::Text(Some("note")));
         assert_eq!(at("hash"), Value::Text(None));
         assert_eq!(e.hashed_values().len(), COLUMNS.len() - CHAIN_LINKS);
-        assert_eq!(COLUMNS[COLUMNS.len() - 3], "detail");
+        assert_eq!(COLUMNS[COLUMNS.len() - 4], "detail");
+        assert_eq!(COLUMNS[COLUMNS.len() - 3], "target");
     }
 }

@@ -275,11 +275,21 @@ async fn redacted(
 const PAGE: usize = 100;
 
 /// Every `offset`/`limit` page of `{"data": [..]}`, stored as one JSON array.
-async fn paged(source: &Source<'_>, id: i64, kind: PartKind, path: &str) -> Result<u64, FetchError> {
+async fn paged(
+    source: &Source<'_>,
+    id: i64,
+    kind: PartKind,
+    path: &str,
+) -> Result<u64, FetchError> {
     let mut items = Vec::new();
     let mut offset = 0usize;
     loop {
-        let page = json(source, kind, &format!("{path}?offset={offset}&limit={PAGE}")).await?;
+        let page = json(
+            source,
+            kind,
+            &format!("{path}?offset={offset}&limit={PAGE}"),
+        )
+        .await?;
         let data = match page {
             Value::Array(a) => a,
             mut other => match other.get_mut("data").map(Value::take) {
@@ -315,10 +325,16 @@ async fn account_campaigns(
         let Some(campaign_id) = campaign.get("id").and_then(Value::as_u64) else {
             continue;
         };
-        let accounts = json(source, kind, &format!("/campaigns/{campaign_id}/email-accounts")).await?;
-        let uses = accounts
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x.get("id").and_then(Value::as_u64) == Some(account)));
+        let accounts = json(
+            source,
+            kind,
+            &format!("/campaigns/{campaign_id}/email-accounts"),
+        )
+        .await?;
+        let uses = accounts.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x.get("id").and_then(Value::as_u64) == Some(account))
+        });
         if uses {
             using.push(serde_json::json!({
                 "id": campaign_id,

@@ -280,10 +280,7 @@ pub fn classify(
     }
     let segments = canonical_segments(path);
     let form = is_form(headers);
-    let Some(rest) = segments
-        .strip_prefix(&["api".to_string(), "v1".to_string()][..])
-        .filter(|_| true)
-    else {
+    let Some(rest) = segments.strip_prefix(&["api".to_string(), "v1".to_string()][..]) else {
         return Ok(unknown_or_passthrough(is_delete, &segments));
     };
     if form && !is_delete && is_campaign_item(rest) {
@@ -310,7 +307,7 @@ pub fn classify(
     if form && route.carried.needs_body() {
         return Err(ClassifyError::FormOnGuardedRoute);
     }
-    let campaign_id = placeholder(route, rest, Seg::Campaign).and_then(|s| leading_id(s));
+    let campaign_id = placeholder(route, rest, Seg::Campaign).and_then(leading_id);
     let exact = is_exact(method, path, route, rest);
     if !exact && route.carried != Carried::BodyStopStatus {
         return Err(ClassifyError::Ambiguous { op, campaign_id });
@@ -508,10 +505,7 @@ mod tests {
 
     #[test]
     fn the_exact_spelling_is_guarded() {
-        assert_eq!(
-            delete("/api/v1/campaigns/108"),
-            Ok(campaign_delete(108))
-        );
+        assert_eq!(delete("/api/v1/campaigns/108"), Ok(campaign_delete(108)));
     }
 
     #[test]
@@ -523,7 +517,10 @@ mod tests {
         for id in ["9223372036854775808", "9999999999999999999"] {
             assert_eq!(
                 delete(&format!("/api/v1/campaigns/{id}")),
-                Err(ClassifyError::IdOutOfRange(Op::CampaignDelete, id.to_string()))
+                Err(ClassifyError::IdOutOfRange(
+                    Op::CampaignDelete,
+                    id.to_string()
+                ))
             );
         }
     }
@@ -538,11 +535,7 @@ mod tests {
             ("/api/v1/campaigns/abc", None),
             ("/api/v1/campaigns/99999999999999999999999/", None),
         ] {
-            assert_eq!(
-                delete(path),
-                Err(ambiguous(id)),
-                "{path}"
-            );
+            assert_eq!(delete(path), Err(ambiguous(id)), "{path}");
         }
     }
 
@@ -570,7 +563,13 @@ mod tests {
         ] {
             let result = delete(path);
             assert!(
-                matches!(result, Err(ClassifyError::Ambiguous { op: Op::CampaignDelete, .. })),
+                matches!(
+                    result,
+                    Err(ClassifyError::Ambiguous {
+                        op: Op::CampaignDelete,
+                        ..
+                    })
+                ),
                 "{path}: {result:?}"
             );
         }
@@ -594,7 +593,10 @@ mod tests {
             }))
         };
         assert_eq!(delete("/api/v1/campaigns"), unknown("/api/v1/campaigns"));
-        assert_eq!(delete("/api/v1/campaigns/108/.."), unknown("/api/v1"));
+        assert_eq!(
+            delete("/api/v1/campaigns/108/.."),
+            unknown("/api/v1/campaigns")
+        );
         assert_eq!(
             delete("/api/v1/email-accounts/tag-mapping"),
             unknown("/api/v1/email-accounts/tag-mapping")
@@ -609,7 +611,11 @@ mod tests {
         assert_eq!(get, Ok(Operation::Passthrough));
     }
 
-    fn guarded(method: Method, path: &str, query: Option<&str>) -> Result<Operation, ClassifyError> {
+    fn guarded(
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Operation, ClassifyError> {
         classify(&method, path, query, &HeaderMap::new())
     }
 
@@ -627,7 +633,11 @@ mod tests {
             target(Op::CampaignLeadDelete, t(Some(5), Some(7), None))
         );
         assert_eq!(
-            guarded(Method::POST, "/api/v1/campaigns/5/leads/7/unsubscribe", None),
+            guarded(
+                Method::POST,
+                "/api/v1/campaigns/5/leads/7/unsubscribe",
+                None
+            ),
             target(Op::CampaignLeadUnsubscribe, t(Some(5), Some(7), None))
         );
         assert_eq!(
@@ -655,21 +665,34 @@ mod tests {
             target(Op::ClientApiKeyDelete, t(None, None, Some(2)))
         );
         assert_eq!(
-            guarded(Method::DELETE, "/api/v1/leads/delete-domain-block-list", Some("api_key=k&id=8")),
+            guarded(
+                Method::DELETE,
+                "/api/v1/leads/delete-domain-block-list",
+                Some("api_key=k&id=8")
+            ),
             target(Op::DomainBlockDelete, t(None, None, Some(8)))
         );
         // The body says the rest.
-        let Ok(Operation::NeedsBody(p)) = guarded(Method::DELETE, "/api/v1/webhook/delete", None) else {
+        let Ok(Operation::NeedsBody(p)) = guarded(Method::DELETE, "/api/v1/webhook/delete", None)
+        else {
             panic!("webhook.delete needs its body")
         };
         assert_eq!(
             p.finish(br#"{"id": 3}"#),
-            Ok(Some(Guarded { op: Op::WebhookDelete, target: t(None, None, Some(3)) }))
+            Ok(Some(Guarded {
+                op: Op::WebhookDelete,
+                target: t(None, None, Some(3))
+            }))
         );
-        let Ok(Operation::NeedsBody(p)) = guarded(Method::DELETE, "/api/v1/campaigns/5/email-accounts", None) else {
+        let Ok(Operation::NeedsBody(p)) =
+            guarded(Method::DELETE, "/api/v1/campaigns/5/email-accounts", None)
+        else {
             panic!("the removal needs its body")
         };
-        let got = p.finish(br#"{"email_account_ids": [2, "1", 2]}"#).unwrap().unwrap();
+        let got = p
+            .finish(br#"{"email_account_ids": [2, "1", 2]}"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(got.target.ids, vec![1, 2]);
         assert_eq!(got.target.key(got.op), "campaign:5/email_accounts:1,2");
     }
@@ -680,17 +703,52 @@ mod tests {
             Ok(Operation::NeedsBody(p)) => p,
             other => panic!("{path}: {other:?}"),
         };
-        for body in [&b"{"[..], b"[]", br#"{"id": 0}"#, br#"{"id": -1}"#, br#"{"id": 1.5}"#, br#"{"id": "05"}"#, br#"{"id": "5x"}"#, br#"{}"#, br#"{"id": 9223372036854775808}"#] {
+        for body in [
+            &b"{"[..],
+            b"[]",
+            br#"{"id": 0}"#,
+            br#"{"id": -1}"#,
+            br#"{"id": 1.5}"#,
+            br#"{"id": "05"}"#,
+            br#"{"id": "5x"}"#,
+            br#"{}"#,
+            br#"{"id": 9223372036854775808}"#,
+        ] {
             let r = pending(Method::DELETE, "/api/v1/webhook/delete").finish(body);
-            assert_eq!(r, Err(ClassifyError::BadBody { op: Op::WebhookDelete }), "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                r,
+                Err(ClassifyError::BadBody {
+                    op: Op::WebhookDelete
+                }),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
-        for body in [&br#"{"email_account_ids": []}"#[..], br#"{"email_account_ids": [1, "x"]}"#, br#"{"email_account_ids": 1}"#] {
+        for body in [
+            &br#"{"email_account_ids": []}"#[..],
+            br#"{"email_account_ids": [1, "x"]}"#,
+            br#"{"email_account_ids": 1}"#,
+        ] {
             let r = pending(Method::DELETE, "/api/v1/campaigns/5/email-accounts").finish(body);
-            assert!(matches!(r, Err(ClassifyError::BadBody { .. })), "{}", String::from_utf8_lossy(body));
+            assert!(
+                matches!(r, Err(ClassifyError::BadBody { .. })),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
         for query in ["id=8&id=9", "id=08", "id=", "x=1", "id=8x"] {
-            let r = guarded(Method::DELETE, "/api/v1/leads/delete-domain-block-list", Some(query));
-            assert_eq!(r, Err(ClassifyError::BadBody { op: Op::DomainBlockDelete }), "{query}");
+            let r = guarded(
+                Method::DELETE,
+                "/api/v1/leads/delete-domain-block-list",
+                Some(query),
+            );
+            assert_eq!(
+                r,
+                Err(ClassifyError::BadBody {
+                    op: Op::DomainBlockDelete
+                }),
+                "{query}"
+            );
         }
     }
 
@@ -714,7 +772,13 @@ mod tests {
             Ok(Operation::NeedsBody(p)) => p,
             other => panic!("{other:?}"),
         };
-        assert!(matches!(lenient().finish(br#"{"status":"STOPPED"}"#), Err(ClassifyError::Ambiguous { op: Op::CampaignStop, .. })));
+        assert!(matches!(
+            lenient().finish(br#"{"status":"STOPPED"}"#),
+            Err(ClassifyError::Ambiguous {
+                op: Op::CampaignStop,
+                ..
+            })
+        ));
         assert_eq!(lenient().finish(br#"{"status":"PAUSED"}"#), Ok(None));
     }
 
@@ -733,7 +797,10 @@ mod tests {
             (Method::DELETE, "/api/v1/campaigns/5/email-accounts/"),
         ] {
             let r = guarded(method.clone(), path, Some("id=1"));
-            assert!(matches!(r, Err(ClassifyError::Ambiguous { .. })), "{method} {path}: {r:?}");
+            assert!(
+                matches!(r, Err(ClassifyError::Ambiguous { .. })),
+                "{method} {path}: {r:?}"
+            );
         }
     }
 

@@ -19,21 +19,14 @@ pub enum GuardError {
     InFlight { target: String },
     #[error("the gateway cannot write its database, so it cannot protect this deletion. Nothing was deleted.")]
     CannotClaim,
-    #[error(
-        "could not read {target} from SmartLead ({source}). Nothing was deleted."
-    )]
+    #[error("could not read {target} from SmartLead ({source}). Nothing was deleted.")]
     FactsUnreadable {
         target: String,
         #[source]
         source: FetchError,
     },
-    #[error(
-        "reading {target} from SmartLead failed ({status}). Nothing was deleted."
-    )]
-    FactsStatus {
-        target: String,
-        status: StatusCode,
-    },
+    #[error("reading {target} from SmartLead failed ({status}). Nothing was deleted.")]
+    FactsStatus { target: String, status: StatusCode },
     #[error("the {target} could not be read completely. Nothing was deleted.")]
     FactsIncomplete { target: String },
     #[error("SmartLead's answer for {target} is not JSON. Nothing was deleted.")]
@@ -179,7 +172,9 @@ mod tests {
     #[test]
     fn every_refusal_says_nothing_was_deleted_or_that_the_snapshot_is_complete() {
         let cases = [
-            GuardError::InFlight { target: "campaign 7".into() },
+            GuardError::InFlight {
+                target: "campaign 7".into(),
+            },
             GuardError::CannotClaim,
             GuardError::FactsStatus {
                 target: "campaign 7".into(),

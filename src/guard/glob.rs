@@ -27,4 +27,3 @@ pub fn matches(pattern: &str, text: &str) -> bool {
     }
     p[pi..].iter().all(|&c| c == '*')
 }
-

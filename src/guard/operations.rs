@@ -278,7 +278,10 @@ const CAMPAIGN_LEAD_FIELDS: &[MatchField] = &[
 const CAMPAIGN_PARTS: &[Step] = &[
     step(PartKind::LeadsCsv, "/campaigns/{campaign}/leads-export"),
     step(PartKind::Sequences, "/campaigns/{campaign}/sequences"),
-    step(PartKind::EmailAccounts, "/campaigns/{campaign}/email-accounts"),
+    step(
+        PartKind::EmailAccounts,
+        "/campaigns/{campaign}/email-accounts",
+    ),
     step(PartKind::Webhooks, "/campaigns/{campaign}/webhooks"),
     step(PartKind::Analytics, "/campaigns/{campaign}/analytics"),
 ];
@@ -533,8 +536,16 @@ pub static SPECS: [Spec; 14] = [
         // (`email-accounts/tag-mapping` as an account id); any other DELETE
         // under /api/ is unknown.delete too.
         routes: &[
-            route(Verb::Delete, &[Lit("email-accounts"), Lit("tag-mapping")], Nothing),
-            route(Verb::Delete, &[Lit("email-accounts"), Lit("unsuspend"), Id], Nothing),
+            route(
+                Verb::Delete,
+                &[Lit("email-accounts"), Lit("tag-mapping")],
+                Nothing,
+            ),
+            route(
+                Verb::Delete,
+                &[Lit("email-accounts"), Lit("unsuspend"), Id],
+                Nothing,
+            ),
         ],
         facts: &[],
         capture: &[],
@@ -573,7 +584,11 @@ impl Spec {
                         Seg::Id => "{id}",
                     })
                     .collect();
-                let query = if r.carried == Carried::QueryId { "?id={id}" } else { "" };
+                let query = if r.carried == Carried::QueryId {
+                    "?id={id}"
+                } else {
+                    ""
+                };
                 format!("`{method} /api/v1/{}{query}`", segs.join("/"))
             })
             .collect();
@@ -582,7 +597,12 @@ impl Spec {
 
     /// What its JSON body must hold, for refusals.
     pub fn body_form(&self) -> &'static str {
-        match self.routes.iter().map(|r| r.carried).find(|c| *c != Carried::Nothing) {
+        match self
+            .routes
+            .iter()
+            .map(|r| r.carried)
+            .find(|c| *c != Carried::Nothing)
+        {
             Some(Carried::BodyId) => "`{\"id\": N}` with N a positive integer",
             Some(Carried::BodyEmailAccountIds) => {
                 "`{\"email_account_ids\": [N, ...]}` with positive integers"
@@ -651,15 +671,17 @@ impl Op {
     /// target in it, and unknown deletes (whose bodies the gateway cannot
     /// judge). Others take none, and none is forwarded.
     pub fn forwards_body(self) -> bool {
-        self == Op::UnknownDelete
-            || self.spec().routes.iter().any(|r| r.carried.needs_body())
+        self == Op::UnknownDelete || self.spec().routes.iter().any(|r| r.carried.needs_body())
     }
 
     /// The call that pauses instead (path template under `/api/v1` and JSON
     /// body), for operations whose alternative is `pause`.
     pub fn pause_call(self) -> Option<(&'static str, Option<&'static str>)> {
         match self {
-            Op::CampaignStop => Some(("/campaigns/{campaign}/status", Some(r#"{"status":"PAUSED"}"#))),
+            Op::CampaignStop => Some((
+                "/campaigns/{campaign}/status",
+                Some(r#"{"status":"PAUSED"}"#),
+            )),
             Op::CampaignLeadDelete => Some(("/campaigns/{campaign}/leads/{lead}/pause", None)),
             _ => None,
         }

@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
@@ -230,7 +230,9 @@ impl ProxyService {
         ) {
             Ok(op) => op,
             Err(err) => match err.operation() {
-                Some(op) => return Box::pin(self.refuse_guarded(op, err, tracker, request_id)).await,
+                Some(op) => {
+                    return Box::pin(self.refuse_guarded(op, err, tracker, request_id)).await
+                }
                 None => return self.fail(err.into(), tracker, &request_id),
             },
         };
@@ -260,7 +262,16 @@ impl ProxyService {
             }
             Operation::Guarded(guarded) => {
                 // Boxed, so that passthrough requests do not carry its state.
-                return Box::pin(self.guarded(guarded, parts, body, redacted, tracker, request_id, client_version)).await;
+                return Box::pin(self.guarded(
+                    guarded,
+                    parts,
+                    body,
+                    redacted,
+                    tracker,
+                    request_id,
+                    client_version,
+                ))
+                .await;
             }
             Operation::NeedsBody(pending) => {
                 let bytes = match self.read_small_body(body, &mut tracker).await {
@@ -273,9 +284,20 @@ impl ProxyService {
                     Ok(None) => RequestBody::Full(Some(bytes)),
                     Ok(Some(guarded)) => {
                         let body = GuardBody::Read(bytes);
-                        return Box::pin(self.guarded(guarded, parts, body, redacted, tracker, request_id, client_version)).await;
+                        return Box::pin(self.guarded(
+                            guarded,
+                            parts,
+                            body,
+                            redacted,
+                            tracker,
+                            request_id,
+                            client_version,
+                        ))
+                        .await;
                     }
-                    Err(err) => return Box::pin(self.refuse_guarded(op, err, tracker, request_id)).await,
+                    Err(err) => {
+                        return Box::pin(self.refuse_guarded(op, err, tracker, request_id)).await
+                    }
                 }
             }
         };
@@ -346,7 +368,9 @@ impl ProxyService {
             GuardBody::Read(bytes) => bytes,
             // Only the routes that take a body, and unknown deletes (whose
             // bodies the gateway cannot judge), forward one.
-            GuardBody::Unread(incoming) if guarded.op.forwards_body() && !incoming.is_end_stream() => {
+            GuardBody::Unread(incoming)
+                if guarded.op.forwards_body() && !incoming.is_end_stream() =>
+            {
                 match self.read_small_body(incoming, &mut tracker).await {
                     Ok(bytes) => bytes,
                     Err(err) => return self.fail(err, tracker, &request_id),
@@ -358,7 +382,9 @@ impl ProxyService {
         if api_key.is_none() {
             // A key only in the JSON body: the guard's own reads send it in the query.
             api_key = body_api_key(&body).map(|key| {
-                let raw = percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC).to_string();
+                let raw =
+                    percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string();
                 (key, raw)
             });
         }

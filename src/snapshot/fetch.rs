@@ -88,16 +88,15 @@ pub struct Source<'a> {
 impl Source<'_> {
     /// A request to SmartLead at `path` under `/api/v1` (which may carry a
     /// query), never logged: it holds the key.
-    pub fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Request<RequestBody> {
+    pub fn request(&self, method: Method, path: &str, body: Option<Bytes>) -> Request<RequestBody> {
         let s = self.state;
         let mut target = format!("/api/v1{path}");
         if let Some(key) = self.api_key_raw {
-            target.push_str(if path.contains('?') { "&api_key=" } else { "?api_key=" });
+            target.push_str(if path.contains('?') {
+                "&api_key="
+            } else {
+                "?api_key="
+            });
             target.push_str(key);
         }
         let uri = Uri::builder()

@@ -17,7 +17,12 @@ impl Run {
             let body = Bytes::from(json!({ "status": attempt.status }).to_string());
             let path = self.target.render("/campaigns/{campaign}/status");
             let sent = source
-                .send_retrying(PartKind::Campaign, attempt.method.clone(), &path, Some(body))
+                .send_retrying(
+                    PartKind::Campaign,
+                    attempt.method.clone(),
+                    &path,
+                    Some(body),
+                )
                 .await;
             match sent {
                 Ok(resp) if resp.status().is_success() => {

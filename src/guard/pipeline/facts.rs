@@ -119,7 +119,11 @@ impl Run {
             if status == StatusCode::NOT_FOUND || status == StatusCode::UNAUTHORIZED {
                 self.record.upstream_status = Some(status.as_u16());
                 let mut headers = HeaderMap::new();
-                if let Some(ct) = whole.content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+                if let Some(ct) = whole
+                    .content_type
+                    .as_deref()
+                    .and_then(|c| HeaderValue::from_str(c).ok())
+                {
                     headers.insert(header::CONTENT_TYPE, ct);
                 }
                 headers.insert(

@@ -61,9 +61,7 @@ impl Run {
             facts: known
                 .reads
                 .iter()
-                .map(|(read, whole)| {
-                    (read.part(), whole.content_type.clone(), whole.body.clone())
-                })
+                .map(|(read, whole)| (read.part(), whole.content_type.clone(), whole.body.clone()))
                 .collect(),
         });
         let guard = &self.state.guard;
@@ -117,7 +115,8 @@ impl Run {
         }
         let since = crate::audit::format_time(std::time::SystemTime::now().checked_sub(within)?);
         let found =
-            store::find_reusable(&self.state.pool, self.op.name(), &self.key, version, &since).await;
+            store::find_reusable(&self.state.pool, self.op.name(), &self.key, version, &since)
+                .await;
         match found {
             Ok(found) => found,
             Err(err) => {

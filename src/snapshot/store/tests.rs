@@ -72,7 +72,9 @@ async fn export(
 async fn a_large_part_is_chunked_and_exports_byte_identical() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, &campaign_snapshot(101)).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(101))
+        .await
+        .expect("create");
     let data = varied_data(CHUNK_SIZE * 7 / 2);
 
     let mut part = PartWriter::begin(&pool, id, PartKind::LeadsCsv, Some("text/csv"), 200)
@@ -125,7 +127,9 @@ async fn a_large_part_is_chunked_and_exports_byte_identical() {
 async fn an_empty_part_stores_no_chunks_and_exports_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, &campaign_snapshot(5)).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(5))
+        .await
+        .expect("create");
     let summary = write_part(&pool, id, PartKind::Webhooks, b"").await;
     assert_eq!((summary.bytes, summary.chunks), (0, 0));
     assert_eq!(summary.sha256, format!("{:x}", Sha256::digest(b"")));
@@ -139,7 +143,9 @@ async fn an_empty_part_stores_no_chunks_and_exports_nothing() {
 async fn complete_snapshot_requires_all_six_parts_complete() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, &campaign_snapshot(7)).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(7))
+        .await
+        .expect("create");
     for kind in &PartKind::CAMPAIGN[..5] {
         write_part(&pool, id, *kind, b"{}").await;
     }
@@ -188,7 +194,9 @@ async fn complete_snapshot_requires_all_six_parts_complete() {
 async fn a_corrupted_chunk_makes_the_export_fail_naming_snapshot_and_part() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, &campaign_snapshot(9)).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(9))
+        .await
+        .expect("create");
     let data = varied_data(CHUNK_SIZE + 1000);
     write_part(&pool, id, PartKind::Sequences, &data).await;
 
@@ -230,7 +238,9 @@ async fn a_corrupted_chunk_makes_the_export_fail_naming_snapshot_and_part() {
 async fn export_refuses_unfinished_and_missing_parts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, &campaign_snapshot(11)).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(11))
+        .await
+        .expect("create");
     let mut part = PartWriter::begin(&pool, id, PartKind::Campaign, None, 200)
         .await
         .expect("begin");
@@ -264,13 +274,17 @@ async fn mark_interrupted_settles_only_unfinished_snapshots() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
 
-    let done = create_snapshot(&pool, &campaign_snapshot(1)).await.expect("create");
+    let done = create_snapshot(&pool, &campaign_snapshot(1))
+        .await
+        .expect("create");
     for &kind in PartKind::CAMPAIGN.iter() {
         write_part(&pool, done, kind, b"[]").await;
     }
     complete_snapshot(&pool, done).await.expect("complete");
 
-    let cut = create_snapshot(&pool, &campaign_snapshot(2)).await.expect("create");
+    let cut = create_snapshot(&pool, &campaign_snapshot(2))
+        .await
+        .expect("create");
     write_part(&pool, cut, PartKind::Campaign, b"{}").await;
     let mut leads = PartWriter::begin(&pool, cut, PartKind::LeadsCsv, Some("text/csv"), 200)
         .await
@@ -303,7 +317,9 @@ async fn mark_interrupted_settles_only_unfinished_snapshots() {
 async fn fail_snapshot_records_the_error_and_fails_unfinished_parts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, &campaign_snapshot(3)).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(3))
+        .await
+        .expect("create");
     let _part = PartWriter::begin(&pool, id, PartKind::Campaign, None, 200)
         .await
         .expect("begin");
@@ -334,7 +350,9 @@ async fn fail_snapshot_records_the_error_and_fails_unfinished_parts() {
 async fn a_retried_part_starts_again_from_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let id = create_snapshot(&pool, &campaign_snapshot(4)).await.expect("create");
+    let id = create_snapshot(&pool, &campaign_snapshot(4))
+        .await
+        .expect("create");
 
     let mut first = PartWriter::begin(&pool, id, PartKind::LeadsCsv, Some("text/csv"), 200)
         .await
@@ -371,9 +389,15 @@ async fn a_retried_part_starts_again_from_nothing() {
 async fn list_snapshots_filters_by_campaign_newest_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool(dir.path()).await;
-    let a1 = create_snapshot(&pool, &campaign_snapshot(100)).await.expect("create");
-    let b1 = create_snapshot(&pool, &campaign_snapshot(200)).await.expect("create");
-    let a2 = create_snapshot(&pool, &campaign_snapshot(100)).await.expect("create");
+    let a1 = create_snapshot(&pool, &campaign_snapshot(100))
+        .await
+        .expect("create");
+    let b1 = create_snapshot(&pool, &campaign_snapshot(200))
+        .await
+        .expect("create");
+    let a2 = create_snapshot(&pool, &campaign_snapshot(100))
+        .await
+        .expect("create");
     write_part(&pool, a2, PartKind::Campaign, b"{}").await;
 
     let ids = |v: Vec<SnapshotInfo>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
@@ -404,7 +428,10 @@ fn part_kinds_round_trip_and_name_their_files() {
         );
     }
     assert_eq!(PartKind::parse("nope"), None);
-    assert_eq!(PartKind::LeadsCsv.file_name("campaign-101"), "campaign-101-leads.csv");
+    assert_eq!(
+        PartKind::LeadsCsv.file_name("campaign-101"),
+        "campaign-101-leads.csv"
+    );
     assert_eq!(
         PartKind::Sequences.file_name("campaign-101"),
         "campaign-101-sequences.json"
@@ -418,7 +445,9 @@ async fn only_a_recent_complete_snapshot_of_the_same_campaign_version_is_reusabl
     const V1: &str = "2025-11-25T10:43:46.826Z";
     let long_ago = "2000-01-01T00:00:00.000Z";
 
-    let failed = create_snapshot(&pool, &campaign_snapshot(7)).await.expect("create");
+    let failed = create_snapshot(&pool, &campaign_snapshot(7))
+        .await
+        .expect("create");
     set_campaign_version(&pool, failed, V1)
         .await
         .expect("version");
@@ -426,11 +455,15 @@ async fn only_a_recent_complete_snapshot_of_the_same_campaign_version_is_reusabl
         .await
         .expect("fail");
     assert_eq!(
-        find_reusable(&pool, "campaign.delete", "campaign:7", V1, long_ago).await.expect("find"),
+        find_reusable(&pool, "campaign.delete", "campaign:7", V1, long_ago)
+            .await
+            .expect("find"),
         None
     );
 
-    let done = create_snapshot(&pool, &campaign_snapshot(7)).await.expect("create");
+    let done = create_snapshot(&pool, &campaign_snapshot(7))
+        .await
+        .expect("create");
     set_campaign_version(&pool, done, V1)
         .await
         .expect("version");
@@ -438,7 +471,9 @@ async fn only_a_recent_complete_snapshot_of_the_same_campaign_version_is_reusabl
         write_part(&pool, done, kind, b"[]").await;
     }
     complete_snapshot(&pool, done).await.expect("complete");
-    let unversioned = create_snapshot(&pool, &campaign_snapshot(7)).await.expect("create");
+    let unversioned = create_snapshot(&pool, &campaign_snapshot(7))
+        .await
+        .expect("create");
     for &kind in PartKind::CAMPAIGN.iter() {
         write_part(&pool, unversioned, kind, b"[]").await;
     }
@@ -447,7 +482,9 @@ async fn only_a_recent_complete_snapshot_of_the_same_campaign_version_is_reusabl
         .expect("complete");
 
     assert_eq!(
-        find_reusable(&pool, "campaign.delete", "campaign:7", V1, long_ago).await.expect("find"),
+        find_reusable(&pool, "campaign.delete", "campaign:7", V1, long_ago)
+            .await
+            .expect("find"),
         Some(done),
         "the newest complete snapshot of that version, never one without a version"
     );
@@ -459,12 +496,16 @@ async fn only_a_recent_complete_snapshot_of_the_same_campaign_version_is_reusabl
         None
     );
     assert_eq!(
-        find_reusable(&pool, "campaign.delete", "campaign:8", V1, long_ago).await.expect("find"),
+        find_reusable(&pool, "campaign.delete", "campaign:8", V1, long_ago)
+            .await
+            .expect("find"),
         None
     );
     let future = "2999-01-01T00:00:00.000Z";
     assert_eq!(
-        find_reusable(&pool, "campaign.delete", "campaign:7", V1, future).await.expect("find"),
+        find_reusable(&pool, "campaign.delete", "campaign:7", V1, future)
+            .await
+            .expect("find"),
         None,
         "too old"
     );
