@@ -12,8 +12,9 @@
 //!   redaction, the batch writer with its gap records, the hash chain and queries.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: lock-free counters rendered as Prometheus text.
-//! - [`guard`]: the deletion guard: classification, policy, the guarded pipeline.
-//! - [`snapshot`]: capturing a campaign's data into checksummed, compressed chunks.
+//! - [`guard`]: the deletion guard: the operation table, classification, policy, the
+//!   guarded pipeline, the durable operation rows (ledger), history.
+//! - [`snapshot`]: reading what a call would destroy into checksummed, compressed chunks.
 //! - [`digest`]: SHA-256 and hex, the one digest helper.
 //! - [`db`]: the SQLite pool (read-write, or read-only for the commands that only read), embedded migrations, private file modes.
 //! - [`sync`]: a mutex lock that survives a panicked holder.

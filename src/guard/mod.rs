@@ -1,6 +1,8 @@
-//! The deletion guard: which requests are destructive ([`classify`]), the
-//! team's policy ([`policy`]), and the ordered pipeline that captures a
-//! campaign's data before anything destroys it; every refusal is one
+//! The deletion guard. [`operations`] is THE table of destructive SmartLead
+//! calls (routes, facts, capture plans, alternatives, match fields);
+//! [`classify`] reads requests by it, [`policy`] decides (pure), and the
+//! ordered [`pipeline`] claims the target ([`ledger`]), captures what the
+//! call would destroy ([`capture`]) and acts. Every refusal is one
 //! [`error::GuardError`], mapped to a response in one place.
 
 pub mod capture;
