@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::process;
 use common::*;
 use fake_smartlead::{FakeHandle, Fault, FaultRule, RecordedRequest};
 use http::{Method, Request};
@@ -240,6 +241,22 @@ async fn call(gw: &Gateway, method: &Method, path: &str, body: Option<&str>) -> 
 fn is_the_call(case: &Case, r: &RecordedRequest) -> bool {
     let path = case.path.split('?').next().unwrap();
     r.method == case.method.as_str() && r.path() == path
+}
+
+/// Runs the `safedelete` command on the gateway's database; fails the test
+/// when it fails.
+fn cli(gw: &Gateway, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_safedelete"))
+        .args(args)
+        .env("SAFEDELETE_DATABASE", &gw.db_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 async fn fake() -> FakeHandle {
@@ -526,22 +543,16 @@ async fn client_keys_are_redacted_before_their_listing_is_stored() {
     let bytes = std::fs::read(&gw.db_path).unwrap();
     for key in ["clk_live_A_0123456789abcdef", "clk_live_B_fedcba9876543210"] {
         assert!(
-            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            !process::contains(&bytes, key.as_bytes()),
             "{key} is in the database"
         );
     }
     // The listing itself is there, with the key replaced.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_safedelete"))
-        .args(["snapshots", "export", "1", "--part", "client_api_keys"])
-        .env("SAFEDELETE_DATABASE", &gw.db_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = cli(
+        &gw,
+        &["snapshots", "export", "1", "--part", "client_api_keys"],
     );
-    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listing: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(listing[0]["name"], "Client A");
     assert_eq!(listing[0]["api_key"], "[REDACTED]");
 }
@@ -585,17 +596,11 @@ async fn an_account_capture_lists_every_campaign_that_uses_it() {
     assert_eq!(r.status, 200);
     let id = r.header("x-safedelete-snapshot-id").unwrap().to_string();
     gw.stop().await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_safedelete"))
-        .args(["snapshots", "export", &id, "--part", "account_campaigns"])
-        .env("SAFEDELETE_DATABASE", &gw.db_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = cli(
+        &gw,
+        &["snapshots", "export", &id, "--part", "account_campaigns"],
     );
-    let campaigns: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let campaigns: Value = serde_json::from_slice(&out).unwrap();
     let ids: Vec<u64> = campaigns
         .as_array()
         .unwrap()
@@ -604,17 +609,8 @@ async fn an_account_capture_lists_every_campaign_that_uses_it() {
         .collect();
     assert_eq!(ids, vec![102, 101]);
     // History by account and by lead.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_safedelete"))
-        .args(["history", "--email-account", "9001"])
-        .env("SAFEDELETE_DATABASE", &gw.db_path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli(&gw, &["history", "--email-account", "9001"]);
+    let text = String::from_utf8_lossy(&out);
     assert!(
         text.contains("email account 9001: 1 guarded operation"),
         "{text}"

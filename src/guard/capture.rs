@@ -255,6 +255,20 @@ async fn json(source: &Source<'_>, kind: PartKind, path: &str) -> Result<Value, 
     serde_json::from_slice(&whole.body).map_err(|_| FetchError::NotJson { kind })
 }
 
+/// Stores a JSON document the capture built as the `kind` part.
+async fn store_json(
+    source: &Source<'_>,
+    id: i64,
+    kind: PartKind,
+    value: &impl serde::Serialize,
+) -> Result<u64, FetchError> {
+    let bytes = serde_json::to_vec(value).expect("a JSON value always serializes");
+    let stored = source
+        .store_bytes(id, kind, Some("application/json"), &bytes)
+        .await?;
+    Ok(stored.bytes)
+}
+
 /// One GET whose secret fields are replaced before it is stored.
 async fn redacted(
     source: &Source<'_>,
@@ -264,11 +278,7 @@ async fn redacted(
 ) -> Result<u64, FetchError> {
     let mut value = json(source, kind, path).await?;
     crate::audit::redact::redact_json_secrets(&mut value);
-    let bytes = serde_json::to_vec(&value).expect("a JSON value always serializes");
-    let stored = source
-        .store_bytes(id, kind, Some("application/json"), &bytes)
-        .await?;
-    Ok(stored.bytes)
+    store_json(source, id, kind, &value).await
 }
 
 /// Page size of paged reads (SmartLead's largest).
@@ -304,11 +314,7 @@ async fn paged(
         }
         offset += n;
     }
-    let bytes = serde_json::to_vec(&items).expect("a JSON value always serializes");
-    let stored = source
-        .store_bytes(id, kind, Some("application/json"), &bytes)
-        .await?;
-    Ok(stored.bytes)
+    store_json(source, id, kind, &items).await
 }
 
 /// The campaigns whose sender accounts include `account`: SmartLead has no
@@ -343,9 +349,5 @@ async fn account_campaigns(
             }));
         }
     }
-    let bytes = serde_json::to_vec(&using).expect("a JSON value always serializes");
-    let stored = source
-        .store_bytes(id, kind, Some("application/json"), &bytes)
-        .await?;
-    Ok(stored.bytes)
+    store_json(source, id, kind, &using).await
 }

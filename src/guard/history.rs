@@ -6,6 +6,7 @@
 use serde::Serialize;
 use sqlx::SqlitePool;
 
+use super::operations::{Op, Seg, Verb};
 use crate::snapshot::store::{self, SnapshotInfo, StoreError};
 
 /// One guarded operation, as operators read it.
@@ -99,14 +100,25 @@ pub enum HistoryError {
 }
 
 /// Which operations are about the subject: a campaign's by its column; a
-/// lead's or an account's by the target object id, and for an account also
-/// the removals from campaigns that named it (`email_accounts:1,2`).
-const OPERATIONS_OF: &str = "(?1 = 'campaign' AND campaign_id = ?2) \
-     OR (?1 = 'lead' AND target_id = ?2 AND kind IN ('campaign.lead.delete', \
-         'campaign.lead.unsubscribe', 'lead.delete', 'lead.unsubscribe')) \
-     OR (?1 = 'email_account' AND ((kind = 'email_account.delete' AND target_id = ?2) \
-         OR (kind = 'campaign.email_accounts.remove' AND ',' || \
-             substr(target, instr(target, 'email_accounts:') + 15) || ',' LIKE '%,' || ?2 || ',%')))";
+/// lead's by the target object id of the operations whose routes name a
+/// lead (from the table); an account's by its deletion's id, and the
+/// removals from campaigns that named it (`email_accounts:1,2`).
+fn operations_of() -> String {
+    let lead_ops: Vec<String> = Op::all()
+        .filter(|op| op.spec().routes.iter().any(|r| r.path.contains(&Seg::Lead)))
+        .map(|op| format!("'{}'", op.name()))
+        .collect();
+    format!(
+        "(?1 = 'campaign' AND campaign_id = ?2) \
+         OR (?1 = 'lead' AND target_id = ?2 AND kind IN ({})) \
+         OR (?1 = 'email_account' AND ((kind = '{}' AND target_id = ?2) \
+             OR (kind = '{}' AND ',' || \
+                 substr(target, instr(target, 'email_accounts:') + 15) || ',' LIKE '%,' || ?2 || ',%')))",
+        lead_ops.join(", "),
+        Op::EmailAccountDelete.name(),
+        Op::CampaignEmailAccountsRemove.name(),
+    )
+}
 
 /// Everything the gateway knows about `campaign_id`, oldest first.
 pub async fn campaign(pool: &SqlitePool, campaign_id: i64) -> Result<History, HistoryError> {
@@ -124,7 +136,8 @@ pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryE
     let mut operations = sqlx::query_as::<_, OperationView>(&format!(
         "SELECT id, kind, target, created_at, updated_at, state, request_id, actor_label, \
          actor_fingerprint, action, rule, would_action, policy_revision, upstream_status, \
-         error, snapshot_id FROM operations WHERE {OPERATIONS_OF} ORDER BY id"
+         error, snapshot_id FROM operations WHERE {} ORDER BY id",
+        operations_of()
     ))
     .bind(what)
     .bind(id)
@@ -197,12 +210,12 @@ fn sent_upstream(op: &OperationView) -> String {
         ""
     };
     // The call forwarded: DELETE, or the POST of a stop or unsubscribe.
-    let call = match crate::guard::operations::Op::from_name(&op.kind)
+    let call = match Op::from_name(&op.kind)
         .and_then(|o| o.spec().routes.first())
         .map(|r| r.verb)
     {
-        Some(crate::guard::operations::Verb::Post) => "POST",
-        Some(crate::guard::operations::Verb::PostOrPatch) => "STOPPED status change",
+        Some(Verb::Post) => "POST",
+        Some(Verb::PostOrPatch) => "STOPPED status change",
         _ => "DELETE",
     };
     match (op.action.as_deref(), op.state.as_str()) {

@@ -286,6 +286,18 @@ const CAMPAIGN_PARTS: &[Step] = &[
     step(PartKind::Analytics, "/campaigns/{campaign}/analytics"),
 ];
 
+/// What the policy and the snapshot know of a lead: the lead and the
+/// campaigns it is in (its status in each).
+const LEAD_FACTS: &[FactRead] = &[FactRead::Lead, FactRead::LeadCampaigns];
+/// The same, with the campaign it is being removed from.
+const CAMPAIGN_LEAD_FACTS: &[FactRead] =
+    &[FactRead::Campaign, FactRead::Lead, FactRead::LeadCampaigns];
+/// A lead's messages in the campaign it is being removed from.
+const MESSAGE_HISTORY: &[Step] = &[step(
+    PartKind::MessageHistory,
+    "/campaigns/{campaign}/leads/{lead}/message-history",
+)];
+
 const fn step(part: PartKind, path: &'static str) -> Step {
     Step {
         part,
@@ -342,11 +354,8 @@ pub static SPECS: [Spec; 14] = [
             &[Lit("campaigns"), C, Lit("leads"), L],
             Nothing,
         )],
-        facts: &[FactRead::Campaign, FactRead::Lead, FactRead::LeadCampaigns],
-        capture: &[step(
-            PartKind::MessageHistory,
-            "/campaigns/{campaign}/leads/{lead}/message-history",
-        )],
+        facts: CAMPAIGN_LEAD_FACTS,
+        capture: MESSAGE_HISTORY,
         alternatives: &[Action::Pause],
         fields: CAMPAIGN_LEAD_FIELDS,
         default: Action::Allow,
@@ -361,11 +370,8 @@ pub static SPECS: [Spec; 14] = [
             &[Lit("campaigns"), C, Lit("leads"), L, Lit("unsubscribe")],
             Nothing,
         )],
-        facts: &[FactRead::Campaign, FactRead::Lead, FactRead::LeadCampaigns],
-        capture: &[step(
-            PartKind::MessageHistory,
-            "/campaigns/{campaign}/leads/{lead}/message-history",
-        )],
+        facts: CAMPAIGN_LEAD_FACTS,
+        capture: MESSAGE_HISTORY,
         alternatives: &[],
         fields: CAMPAIGN_LEAD_FIELDS,
         default: Action::Allow,
@@ -380,7 +386,7 @@ pub static SPECS: [Spec; 14] = [
             &[Lit("leads"), L, Lit("unsubscribe")],
             Nothing,
         )],
-        facts: &[FactRead::Lead, FactRead::LeadCampaigns],
+        facts: LEAD_FACTS,
         capture: &[],
         alternatives: &[],
         fields: &[LeadEmail],
@@ -392,7 +398,7 @@ pub static SPECS: [Spec; 14] = [
         name: "lead.delete",
         destroys: "a lead, from every campaign",
         routes: &[route(Verb::Delete, &[Lit("leads"), L], Nothing)],
-        facts: &[FactRead::Lead, FactRead::LeadCampaigns],
+        facts: LEAD_FACTS,
         capture: &[],
         alternatives: &[],
         fields: &[LeadEmail],

@@ -253,25 +253,15 @@ impl ProxyService {
         // The upstream leg is always HTTP/1.1, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
 
-        let body = match operation {
-            Operation::Passthrough if body.is_end_stream() => RequestBody::Empty,
+        let (guarded, body) = match operation {
+            Operation::Passthrough if body.is_end_stream() => (None, RequestBody::Empty),
             Operation::Passthrough => {
                 let counted = body::CountedIncoming::new(body, may_carry_key(&parts));
                 tracker.upload = Some(counted.state());
-                RequestBody::Client(counted)
+                (None, RequestBody::Client(counted))
             }
             Operation::Guarded(guarded) => {
-                // Boxed, so that passthrough requests do not carry its state.
-                return Box::pin(self.guarded(
-                    guarded,
-                    parts,
-                    body,
-                    redacted,
-                    tracker,
-                    request_id,
-                    client_version,
-                ))
-                .await;
+                (Some((guarded, GuardBody::Unread(body))), RequestBody::Empty)
             }
             Operation::NeedsBody(pending) => {
                 let bytes = match self.read_small_body(body, &mut tracker).await {
@@ -281,19 +271,9 @@ impl ProxyService {
                 let op = pending.op();
                 match pending.finish(&bytes) {
                     // Not destructive after all (a status change that is not a stop).
-                    Ok(None) => RequestBody::Full(Some(bytes)),
+                    Ok(None) => (None, RequestBody::Full(Some(bytes))),
                     Ok(Some(guarded)) => {
-                        let body = GuardBody::Read(bytes);
-                        return Box::pin(self.guarded(
-                            guarded,
-                            parts,
-                            body,
-                            redacted,
-                            tracker,
-                            request_id,
-                            client_version,
-                        ))
-                        .await;
+                        (Some((guarded, GuardBody::Read(bytes))), RequestBody::Empty)
                     }
                     Err(err) => {
                         return Box::pin(self.refuse_guarded(op, err, tracker, request_id)).await
@@ -301,6 +281,16 @@ impl ProxyService {
                 }
             }
         };
+        if let Some((guarded, body)) = guarded {
+            // Boxed, so that passthrough requests do not carry its state.
+            let call = GuardedCall {
+                guarded,
+                parts,
+                body,
+                redacted,
+            };
+            return Box::pin(self.guarded(call, tracker, request_id, client_version)).await;
+        }
 
         let sent = Instant::now();
         match forward(&state, &self.client, parts, body, tracker.upload.as_deref()).await {
@@ -352,19 +342,21 @@ impl ProxyService {
     }
 
     /// Runs the guard pipeline and turns its answer into the response.
-    #[allow(clippy::too_many_arguments)]
     async fn guarded(
         &self,
-        guarded: Guarded,
-        parts: http::request::Parts,
-        body: impl Into<GuardBody>,
-        redacted: Option<redact::RedactedQuery>,
+        call: GuardedCall,
         mut tracker: Tracker,
         request_id: HeaderValue,
         client_version: http::Version,
     ) -> Response<ResponseBody> {
         let state = self.state.clone();
-        let body = match body.into() {
+        let GuardedCall {
+            guarded,
+            parts,
+            body,
+            redacted,
+        } = call;
+        let body = match body {
             GuardBody::Read(bytes) => bytes,
             // Only the routes that take a body, and unknown deletes (whose
             // bodies the gateway cannot judge), forward one.
@@ -673,15 +665,17 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
 const GUARDED_BODY_MAX: usize = 64 * 1024;
 
 /// A guarded call's body: already read (it named the target), or not yet.
-pub enum GuardBody {
+enum GuardBody {
     Read(Bytes),
     Unread(Incoming),
 }
 
-impl From<Incoming> for GuardBody {
-    fn from(body: Incoming) -> Self {
-        GuardBody::Unread(body)
-    }
+/// A guarded call as the proxy hands it to the guard.
+struct GuardedCall {
+    guarded: Guarded,
+    parts: http::request::Parts,
+    body: GuardBody,
+    redacted: Option<redact::RedactedQuery>,
 }
 
 /// An `api_key` string at the top of a JSON body.
