@@ -7,13 +7,20 @@
 //! - [`cli`]: the command line (`serve`, `check-config`, `health`, `audit`, `policy explain`, `snapshots`).
 //! - [`config`]: the TOML file and `SAFEDELETE_*` overrides, validated into [`config::Config`].
 //! - [`server`]: both listeners' accept loops and graceful shutdown.
-//! - [`proxy`]: the proxy service: header hygiene, forwarding, error responses.
+//! - [`proxy`]: the proxy service: classify, hand guarded calls to the guard,
+//!   stream everything else; error responses.
+//! - [`upstream`]: SmartLead as the gateway reaches it: the pooled client, header
+//!   hygiene, the counted upload body, the endpoint and its timeouts (below both
+//!   the proxy and the guard).
 //! - [`audit`]: audit records (their columns defined once in `audit::event`), secret
 //!   redaction, the batch writer with its gap records, the hash chain and queries.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - [`metrics`]: lock-free counters rendered as Prometheus text.
 //! - [`guard`]: the deletion guard: the operation table, classification, policy, the
-//!   guarded pipeline, the durable operation rows (ledger), history.
+//!   guarded pipeline with its own context, the durable operation rows (ledger), history.
+//!
+//! Dependencies point down: `server` → `proxy` → `guard` → `snapshot` → `upstream`;
+//! `audit`, `config`, `db` and `metrics` are used from above and use none of these.
 //! - [`snapshot`]: reading what a call would destroy into checksummed, compressed chunks.
 //! - [`digest`]: SHA-256 and hex, the one digest helper.
 //! - [`db`]: the SQLite pool (read-write, or read-only for the commands that only read), embedded migrations, private file modes.
@@ -35,3 +42,4 @@ pub mod server;
 pub mod snapshot;
 pub mod sync;
 pub mod tls;
+pub mod upstream;

@@ -23,9 +23,11 @@ use crate::admin::{self, AdminState};
 use crate::audit::{AuditError, AuditWriter};
 use crate::config::{Config, RELOADED};
 use crate::db::{self, DbError};
+use crate::guard::context::GuardContext;
 use crate::metrics::Metrics;
-use crate::proxy::{client, ProxyService, ProxyState};
+use crate::proxy::{ProxyService, ProxyState};
 use crate::tls::{self, TlsError};
+use crate::upstream::{client, Upstream};
 use stall::StallGuard;
 use tokio::sync::Semaphore;
 use workers::Workers;
@@ -135,12 +137,19 @@ pub async fn run(
         .map(tls::server_config)
         .transpose()?
         .map(TlsAcceptor::from);
+    let upstream = Upstream::new(&config, client);
+    let guard = Arc::new(GuardContext::new(
+        &config,
+        upstream.clone(),
+        pool.clone(),
+        audit.clone(),
+    ));
     let state = Arc::new(ProxyState::new(
         &config,
-        client,
+        upstream,
         audit.clone(),
         metrics.clone(),
-        pool.clone(),
+        guard.clone(),
     ));
     recover_unfinished(&pool).await;
     record_interrupted(&pool, &audit).await;
@@ -167,7 +176,7 @@ pub async fn run(
     tracing::info!(
         proxy = %proxy_addr,
         admin = %admin_addr,
-        upstream = %state.upstream_url,
+        upstream = %state.upstream.url,
         database = %config.database.display(),
         tls = tls.is_some(),
         workers = workers.count(),
@@ -177,7 +186,7 @@ pub async fn run(
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "no config file".into())
             .as_str(),
-        policy_revision = %state.policy().policy.revision(),
+        policy_revision = %state.guard.policy().policy.revision(),
         "safedelete listening"
     );
     if let Some(open_files) = crate::config::connections_exceed_open_files(config.max_connections) {
@@ -232,11 +241,11 @@ pub async fn run(
     workers.stop().await;
     // Guard pipelines whose clients went away still run to the end (they may
     // be mid-snapshot or mid-archive); the database must outlive them.
-    let pipelines = state.guard_tasks.running();
+    let pipelines = state.guard.tasks.running();
     if pipelines > 0 {
         tracing::info!(pipelines, "waiting for deletion guard pipelines to finish");
         let wait = config.shutdown_grace.max(Duration::from_secs(5));
-        if tokio::time::timeout(wait, state.guard_tasks.wait_idle())
+        if tokio::time::timeout(wait, state.guard.tasks.wait_idle())
             .await
             .is_err()
         {
@@ -355,7 +364,7 @@ async fn reload_on_sighup(mut running: Config, state: Arc<ProxyState>) {
         let new = match running.reload(&crate::config::ProcessEnv) {
             Ok(new) => new,
             Err(err) => {
-                tracing::error!(error = %err, kept = %state.policy().policy.revision(), "config reload refused; keeping the running config");
+                tracing::error!(error = %err, kept = %state.guard.policy().policy.revision(), "config reload refused; keeping the running config");
                 continue;
             }
         };
@@ -363,7 +372,7 @@ async fn reload_on_sighup(mut running: Config, state: Arc<ProxyState>) {
         let (applied, restart): (Vec<&str>, Vec<&str>) =
             changed.iter().partition(|k| RELOADED.contains(k));
         if !applied.is_empty() {
-            state.set_policy(new.policy.clone());
+            state.guard.set_policy(new.policy.clone());
             running.policy = new.policy;
         }
         // `running` keeps the settings that need a restart as they are in

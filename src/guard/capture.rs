@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::classify::Target;
 use super::ledger::{self, State};
 use super::operations::{How, Op};
-use crate::proxy::ProxyState;
+use crate::guard::context::GuardContext;
 use crate::snapshot::fetch::{FetchError, Source};
 use crate::snapshot::store::{self, PartKind, StoreError};
 
@@ -47,7 +47,7 @@ impl CaptureError {
 
 /// What a capture needs, owned, so it can run on after its request is answered.
 pub struct Job {
-    pub state: Arc<ProxyState>,
+    pub state: Arc<GuardContext>,
     pub op: Op,
     pub target: Target,
     /// The target's key, for logs.
@@ -116,7 +116,7 @@ impl Captures {
     /// operation's heartbeat) lives until then.
     pub fn continue_in_background(
         self: &Arc<Self>,
-        state: Arc<ProxyState>,
+        state: Arc<GuardContext>,
         key: String,
         snapshot_id: i64,
         operation_id: Option<i64>,
@@ -132,7 +132,7 @@ impl Captures {
             },
         );
         let captures = self.clone();
-        let guard = state.guard_tasks.enter();
+        let guard = state.tasks.enter();
         let background = state.background.clone();
         background.spawn(async move {
             let outcome = outcome(handle.await, &state, snapshot_id).await;
@@ -167,7 +167,7 @@ impl Captures {
 /// Starts capturing every part of the campaign into `job.snapshot_id`, on
 /// the main runtime, counted as a guard task so shutdown waits for it.
 pub fn spawn(job: Job) -> JoinHandle<Result<(), CaptureError>> {
-    let guard = job.state.guard_tasks.enter();
+    let guard = job.state.tasks.enter();
     let background = job.state.background.clone();
     background.spawn(async move {
         let result = capture(&job).await;
@@ -180,7 +180,7 @@ pub fn spawn(job: Job) -> JoinHandle<Result<(), CaptureError>> {
 /// leaves its snapshot `in_progress`: mark it failed, never complete.
 pub async fn outcome(
     joined: Result<Result<(), CaptureError>, JoinError>,
-    state: &ProxyState,
+    state: &GuardContext,
     snapshot_id: i64,
 ) -> Result<(), CaptureError> {
     match joined {
@@ -199,13 +199,13 @@ async fn capture(job: &Job) -> Result<(), CaptureError> {
     let state = &job.state;
     let id = job.snapshot_id;
     let source = Source {
-        state,
+        upstream: &state.upstream,
         pool: &state.pool,
         target: &job.key,
         api_key_raw: job.api_key_raw.as_deref(),
         user_agent: job.user_agent.clone(),
-        deadline: tokio::time::Instant::now() + state.guard.snapshot_budget,
-        budget: state.guard.snapshot_budget,
+        deadline: tokio::time::Instant::now() + state.settings.snapshot_budget,
+        budget: state.settings.snapshot_budget,
     };
     let parts = async {
         for (kind, content_type, bytes) in &job.facts {

@@ -7,6 +7,7 @@
 
 pub mod capture;
 pub mod classify;
+pub mod context;
 pub mod error;
 pub mod glob;
 pub mod history;

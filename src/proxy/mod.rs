@@ -5,17 +5,15 @@
 //! [`error::ProxyError`] is the one place that picks status codes.
 
 pub mod body;
-pub mod client;
 pub mod error;
-pub mod headers;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -23,29 +21,23 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use sqlx::SqlitePool;
 
 use crate::audit::{redact, AuditRecord, AuditSink, OperationKind};
-use crate::config::{Config, GuardPolicy, GuardSettings};
+use crate::config::Config;
 use crate::guard::classify::{classify, ClassifyError, Guarded, Operation};
+use crate::guard::context::GuardContext;
 use crate::guard::operations::Op;
 use crate::guard::pipeline::{self, GuardInput};
 use crate::metrics::Metrics;
+use crate::upstream::client::{self, RequestBody, UpstreamClient};
+use crate::upstream::{headers, Upstream};
 use body::{ResponseBody, Tracker};
-use client::{RequestBody, UpstreamClient};
 use error::ProxyError;
 
-/// What every request handler shares: the upstream client, the audit queue,
-/// the metrics and the bits of config the hot path reads.
+/// What every request handler shares: the upstream, the audit queue, the
+/// metrics, the bits of config the hot path reads, and the guard.
 pub struct ProxyState {
-    pub client: UpstreamClient,
-    pub upstream_scheme: http::uri::Scheme,
-    pub upstream_authority: http::uri::Authority,
-    pub upstream_url: String,
-    host_header: HeaderValue,
-    pub first_byte_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub body_idle_timeout: Duration,
+    pub upstream: Upstream,
     /// Which query parameters are secret (`audit.redact_params` and the built-ins).
     pub redactor: redact::Redactor,
     /// Whether passthrough requests are recorded (`audit.passthrough`).
@@ -58,78 +50,28 @@ pub struct ProxyState {
     /// Set when the shutdown grace period ran out and connections are being
     /// cut: unfinished requests are then recorded as `shutting_down`.
     pub cutting: AtomicBool,
-    /// The database: operations, snapshots, guarded audit records.
-    pub pool: SqlitePool,
-    /// The deletion policy and actors; swapped whole on SIGHUP.
-    policy: RwLock<Arc<GuardPolicy>>,
-    pub guard: GuardSettings,
-    /// The main runtime, where guard pipelines run (not on a proxy worker,
-    /// which may stop before they finish).
-    pub background: tokio::runtime::Handle,
-    /// Guard pipelines still running (shutdown waits for them).
-    pub guard_tasks: Arc<crate::guard::tasks::TaskCount>,
-    /// Snapshot captures whose client was answered before they ended; a
-    /// retry of the same delete joins them.
-    pub captures: Arc<crate::guard::capture::Captures>,
+    /// Where destructive calls go.
+    pub guard: Arc<GuardContext>,
 }
 
 impl ProxyState {
     pub fn new(
         config: &Config,
-        client: UpstreamClient,
+        upstream: Upstream,
         audit: AuditSink,
         metrics: Arc<Metrics>,
-        pool: SqlitePool,
+        guard: Arc<GuardContext>,
     ) -> Self {
-        let u = &config.upstream;
-        let host_header = HeaderValue::from_str(u.authority.as_str())
-            .expect("a parsed authority is a valid header value");
         ProxyState {
-            client,
-            upstream_scheme: u.scheme.clone(),
-            upstream_authority: u.authority.clone(),
-            upstream_url: u.url(),
-            host_header,
-            first_byte_timeout: u.first_byte_timeout,
-            connect_timeout: u.connect_timeout,
-            body_idle_timeout: config.body_idle_timeout,
+            upstream,
             redactor: redact::Redactor::new(&config.audit.redact_params),
             audit_passthrough: config.audit.passthrough,
             audit_refuse: config.audit.on_failure == crate::config::OnAuditFailure::Refuse,
             audit,
             metrics,
             cutting: AtomicBool::new(false),
-            pool,
-            policy: RwLock::new(Arc::new(config.policy.clone())),
-            guard: config.guard.clone(),
-            guard_tasks: Arc::default(),
-            captures: Arc::default(),
-            background: tokio::runtime::Handle::current(),
+            guard,
         }
-    }
-}
-
-impl ProxyState {
-    /// The policy in force now.
-    pub fn policy(&self) -> Arc<GuardPolicy> {
-        match self.policy.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Swaps in a new, already validated policy.
-    pub fn set_policy(&self, policy: GuardPolicy) {
-        let new = Arc::new(policy);
-        match self.policy.write() {
-            Ok(mut p) => *p = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
-        }
-    }
-
-    /// `Host` for requests to the upstream.
-    pub fn host_header(&self) -> HeaderValue {
-        self.host_header.clone()
     }
 }
 
@@ -243,7 +185,7 @@ impl ProxyService {
         parts.headers.remove(header::EXPECT);
         parts
             .headers
-            .insert(header::HOST, state.host_header.clone());
+            .insert(header::HOST, state.upstream.host_header());
         headers::add_forwarded(&mut parts.headers, &self.client_ip, self.scheme);
         parts
             .headers
@@ -303,7 +245,7 @@ impl ProxyService {
                 resp.headers_mut()
                     .insert(headers::X_REQUEST_ID.clone(), request_id);
                 let (parts, incoming) = resp.into_parts();
-                let mut body = ResponseBody::upstream(incoming, state.body_idle_timeout);
+                let mut body = ResponseBody::upstream(incoming, state.upstream.body_idle_timeout);
                 body.track(tracker);
                 Response::from_parts(parts, body)
             }
@@ -327,7 +269,8 @@ impl ProxyService {
         let counted = body::CountedIncoming::new(body, true);
         tracker.upload = Some(counted.state());
         let limited = http_body_util::Limited::new(counted, GUARDED_BODY_MAX);
-        let read = tokio::time::timeout(self.state.body_idle_timeout, limited.collect()).await;
+        let read =
+            tokio::time::timeout(self.state.upstream.body_idle_timeout, limited.collect()).await;
         tracker.scrub_body_keys();
         match read {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
@@ -336,7 +279,7 @@ impl ProxyService {
             ),
             Ok(Err(_)) => Err(ProxyError::ClientAborted),
             Err(_) => Err(ProxyError::ClientBodyTimeout {
-                after: self.state.body_idle_timeout,
+                after: self.state.upstream.body_idle_timeout,
             }),
         }
     }
@@ -396,7 +339,7 @@ impl ProxyService {
         // The pipeline writes this request's audit record itself, durably.
         tracker.audited = true;
         tracker.record.operation = OperationKind::Guarded(input.op.name());
-        let answer = pipeline::run(state.clone(), input).await;
+        let answer = pipeline::run(state.guard.clone(), input).await;
         tracker.record.status = answer.status.as_u16();
         tracker.record.action = Some(answer.action);
         let mut body = ResponseBody::full(answer.body);
@@ -595,26 +538,26 @@ async fn send(
                 biased;
                 result = &mut response => return map_result(state, result),
                 _ = upload.done.notified() => break,
-                _ = tokio::time::sleep(state.body_idle_timeout) => {
+                _ = tokio::time::sleep(state.upstream.body_idle_timeout) => {
                     let now = upload.bytes.load(Ordering::Relaxed);
                     if now != last {
                         last = now;
                         continue;
                     }
-                    let after = state.body_idle_timeout;
+                    let after = state.upstream.body_idle_timeout;
                     return Err(if upload.waiting_on_client.load(Ordering::Relaxed) {
                         ProxyError::ClientBodyTimeout { after }
                     } else {
-                        ProxyError::UpstreamStalledReading { upstream: state.upstream_url.clone(), after }
+                        ProxyError::UpstreamStalledReading { upstream: state.upstream.url.clone(), after }
                     });
                 }
             }
         }
     }
-    match tokio::time::timeout(state.first_byte_timeout, response).await {
+    match tokio::time::timeout(state.upstream.first_byte_timeout, response).await {
         Err(_) => Err(ProxyError::UpstreamTimeout {
-            upstream: state.upstream_url.clone(),
-            after: state.first_byte_timeout,
+            upstream: state.upstream.url.clone(),
+            after: state.upstream.first_byte_timeout,
         }),
         Ok(result) => map_result(state, result),
     }
@@ -624,13 +567,13 @@ fn map_result(
     state: &ProxyState,
     result: Result<Response<Incoming>, client::ClientError>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let upstream = || state.upstream_url.clone();
+    let upstream = || state.upstream.url.clone();
     match result {
         Ok(resp) => Ok(resp),
         Err(err) if err.is_connect() && is_timeout(&err) => {
             Err(ProxyError::UpstreamConnectTimeout {
                 upstream: upstream(),
-                after: state.connect_timeout,
+                after: state.upstream.connect_timeout,
             })
         }
         Err(err) if err.is_plain_http() => Err(ProxyError::UpstreamPlainHttp {

@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 
 use crate::config::Upstream;
 use crate::metrics::Metrics;
-use crate::proxy::client::{self, UpstreamClient};
 use crate::tls::TlsError;
+use crate::upstream::client::{self, UpstreamClient};
 
 /// A problem starting the worker threads.
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use super::csv_rows::CsvRows;
 use super::store::{PartKind, PartSummary, PartWriter, StoreError};
-use crate::proxy::client::RequestBody;
-use crate::proxy::ProxyState;
+use crate::upstream::client::RequestBody;
+use crate::upstream::Upstream;
 
 /// A part whose read gets the same 5xx this many times in a row is refused:
 /// SmartLead is failing on it, and waiting out the whole budget (minutes)
@@ -43,7 +43,7 @@ pub enum FetchError {
     Upstream {
         kind: PartKind,
         #[source]
-        source: crate::proxy::client::ClientError,
+        source: crate::upstream::client::ClientError,
     },
     #[error("{kind}: the download failed mid-body: {source}")]
     Body {
@@ -74,7 +74,7 @@ impl FetchError {
 
 /// Where and how to read: the target (for logs), the caller's key, the budget.
 pub struct Source<'a> {
-    pub state: &'a ProxyState,
+    pub upstream: &'a Upstream,
     pub pool: &'a SqlitePool,
     /// What is being read about, for logs (`campaign:5/lead:7`).
     pub target: &'a str,
@@ -89,7 +89,7 @@ impl Source<'_> {
     /// A request to SmartLead at `path` under `/api/v1` (which may carry a
     /// query), never logged: it holds the key.
     pub fn request(&self, method: Method, path: &str, body: Option<Bytes>) -> Request<RequestBody> {
-        let s = self.state;
+        let s = self.upstream;
         let mut target = format!("/api/v1{path}");
         if let Some(key) = self.api_key_raw {
             target.push_str(if path.contains('?') {
@@ -100,15 +100,15 @@ impl Source<'_> {
             target.push_str(key);
         }
         let uri = Uri::builder()
-            .scheme(s.upstream_scheme.clone())
-            .authority(s.upstream_authority.clone())
+            .scheme(s.scheme.clone())
+            .authority(s.authority.clone())
             .path_and_query(target)
             .build();
         let mut builder = Request::builder().method(method);
         builder = match uri {
             Ok(uri) => builder.uri(uri),
             // A key that is not a valid query string cannot reach SmartLead either.
-            Err(_) => builder.uri(format!("{}://{}/", s.upstream_scheme, s.upstream_authority)),
+            Err(_) => builder.uri(format!("{}://{}/", s.scheme, s.authority)),
         };
         builder = builder.header(header::HOST, s.host_header());
         if let Some(ua) = &self.user_agent {
@@ -142,8 +142,8 @@ impl Source<'_> {
         kind: PartKind,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, FetchError> {
-        let wait = self.remaining().min(self.state.first_byte_timeout);
-        match tokio::time::timeout(wait, self.state.client.request(req)).await {
+        let wait = self.remaining().min(self.upstream.first_byte_timeout);
+        match tokio::time::timeout(wait, self.upstream.client.request(req)).await {
             Err(_) if self.remaining().is_zero() => Err(FetchError::Budget {
                 kind,
                 budget: self.budget,
@@ -284,7 +284,7 @@ impl Source<'_> {
         let mut body = resp.into_body();
         let mut rows = (kind == PartKind::LeadsCsv).then(CsvRows::default);
         loop {
-            let wait = self.remaining().min(self.state.body_idle_timeout);
+            let wait = self.remaining().min(self.upstream.body_idle_timeout);
             let frame = match tokio::time::timeout(wait, body.frame()).await {
                 Err(_) => {
                     let err = if self.remaining().is_zero() {
@@ -345,7 +345,7 @@ impl Source<'_> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let limited = http_body_util::Limited::new(resp.into_body(), max);
-        let wait = self.remaining().min(self.state.body_idle_timeout);
+        let wait = self.remaining().min(self.upstream.body_idle_timeout);
         let body = match tokio::time::timeout(wait, limited.collect()).await {
             Err(_) => return Err(FetchError::Stalled { kind }),
             Ok(Err(_)) => return Err(FetchError::TooLarge { kind, max }),

@@ -13,7 +13,7 @@ impl Run {
     /// Phase: archive instead of deleting, trying each configured way in order.
     pub(super) async fn archive(mut self, source: &Source<'_>) -> GuardResponse {
         let mut failures = Vec::new();
-        for attempt in &self.state.guard.archive_attempts {
+        for attempt in &self.state.settings.archive_attempts {
             let body = Bytes::from(json!({ "status": attempt.status }).to_string());
             let path = self.target.render("/campaigns/{campaign}/status");
             let sent = source
@@ -137,7 +137,11 @@ impl Run {
         };
         let req = Request::from_parts(parts, body);
         let state = self.state.clone();
-        let sent = tokio::time::timeout(state.first_byte_timeout, state.client.request(req)).await;
+        let sent = tokio::time::timeout(
+            state.upstream.first_byte_timeout,
+            state.upstream.client.request(req),
+        )
+        .await;
         match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -150,7 +154,7 @@ impl Run {
                 self.finish_operation(final_state, Some(status.as_u16()), None)
                     .await;
                 let (mut parts, body) = resp.into_parts();
-                crate::proxy::headers::strip_hop_by_hop(&mut parts.headers);
+                crate::upstream::headers::strip_hop_by_hop(&mut parts.headers);
                 // SmartLead's answer to a delete is small: read it whole so
                 // the record says what the client got.
                 let body = match read_limited(body).await {

@@ -31,10 +31,10 @@ use super::ledger::{self, BeginError, DecisionRow, NewOperation, State};
 use super::operations::{Action, Op};
 use super::policy::{self, Decision};
 use crate::audit::{AuditRecord, ErrorKind, OperationKind};
-use crate::proxy::client::RequestBody;
-use crate::proxy::ProxyState;
+use crate::guard::context::GuardContext;
 use crate::snapshot::fetch::Source;
 use crate::snapshot::store::{self, PartKind};
+use crate::upstream::client::RequestBody;
 use facts::{FactsOutcome, Known};
 
 /// The most of a campaign object the gateway reads into memory.
@@ -77,9 +77,9 @@ pub struct GuardResponse {
 }
 
 /// Runs the pipeline in its own task and waits for its answer.
-pub async fn run(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
+pub async fn run(state: Arc<GuardContext>, input: GuardInput) -> GuardResponse {
     let request_id = input.record.request_id.clone();
-    let guard = state.guard_tasks.enter();
+    let guard = state.tasks.enter();
     let task = state.background.spawn({
         let state = state.clone();
         async move {
@@ -119,7 +119,7 @@ pub async fn run(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
 
 /// Everything the phases share.
 struct Run {
-    state: Arc<ProxyState>,
+    state: Arc<GuardContext>,
     op: Op,
     target: Target,
     /// The target's key (`campaign:5/lead:7`): claimed, recorded, joined on.
@@ -155,7 +155,7 @@ impl From<GuardError> for Refusal {
     }
 }
 
-async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
+async fn pipeline(state: Arc<GuardContext>, input: GuardInput) -> GuardResponse {
     let guard_policy = state.policy();
     let actor = guard_policy
         .actor_label(input.api_key_sha256.as_deref())
@@ -178,7 +178,7 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
         decision: None,
         record,
         started: Instant::now(),
-        answer_by: tokio::time::Instant::now() + state.guard.answer_within,
+        answer_by: tokio::time::Instant::now() + state.settings.answer_within,
         heartbeat: None,
         audit_id: None,
     };
@@ -188,13 +188,13 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
 
     let claimed_key = run.key.clone();
     let source = Source {
-        state: &state,
+        upstream: &state.upstream,
         pool: &state.pool,
         target: &claimed_key,
         api_key_raw: input.api_key_raw.as_deref(),
         user_agent: input.user_agent.clone(),
-        deadline: tokio::time::Instant::now() + state.guard.snapshot_budget,
-        budget: state.guard.snapshot_budget,
+        deadline: tokio::time::Instant::now() + state.settings.snapshot_budget,
+        budget: state.settings.snapshot_budget,
     };
 
     let known = match run.facts(&source).await {
@@ -226,8 +226,8 @@ async fn pipeline(state: Arc<ProxyState>, input: GuardInput) -> GuardResponse {
 
     // The act phase gets its own time, whatever the snapshot used.
     let act = Source {
-        deadline: tokio::time::Instant::now() + state.first_byte_timeout,
-        budget: state.first_byte_timeout,
+        deadline: tokio::time::Instant::now() + state.upstream.first_byte_timeout,
+        budget: state.upstream.first_byte_timeout,
         ..source
     };
     // The snapshot must still be there, complete, at the moment of acting.
@@ -297,7 +297,7 @@ impl Run {
                         return Err(GuardError::SnapshotPending {
                             target: self.what.clone(),
                             snapshot_id,
-                            waited: state.guard.answer_within,
+                            waited: state.settings.answer_within,
                         }
                         .into());
                     }

@@ -64,7 +64,7 @@ impl Run {
                 .map(|(read, whole)| (read.part(), whole.content_type.clone(), whole.body.clone()))
                 .collect(),
         });
-        let guard = &self.state.guard;
+        let guard = &self.state.settings;
         // A capture that cannot outlast the wait (answer_within is the whole
         // budget) is simply waited for: the client then gets its verdict.
         let wait = if guard.answer_within >= guard.snapshot_budget {
@@ -83,7 +83,7 @@ impl Run {
                     task,
                     self.heartbeat.take(),
                 );
-                let waited = self.state.guard.answer_within;
+                let waited = self.state.settings.answer_within;
                 return Err(GuardError::SnapshotPending {
                     target: self.what.clone(),
                     snapshot_id: id,
@@ -108,7 +108,7 @@ impl Run {
     /// cannot tell the campaign did not change. Only whole-campaign
     /// snapshots are reused (a lead's data has no version to compare).
     pub(super) async fn reusable(&self, known: &Known) -> Option<i64> {
-        let within = self.state.guard.reuse_snapshot_within;
+        let within = self.state.settings.reuse_snapshot_within;
         let version = known.updated_at.as_deref()?;
         if within.is_zero() || self.op.parts() != PartKind::CAMPAIGN {
             return None;

@@ -308,7 +308,7 @@ fn spawn_reaper(pool: Weak<Inner>) {
 pub enum RequestBody {
     Empty,
     Full(Option<Bytes>),
-    Client(super::body::CountedIncoming),
+    Client(super::upload::CountedIncoming),
 }
 
 impl Body for RequestBody {
@@ -347,7 +347,7 @@ impl Body for RequestBody {
 
 impl From<Incoming> for RequestBody {
     fn from(body: Incoming) -> Self {
-        RequestBody::Client(super::body::CountedIncoming::new(body, false))
+        RequestBody::Client(super::upload::CountedIncoming::new(body, false))
     }
 }
 
