@@ -20,7 +20,8 @@
 //!   guarded pipeline with its own context, the durable operation rows (ledger), history.
 //!
 //! Dependencies point down: `server` → `proxy` → `guard` → `snapshot` → `upstream`;
-//! `audit`, `config`, `db` and `metrics` are used from above and use none of these.
+//! `audit`, `db` and `metrics` are used from above and use none of these; `config`
+//! validates the policy with `guard::policy` (pure: no I/O, no state).
 //! - [`snapshot`]: reading what a call would destroy into checksummed, compressed chunks.
 //! - [`digest`]: SHA-256 and hex, the one digest helper.
 //! - [`db`]: the SQLite pool (read-write, or read-only for the commands that only read), embedded migrations, private file modes.

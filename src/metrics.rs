@@ -33,6 +33,9 @@ pub struct Metrics {
     pub upstream_errors: [AtomicU64; 5],
     /// Requests being handled now.
     pub in_flight: AtomicI64,
+    /// Guarded calls by operation name and what the guard did (rare next to
+    /// passthrough traffic, so a lock is fine).
+    guarded: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 #[derive(Default)]
@@ -54,6 +57,14 @@ pub enum UpstreamError {
 const UPSTREAM_ERROR_NAMES: [&str; 5] = ["connect", "connect_timeout", "timeout", "reset", "body"];
 
 impl Metrics {
+    /// Counts a guarded call: its operation's name and what the guard did
+    /// (`allowed`, `archived`, `paused`, `denied`, `refused`).
+    pub fn record_guarded(&self, operation: &'static str, action: &'static str) {
+        *crate::sync::lock(&self.guarded)
+            .entry((operation, action))
+            .or_default() += 1;
+    }
+
     /// Counts a finished request by method and status class.
     pub fn record_request(&self, method: &Method, status: u16) {
         let m = match *method {
@@ -138,6 +149,15 @@ impl Metrics {
             out,
             "safedelete_upstream_latency_seconds_count {cumulative}"
         );
+
+        out.push_str("# HELP safedelete_guarded_total Guarded calls by operation and by what the guard did.\n");
+        out.push_str("# TYPE safedelete_guarded_total counter\n");
+        for ((operation, action), n) in crate::sync::lock(&self.guarded).iter() {
+            let _ = writeln!(
+                out,
+                "safedelete_guarded_total{{operation=\"{operation}\",action=\"{action}\"}} {n}"
+            );
+        }
 
         out.push_str("# HELP safedelete_upstream_errors_total Upstream failures by kind.\n");
         out.push_str("# TYPE safedelete_upstream_errors_total counter\n");

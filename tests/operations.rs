@@ -361,6 +361,11 @@ async fn every_operation_is_captured_before_it_is_forwarded_once() {
         assert_eq!(audit_op, case.op);
         assert_eq!(action.as_deref(), Some(expected_action));
         assert_eq!(audit_target.as_deref(), Some(target.as_str()));
+        let series = format!(
+            "safedelete_guarded_total{{operation=\"{}\",action=\"{expected_action}\"}}",
+            case.op
+        );
+        assert_eq!(metric(&gw, &series).await, 1.0, "{series}");
         gw.stop().await;
     }
 }
@@ -456,6 +461,11 @@ async fn a_spelling_trick_is_refused_before_anything_reaches_smartlead() {
         let (op, action, _) = last_audit(&gw).await;
         assert_eq!(op, case.op, "{path}");
         assert_eq!(action.as_deref(), Some("refused"));
+        let series = format!(
+            "safedelete_guarded_total{{operation=\"{}\",action=\"refused\"}}",
+            case.op
+        );
+        assert_eq!(metric(&gw, &series).await, 1.0, "{series}");
     }
     gw.stop().await;
 }

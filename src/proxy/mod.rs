@@ -338,8 +338,10 @@ impl ProxyService {
         };
         // The pipeline writes this request's audit record itself, durably.
         tracker.audited = true;
-        tracker.record.operation = OperationKind::Guarded(input.op.name());
+        let op = input.op;
+        tracker.record.operation = OperationKind::Guarded(op.name());
         let answer = pipeline::run(state.guard.clone(), input).await;
+        state.metrics.record_guarded(op.name(), answer.action);
         tracker.record.status = answer.status.as_u16();
         tracker.record.action = Some(answer.action);
         let mut body = ResponseBody::full(answer.body);
@@ -419,6 +421,7 @@ impl ProxyService {
         tracker.scrub_body_keys();
         let r = &mut tracker.record;
         r.operation = OperationKind::Guarded(op.name());
+        self.state.metrics.record_guarded(op.name(), "refused");
         if let ProxyError::Refused(ClassifyError::Ambiguous { campaign_id, .. }) = &err {
             r.campaign_id = *campaign_id;
         }
