@@ -209,8 +209,9 @@ async fn capture(job: &Job) -> Result<(), CaptureError> {
     };
     let parts = async {
         for (kind, content_type, bytes) in &job.facts {
+            let bytes = without_secrets(bytes);
             source
-                .store_bytes(id, *kind, content_type.as_deref(), bytes)
+                .store_bytes(id, *kind, content_type.as_deref(), &bytes)
                 .await?;
         }
         for step in job.op.spec().capture {
@@ -253,6 +254,21 @@ async fn json(source: &Source<'_>, kind: PartKind, path: &str) -> Result<Value, 
         });
     }
     serde_json::from_slice(&whole.body).map_err(|_| FetchError::NotJson { kind })
+}
+
+/// A JSON answer as stored: as SmartLead sent it, unless it holds a field
+/// whose name says it is a secret (an account's `smtp_password`, a key),
+/// which is replaced first.
+fn without_secrets(bytes: &Bytes) -> std::borrow::Cow<'_, [u8]> {
+    let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
+        return std::borrow::Cow::Borrowed(bytes);
+    };
+    let sent = value.clone();
+    crate::audit::redact::redact_json_secrets(&mut value);
+    if value == sent {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    std::borrow::Cow::Owned(serde_json::to_vec(&value).expect("a JSON value always serializes"))
 }
 
 /// Stores a JSON document the capture built as the `kind` part.
@@ -350,4 +366,28 @@ async fn account_campaigns(
         }
     }
     store_json(source, id, kind, &using).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fact_answers_are_stored_as_sent_unless_they_hold_a_secret() {
+        let plain = Bytes::from_static(br#"{"id": 9,  "from_email": "a@b.example"}"#);
+        assert_eq!(&*without_secrets(&plain), &plain[..]);
+        let account = Bytes::from_static(
+            br#"{"id":9,"smtp_password":"hunter2","imap":{"password":"p"},"tags":[{"api_key":"k"}]}"#,
+        );
+        let stored = String::from_utf8(without_secrets(&account).into_owned()).unwrap();
+        for secret in ["hunter2", "\"p\"", "\"k\""] {
+            assert!(!stored.contains(secret), "{stored}");
+        }
+        assert!(
+            stored.contains(r#""smtp_password":"[REDACTED]""#),
+            "{stored}"
+        );
+        let csv = Bytes::from_static(b"id,password\n1,x\n");
+        assert_eq!(&*without_secrets(&csv), &csv[..]);
+    }
 }
