@@ -402,6 +402,21 @@ async fn a_deny_rule_keeps_every_operation_from_reaching_smartlead() {
         assert_eq!(r.json()["safedelete"]["operation"], case.op);
         gw.stop().await;
     }
+    // Deletes the table does not know are covered by `*` too.
+    let up = fake().await;
+    let mut gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let r = call(&gw, &Method::DELETE, "/api/v1/crm/leads/tags/5", None).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["safedelete"]["operation"], "unknown.delete");
+    assert!(up.requests().is_empty(), "nothing reached SmartLead");
+    gw.stop().await;
 }
 
 #[tokio::test]
