@@ -195,7 +195,11 @@ fn safedelete_clean(args: &[&str], config: &Path) -> Output {
 
 #[test]
 fn the_shipped_configs_pass_check_config() {
-    for name in ["safedelete.example.toml", "worked-example.toml"] {
+    for name in [
+        "safedelete.example.toml",
+        "worked-example.toml",
+        "worked-example-leads.toml",
+    ] {
         let out = safedelete_clean(&["check-config"], &shipped(name));
         let text = stdout(&out);
         assert!(text.contains("# effective configuration"), "{name}: {text}");
@@ -252,6 +256,64 @@ fn the_worked_example_is_the_one_the_readme_shows_and_decides_as_it_says() {
     // The README's policy explain output shows this revision.
     assert!(readme.contains(
         explained
+            .lines()
+            .find(|l| l.starts_with("policy revision: "))
+            .unwrap()
+    ));
+}
+
+#[test]
+fn the_leads_worked_example_is_the_one_the_readme_shows_and_decides_as_it_says() {
+    let config = shipped("worked-example-leads.toml");
+    let readme = include_str!("../README.md");
+    let section = &readme[readme
+        .find("### A second worked example")
+        .expect("README has the second worked example")..];
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the second worked example has a toml block");
+    assert!(block.contains("[[policy.rules]]"), "{block}");
+    let file = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        file.contains(block),
+        "config/worked-example-leads.toml no longer holds the README's second worked example:\n{block}"
+    );
+
+    let paused = stdout(&safedelete_clean(
+        &[
+            "policy",
+            "explain",
+            "--operation",
+            "campaign.lead.delete",
+            "--lead-email",
+            "lead5@example101.com",
+        ],
+        &config,
+    ));
+    assert!(
+        paused.contains("decision: pause by rule `pause-instead-of-removing-leads`"),
+        "{paused}"
+    );
+    let denied = stdout(&safedelete_clean(
+        &[
+            "policy",
+            "explain",
+            "--operation",
+            "email_account.delete",
+            "--email-account",
+            "shared@outreach.example.com",
+        ],
+        &config,
+    ));
+    assert!(
+        denied.contains("decision: deny by rule `keep-shared-senders`"),
+        "{denied}"
+    );
+    // The README's policy explain output shows this revision.
+    assert!(readme.contains(
+        paused
             .lines()
             .find(|l| l.starts_with("policy revision: "))
             .unwrap()
