@@ -380,7 +380,7 @@ async fn audit_filters_narrow_the_trail_and_csv_quotes_what_it_must() {
     let typo = w.run(&["audit", "--action", "archve"]);
     assert!(!typo.status.success());
     assert!(
-        stderr(&typo).contains("allowed, archived, denied, refused"),
+        stderr(&typo).contains("allowed, archived, paused, denied, refused"),
         "{}",
         stderr(&typo)
     );

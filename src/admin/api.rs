@@ -53,7 +53,7 @@ pub async fn audit(
                     .map_err(|_| {
                         ApiError::bad(
                             "action",
-                            "one of allowed, archived, denied, refused (or allow, archive, deny)",
+                            "one of allowed, archived, paused, denied, refused (or allow, archive, pause, deny)",
                         )
                     })
             })

@@ -115,7 +115,7 @@ pub struct AuditRecord {
     pub user_agent: Option<String>,
     pub operation: OperationKind,
     pub campaign_id: Option<i64>,
-    /// What the guard did: allowed, archived, denied, refused.
+    /// What the guard did: allowed, archived, paused, denied, refused.
     pub action: Option<&'static str>,
     pub would_action: Option<String>,
     pub rule: Option<String>,

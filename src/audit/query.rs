@@ -4,26 +4,31 @@ use sqlx::SqlitePool;
 
 pub use super::event::StoredEvent;
 
-/// What the guard did with a request, as `audit_events.action` stores it.
-pub const ACTIONS: [&str; 4] = ["allowed", "archived", "denied", "refused"];
+/// What the guard did with a request, as `audit_events.action` stores it,
+/// with the word a policy uses for it (the guard's table checks they agree).
+pub const ACTIONS: [(&str, &str); 5] = [
+    ("allowed", "allow"),
+    ("archived", "archive"),
+    ("paused", "pause"),
+    ("denied", "deny"),
+    ("refused", "refuse"),
+];
 
 /// An action as people write it: the stored word or the policy's (`allow`,
-/// `archive`, `deny`), in any case. The error lists what is accepted.
+/// `archive`, `pause`, `deny`), in any case. The error lists what is accepted.
 pub fn parse_action(input: &str) -> Result<&'static str, String> {
     let word = input.trim().to_ascii_lowercase();
-    let found = match word.as_str() {
-        "allowed" | "allow" => Some(ACTIONS[0]),
-        "archived" | "archive" => Some(ACTIONS[1]),
-        "denied" | "deny" => Some(ACTIONS[2]),
-        "refused" | "refuse" => Some(ACTIONS[3]),
-        _ => None,
-    };
-    found.ok_or_else(|| {
-        format!(
-            "`{input}` is not an action; use one of {} (or the policy's allow, archive, deny)",
-            ACTIONS.join(", ")
-        )
-    })
+    ACTIONS
+        .iter()
+        .find(|(stored, policy)| word == *stored || word == *policy)
+        .map(|(stored, _)| *stored)
+        .ok_or_else(|| {
+            let stored: Vec<&str> = ACTIONS.iter().map(|(s, _)| *s).collect();
+            format!(
+                "`{input}` is not an action; use one of {} (or the policy's allow, archive, pause, deny)",
+                stored.join(", ")
+            )
+        })
 }
 
 /// Which records to read. Every field narrows; none set means all.
@@ -32,7 +37,7 @@ pub struct Filter {
     pub campaign_id: Option<i64>,
     /// An actor label or a key fingerprint.
     pub actor: Option<String>,
-    /// The guard's action: allowed, archived, denied, refused.
+    /// The guard's action: allowed, archived, paused, denied, refused.
     pub action: Option<String>,
     pub method: Option<String>,
     pub status: Option<i64>,
@@ -125,7 +130,11 @@ mod tests {
         assert_eq!(parse_action("deny"), Ok("denied"));
         assert_eq!(parse_action("allow"), Ok("allowed"));
         assert_eq!(parse_action("refused"), Ok("refused"));
+        assert_eq!(parse_action("Pause"), Ok("paused"));
         let err = parse_action("archve").unwrap_err();
-        assert!(err.contains("allowed, archived, denied, refused"), "{err}");
+        assert!(
+            err.contains("allowed, archived, paused, denied, refused"),
+            "{err}"
+        );
     }
 }

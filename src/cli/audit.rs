@@ -50,8 +50,8 @@ pub struct FilterArgs {
     /// An actor label or a key fingerprint.
     #[arg(long, value_name = "A")]
     pub actor: Option<String>,
-    /// The guard's action: allowed, archived, denied, refused (or the
-    /// policy's allow, archive, deny).
+    /// The guard's action: allowed, archived, paused, denied, refused (or
+    /// the policy's allow, archive, pause, deny).
     #[arg(long, value_name = "A", value_parser = parse_action)]
     pub action: Option<String>,
     /// HTTP method, e.g. DELETE.

@@ -309,7 +309,7 @@ async fn list(
 fn write_table(out: &mut impl std::io::Write, snapshots: &[SnapshotInfo]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:>7}  {:<24}  {:<22}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  PINNED",
+        "{:>7}  {:<24}  {:<28}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  PINNED",
         "ID", "OPERATION", "TARGET", "STATE", "CREATED", "PARTS", "BYTES", "STORED", "LEADS"
     )?;
     for s in snapshots {
@@ -319,7 +319,7 @@ fn write_table(out: &mut impl std::io::Write, snapshots: &[SnapshotInfo]) -> std
         let leads = s.leads.map_or("-".to_string(), |n| n.to_string());
         writeln!(
             out,
-            "{:>7}  {:<24}  {:<22}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  {}",
+            "{:>7}  {:<24}  {:<28}  {:<11}  {:<24}  {:>5}  {:>12}  {:>12}  {:>9}  {}",
             s.id,
             s.operation,
             s.target,

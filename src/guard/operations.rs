@@ -732,6 +732,11 @@ mod tests {
             assert_eq!(op.captures(), !op.parts().is_empty(), "{op}");
         }
         assert!(!Op::UnknownDelete.captures());
+        // What the trail stores and what `audit --action` reads agree.
+        for action in Action::ALL {
+            let pair = (action.done(), action.as_str());
+            assert!(crate::audit::query::ACTIONS.contains(&pair), "{pair:?}");
+        }
         assert_eq!(Op::CampaignDelete.parts(), PartKind::CAMPAIGN.to_vec());
     }
 }
