@@ -20,7 +20,7 @@ use sqlx::migrate::MigrateError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-pub use access::{Blocked, Owner};
+pub use access::{exposed_mode, Blocked, Owner};
 pub use schema::Mismatch;
 
 /// A problem opening or migrating the database.

@@ -36,6 +36,7 @@ pub mod config;
 pub mod db;
 pub mod digest;
 pub mod guard;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

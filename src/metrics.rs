@@ -5,6 +5,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use http::Method;
 
 const METHODS: [&str; 8] = [
@@ -36,6 +38,24 @@ pub struct Metrics {
     /// Guarded calls by operation name and what the guard did (rare next to
     /// passthrough traffic, so a lock is fine).
     guarded: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    /// Gateway keys, rate limits and the bypass watch (rare, or per key).
+    identity: std::sync::Mutex<IdentityMetrics>,
+    /// Gateway keys accepted now.
+    gateway_keys: AtomicI64,
+}
+
+#[derive(Default)]
+struct IdentityMetrics {
+    /// 429s the gateway gave, by scope (`key`, `account`) and name.
+    rate_limited: BTreeMap<(&'static str, String), u64>,
+    /// Requests held to keep an account under its limit, by account.
+    held_total: BTreeMap<String, u64>,
+    /// Requests held now, by account.
+    held_now: BTreeMap<String, usize>,
+    /// 401s by reason.
+    unauthorized: BTreeMap<&'static str, u64>,
+    /// Campaigns that disappeared without a delete through the gateway.
+    bypass_detected: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -63,6 +83,49 @@ impl Metrics {
         *crate::sync::lock(&self.guarded)
             .entry((operation, action))
             .or_default() += 1;
+    }
+
+    /// Counts a 429 the gateway gave itself (`scope` is `key` or `account`).
+    pub fn record_rate_limited(&self, scope: &'static str, name: &str) {
+        *crate::sync::lock(&self.identity)
+            .rate_limited
+            .entry((scope, name.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Counts a request held to keep `account` under its limit.
+    pub fn record_account_held(&self, account: &str) {
+        *crate::sync::lock(&self.identity)
+            .held_total
+            .entry(account.to_string())
+            .or_default() += 1;
+    }
+
+    /// How many requests for `account` are held now.
+    pub fn set_account_held(&self, account: &str, held: usize) {
+        crate::sync::lock(&self.identity)
+            .held_now
+            .insert(account.to_string(), held);
+    }
+
+    /// Counts a 401 by why (`no_key`, `smartlead_key`, `unknown`, ...).
+    pub fn record_unauthorized(&self, reason: &'static str) {
+        *crate::sync::lock(&self.identity)
+            .unauthorized
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Counts a campaign deleted behind the gateway's back.
+    pub fn record_bypass(&self, account: &str) {
+        *crate::sync::lock(&self.identity)
+            .bypass_detected
+            .entry(account.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn set_gateway_keys(&self, valid: usize) {
+        self.gateway_keys.store(valid as i64, Ordering::Relaxed);
     }
 
     /// Counts a finished request by method and status class.
@@ -102,6 +165,60 @@ impl Metrics {
 
     pub fn record_upstream_error(&self, kind: UpstreamError) {
         self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render_identity(&self, out: &mut String) {
+        gauge(
+            out,
+            "safedelete_gateway_keys",
+            "Gateway keys accepted now (neither revoked nor expired).",
+            self.gateway_keys.load(Ordering::Relaxed),
+        );
+        let m = crate::sync::lock(&self.identity);
+        out.push_str("# HELP safedelete_unauthorized_total Requests refused for their key (gateway_keys mode), by reason.\n");
+        out.push_str("# TYPE safedelete_unauthorized_total counter\n");
+        for (reason, n) in &m.unauthorized {
+            let _ = writeln!(
+                out,
+                "safedelete_unauthorized_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP safedelete_rate_limited_total Requests the gateway answered 429, by limit (a gateway key's, or the account's).\n");
+        out.push_str("# TYPE safedelete_rate_limited_total counter\n");
+        for ((scope, name), n) in &m.rate_limited {
+            let _ = writeln!(
+                out,
+                "safedelete_rate_limited_total{{scope=\"{scope}\",name=\"{}\"}} {n}",
+                label(name)
+            );
+        }
+        out.push_str("# HELP safedelete_account_held_total Requests held briefly to keep a SmartLead account under its rate limit.\n");
+        out.push_str("# TYPE safedelete_account_held_total counter\n");
+        for (account, n) in &m.held_total {
+            let _ = writeln!(
+                out,
+                "safedelete_account_held_total{{account=\"{}\"}} {n}",
+                label(account)
+            );
+        }
+        out.push_str("# HELP safedelete_account_held Requests held now for a SmartLead account's rate limit.\n");
+        out.push_str("# TYPE safedelete_account_held gauge\n");
+        for (account, n) in &m.held_now {
+            let _ = writeln!(
+                out,
+                "safedelete_account_held{{account=\"{}\"}} {n}",
+                label(account)
+            );
+        }
+        out.push_str("# HELP safedelete_bypass_detected_total Campaigns that disappeared without a delete through the gateway.\n");
+        out.push_str("# TYPE safedelete_bypass_detected_total counter\n");
+        for (account, n) in &m.bypass_detected {
+            let _ = writeln!(
+                out,
+                "safedelete_bypass_detected_total{{account=\"{}\"}} {n}",
+                label(account)
+            );
+        }
     }
 
     /// The Prometheus text exposition.
@@ -158,6 +275,8 @@ impl Metrics {
                 "safedelete_guarded_total{{operation=\"{operation}\",action=\"{action}\"}} {n}"
             );
         }
+
+        self.render_identity(&mut out);
 
         out.push_str("# HELP safedelete_upstream_errors_total Upstream failures by kind.\n");
         out.push_str("# TYPE safedelete_upstream_errors_total counter\n");
@@ -251,4 +370,12 @@ mod tests {
         assert!(text.contains("safedelete_upstream_latency_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("safedelete_upstream_latency_seconds_count 3"));
     }
+}
+
+/// A label value escaped for the exposition format.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -346,15 +346,15 @@ mod tests {
             r.duration_ms,
             r.error_kind,
         ]);
-        // The optional tail: detail (null when only the target is there), target.
+        // The optional tail: detail, target, account; nulls at its end left out.
         let tail = fields.as_array_mut().unwrap();
-        match (&r.detail, &r.target) {
-            (None, None) => {}
-            (detail, None) => tail.push(detail.clone().into()),
-            (detail, Some(target)) => {
-                tail.push(detail.clone().into());
-                tail.push(target.clone().into());
-            }
+        let optional = [&r.detail, &r.target, &r.account];
+        let present = optional
+            .iter()
+            .rposition(|v| v.is_some())
+            .map_or(0, |i| i + 1);
+        for v in &optional[..present] {
+            tail.push((*v).clone().into());
         }
         let canonical = fields.to_string();
         format!(
@@ -382,6 +382,10 @@ mod tests {
             r.detail = Some("3 audit records lost".into());
             assert_eq!(hash(GENESIS, &r.hashed_values()), reference(GENESIS, &r));
             r.target = None;
+            assert_eq!(hash(GENESIS, &r.hashed_values()), reference(GENESIS, &r));
+            r.account = Some("client-a".into());
+            assert_eq!(hash(GENESIS, &r.hashed_values()), reference(GENESIS, &r));
+            r.detail = None;
             assert_eq!(hash(GENESIS, &r.hashed_values()), reference(GENESIS, &r));
         }
     }

@@ -119,9 +119,12 @@ stored_event! {
     /// stopped. Hashed only when present (or when `target` is), so records
     /// from before it existed still verify.
     detail: Option<String>,
-    /// What a guarded operation acted on (`campaign:5/lead:7`); the last
-    /// hashed field, hashed only when present.
+    /// What a guarded operation acted on (`campaign:5/lead:7`); hashed only
+    /// when present (or when `account` is).
     target: Option<String>,
+    /// The SmartLead account the request was sent for (gateway keys); the
+    /// last hashed field, hashed only when present.
+    account: Option<String>,
     /// The previous record's `hash` (the chain's links come last and are
     /// not hashed themselves).
     prev_hash: Option<String>,
@@ -131,10 +134,10 @@ stored_event! {
 /// The chain's links (`prev_hash`, `hash`) end the column list.
 pub const CHAIN_LINKS: usize = 2;
 
-/// The hashed fields added after the chain existed (`detail`, `target`):
-/// absent ones at the end of the record are left out of its encoding, so
-/// older records still verify.
-pub const OPTIONAL_TAIL: usize = 2;
+/// The hashed fields added after the chain existed (`detail`, `target`,
+/// `account`): absent ones at the end of the record are left out of its
+/// encoding, so older records still verify.
+pub const OPTIONAL_TAIL: usize = 3;
 
 impl StoredEvent {
     /// The values the chain hashes: every column but the links.
@@ -174,6 +177,7 @@ impl StoredEvent {
             error_kind: r.error_kind.map(|e| e.as_str().to_string()),
             detail: r.detail.take(),
             target: r.target.take(),
+            account: r.account.take(),
             prev_hash: None,
             hash: None,
         }
@@ -213,7 +217,8 @@ mod tests {
         assert_eq!(at("detail"), Value::Text(Some("note")));
         assert_eq!(at("hash"), Value::Text(None));
         assert_eq!(e.hashed_values().len(), COLUMNS.len() - CHAIN_LINKS);
-        assert_eq!(COLUMNS[COLUMNS.len() - 4], "detail");
-        assert_eq!(COLUMNS[COLUMNS.len() - 3], "target");
+        assert_eq!(COLUMNS[COLUMNS.len() - 5], "detail");
+        assert_eq!(COLUMNS[COLUMNS.len() - 4], "target");
+        assert_eq!(COLUMNS[COLUMNS.len() - 3], "account");
     }
 }

@@ -22,6 +22,12 @@ pub enum OperationKind {
     /// Not a request: records were lost here (the `detail` says how many,
     /// when and why).
     AuditGap,
+    /// Not a request: a campaign disappeared from the account's listing
+    /// without a delete through the gateway (the bypass watch).
+    BypassDetected,
+    /// Not a request: a gateway key was created, revoked or rotated
+    /// (`key.create`, `key.revoke`, `key.rotate`).
+    Key(&'static str),
 }
 
 impl OperationKind {
@@ -30,6 +36,8 @@ impl OperationKind {
             OperationKind::Passthrough => "passthrough",
             OperationKind::Guarded(name) => name,
             OperationKind::AuditGap => "audit_gap",
+            OperationKind::BypassDetected => "bypass_detected",
+            OperationKind::Key(name) => name,
         }
     }
 }
@@ -70,6 +78,10 @@ pub enum ErrorKind {
     AuditUnavailable,
     /// The gateway stopped before the operation finished.
     Interrupted,
+    /// No usable gateway key (`identity.mode = "gateway_keys"`).
+    Unauthorized,
+    /// Over the key's or the account's rate limit.
+    RateLimited,
 }
 
 impl ErrorKind {
@@ -96,6 +108,8 @@ impl ErrorKind {
             ErrorKind::AuditLost => "audit_lost",
             ErrorKind::AuditUnavailable => "audit_unavailable",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 }
@@ -131,6 +145,8 @@ pub struct AuditRecord {
     pub detail: Option<String>,
     /// What a guarded operation acted on (`campaign:5/lead:7`).
     pub target: Option<String>,
+    /// The SmartLead account the request was sent for (gateway keys).
+    pub account: Option<String>,
 }
 
 impl AuditRecord {
@@ -161,6 +177,7 @@ impl AuditRecord {
             error_kind: None,
             detail: None,
             target: None,
+            account: None,
         }
     }
 }

@@ -15,6 +15,9 @@ pub mod var {
     pub const ADMIN_TOKEN: &str = "SAFEDELETE_ADMIN_TOKEN";
     pub const LOG: &str = "SAFEDELETE_LOG";
     pub const LOG_FORMAT: &str = "SAFEDELETE_LOG_FORMAT";
+    /// The SmartLead key of the account named `default`.
+    pub const SMARTLEAD_API_KEY: &str = "SAFEDELETE_SMARTLEAD_API_KEY";
+    pub const IDENTITY_MODE: &str = "SAFEDELETE_IDENTITY_MODE";
     /// The binary `bench/instructions.sh` measures; the gateway ignores it,
     /// but it is in the environment of gateways that script starts.
     pub const BENCH_BIN: &str = "SAFEDELETE_BIN";
@@ -28,6 +31,8 @@ pub mod var {
         ADMIN_TOKEN,
         LOG,
         LOG_FORMAT,
+        SMARTLEAD_API_KEY,
+        IDENTITY_MODE,
         BENCH_BIN,
     ];
 

@@ -48,6 +48,51 @@ pub struct FileConfig {
     pub policy: Option<crate::guard::policy::PolicyFile>,
     #[serde(default)]
     pub guard: FileGuard,
+    #[serde(default)]
+    pub identity: FileIdentity,
+    #[serde(default)]
+    pub smartlead: FileSmartLead,
+    #[serde(default)]
+    pub bypass: FileBypass,
+}
+
+/// `[identity]`: passthrough or gateway keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIdentity {
+    pub mode: Option<String>,
+    /// The default limit of every gateway key (`"30/min"`).
+    pub rate_limit: Option<String>,
+}
+
+/// `[smartlead]`: the accounts whose keys the gateway holds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSmartLead {
+    /// What each account may send to SmartLead, all its callers together.
+    pub rate_limit: Option<String>,
+    pub max_wait: Option<RawDuration>,
+    pub max_queue: Option<usize>,
+    #[serde(default)]
+    pub accounts: Vec<FileAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccount {
+    pub name: Option<String>,
+    /// The environment variable holding the key (never the key itself).
+    pub api_key_env: Option<String>,
+    /// A file holding the key.
+    pub api_key_file: Option<PathBuf>,
+    pub rate_limit: Option<String>,
+}
+
+/// `[bypass]`: the watch for deletes made behind the gateway's back.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBypass {
+    pub interval: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

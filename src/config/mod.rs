@@ -8,6 +8,7 @@
 
 mod env;
 mod file;
+mod identity;
 mod render;
 pub(crate) mod suggest;
 
@@ -24,6 +25,9 @@ use crate::guard::policy::{Policy, UNKNOWN_ACTOR};
 use env::var;
 pub use env::{unknown_variables, Env, NoEnv, ProcessEnv, UnknownVariable};
 use file::FileConfig;
+pub use identity::{
+    Account, Bypass, Identity, IdentityMode, KeySource, Rate, SmartLead, DEFAULT_ACCOUNT,
+};
 pub use render::RELOADED;
 
 /// Where `serve` looks for a config file when `--config` is not given.
@@ -132,6 +136,9 @@ pub struct Config {
     /// The deletion policy and the actors it can name.
     pub policy: GuardPolicy,
     pub guard: GuardSettings,
+    pub identity: Identity,
+    pub smartlead: SmartLead,
+    pub bypass: Bypass,
 }
 
 /// The parts of the config that SIGHUP reloads together.
@@ -143,10 +150,17 @@ pub struct GuardPolicy {
 
 impl GuardPolicy {
     /// Pairs a policy with the actors it may name; a rule naming an actor
-    /// that `actors` does not define is refused.
-    pub fn new(policy: Policy, actors: Vec<Actor>) -> Result<GuardPolicy, ConfigError> {
-        let names: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
-        policy.check_actors(&names)?;
+    /// that `actors` does not define is refused. With gateway keys, rules
+    /// name keys, which live in the database: they are not checked here.
+    pub fn new(
+        policy: Policy,
+        actors: Vec<Actor>,
+        mode: IdentityMode,
+    ) -> Result<GuardPolicy, ConfigError> {
+        if mode == IdentityMode::Passthrough {
+            let names: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
+            policy.check_actors(&names)?;
+        }
         Ok(GuardPolicy { policy, actors })
     }
 
@@ -548,7 +562,10 @@ impl Config {
             None => Policy::builtin(),
         };
         let actors = load_actors(file.actors)?;
-        let policy = GuardPolicy::new(policy, actors)?;
+        let identity = identity::load_identity(env, file.identity)?;
+        let smartlead = identity::load_smartlead(env, file.smartlead, identity.mode)?;
+        let bypass = identity::load_bypass(file.bypass)?;
+        let policy = GuardPolicy::new(policy, actors, identity.mode)?;
         let guard = load_guard(file.guard)?;
 
         Ok(Config {
@@ -595,6 +612,9 @@ impl Config {
             log: Log { format, filter },
             policy,
             guard,
+            identity,
+            smartlead,
+            bypass,
         })
     }
 }

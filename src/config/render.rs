@@ -205,6 +205,47 @@ impl Config {
                 },
             ),
         ]);
+        let id = &self.identity;
+        let sl = &self.smartlead;
+        let rate = |r: Option<super::Rate>| r.map_or(Value::Unset, |r| s(&r.to_string()));
+        out.extend([
+            set("identity", "identity.mode", s(id.mode.as_str())),
+            set("identity", "identity.rate_limit", rate(id.rate_limit)),
+            set("smartlead", "smartlead.rate_limit", rate(sl.rate_limit)),
+            set("smartlead", "smartlead.max_wait", d(sl.max_wait)),
+            set("smartlead", "smartlead.max_queue", n(sl.max_queue)),
+            set(
+                "smartlead",
+                "smartlead.accounts",
+                Value::Note {
+                    lines: sl
+                        .accounts
+                        .iter()
+                        .map(|a| {
+                            let limit = a.rate_limit.map_or_else(
+                                || "no rate limit".to_string(),
+                                |r| format!("rate limit {r}"),
+                            );
+                            format!("# account: {} (key from {}, {limit})\n", a.name, a.source)
+                        })
+                        .collect(),
+                    identity: sl
+                        .accounts
+                        .iter()
+                        .map(|a| {
+                            format!(
+                                "{}={}={:?}={}\n",
+                                a.name,
+                                a.source,
+                                a.rate_limit,
+                                crate::audit::redact::key_sha256(a.api_key.expose())
+                            )
+                        })
+                        .collect(),
+                },
+            ),
+            set("bypass", "bypass.interval", d(self.bypass.interval)),
+        ]);
         let format = match self.log.format {
             LogFormat::Pretty => "pretty",
             LogFormat::Json => "json",
