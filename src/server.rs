@@ -24,6 +24,7 @@ use crate::audit::{AuditError, AuditWriter};
 use crate::config::{Config, RELOADED};
 use crate::db::{self, DbError};
 use crate::guard::context::GuardContext;
+use crate::identity::Identities;
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyService, ProxyState};
 use crate::tls::{self, TlsError};
@@ -57,6 +58,8 @@ pub enum ServeError {
     Workers(#[from] WorkersError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error("cannot read the gateway keys: {0}")]
+    Keys(#[source] sqlx::Error),
 }
 
 /// Both listeners, bound before anything else starts (so tests can bind
@@ -138,6 +141,10 @@ pub async fn run(
         .transpose()?
         .map(TlsAcceptor::from);
     let upstream = Upstream::new(&config, client);
+    let identities = Arc::new(Identities::new(&config, pool.clone(), metrics.clone()));
+    // Keys are known before the first request, and kept fresh from then on.
+    identities.refresh().await.map_err(ServeError::Keys)?;
+    let keys_task = tokio::spawn(identities.clone().keep_fresh());
     let guard = Arc::new(GuardContext::new(
         &config,
         upstream.clone(),
@@ -150,6 +157,7 @@ pub async fn run(
         audit.clone(),
         metrics.clone(),
         guard.clone(),
+        identities.clone(),
     ));
     recover_unfinished(&pool).await;
     record_interrupted(&pool, &audit).await;
@@ -257,6 +265,8 @@ pub async fn run(
     drop(state);
 
     reload_task.abort();
+    keys_task.abort();
+    identities.flush().await;
     let _ = admin_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
     let audit_records_written = writer.close().await;

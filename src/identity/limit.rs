@@ -102,6 +102,10 @@ impl AccountLimiter {
         }
     }
 
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
     /// Waits for this request's turn; `Err(retry_after)` when the turn is
     /// further away than `max_wait` or the queue is full (nothing reserved).
     pub async fn acquire(&self) -> Result<(), Duration> {

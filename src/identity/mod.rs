@@ -83,6 +83,18 @@ pub enum Unauthorized {
 }
 
 impl Unauthorized {
+    /// The `reason` label of `safedelete_unauthorized_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unauthorized::NoKey => "no_key",
+            Unauthorized::SmartLeadKey => "smartlead_key",
+            Unauthorized::Unknown => "unknown_key",
+            Unauthorized::Revoked { .. } => "revoked",
+            Unauthorized::Expired { .. } => "expired",
+            Unauthorized::Mixed => "mixed_keys",
+        }
+    }
+
     /// The key's name, when the key was one of ours.
     pub fn key_name(&self) -> Option<&str> {
         match self {

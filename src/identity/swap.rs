@@ -148,6 +148,11 @@ impl MaskStream {
         self.held.split_to(ready).freeze()
     }
 
+    /// Whether bytes are held back for the next frame.
+    pub fn holds_bytes(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// What was held back, at the end of the body.
     pub fn finish(&mut self) -> Bytes {
         std::mem::take(&mut self.held).freeze()

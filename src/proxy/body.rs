@@ -18,6 +18,7 @@ use tokio::time::Sleep;
 use super::ProxyState;
 use crate::audit::redact::{self, Secrets};
 use crate::audit::{AuditRecord, ErrorKind, OperationKind};
+use crate::identity::swap::MaskStream;
 use crate::metrics::UpstreamError;
 pub use crate::upstream::upload::{CountedIncoming, UploadState};
 
@@ -173,6 +174,8 @@ pub struct ResponseBody {
     /// Armed while the upstream body is pending; reset on every frame.
     idle: Option<Pin<Box<Sleep>>>,
     idle_armed: bool,
+    /// Masks the account's SmartLead key out of the body (gateway keys).
+    mask: Option<Box<MaskStream>>,
 }
 
 impl ResponseBody {
@@ -183,6 +186,7 @@ impl ResponseBody {
             idle_timeout,
             idle: None,
             idle_armed: false,
+            mask: None,
         }
     }
 
@@ -193,7 +197,14 @@ impl ResponseBody {
             idle_timeout: Duration::MAX,
             idle: None,
             idle_armed: false,
+            mask: None,
         }
+    }
+
+    /// Masks a key out of the body as it streams (same length, so the
+    /// framing SmartLead chose stays right).
+    pub fn mask(&mut self, mask: MaskStream) {
+        self.mask = Some(Box::new(mask));
     }
 
     /// Attaches the tracker that records the request when this body ends.
@@ -240,48 +251,72 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = match &mut this.inner {
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
-            Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        };
-        match polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.idle_armed = false;
-                if let (Some(data), Some(t)) = (frame.data_ref(), this.tracker.as_mut()) {
-                    t.bytes_out += data.len() as u64;
+        loop {
+            let polled = match &mut this.inner {
+                Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+                Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            };
+            return match polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.idle_armed = false;
+                    let frame = match (&mut this.mask, frame.into_data()) {
+                        (Some(mask), Ok(data)) => {
+                            let ready = mask.feed(&data);
+                            if ready.is_empty() {
+                                // All of it held back: a key may go on in the next frame.
+                                continue;
+                            }
+                            Frame::data(ready)
+                        }
+                        (None, Ok(data)) => Frame::data(data),
+                        (_, Err(other)) => other,
+                    };
+                    if let (Some(data), Some(t)) = (frame.data_ref(), this.tracker.as_mut()) {
+                        t.bytes_out += data.len() as u64;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                tracing::warn!(error = %err, "upstream response body failed mid-stream");
-                if let Some(t) = &this.tracker {
-                    t.state.metrics.record_upstream_error(UpstreamError::Body);
-                }
-                this.finish(false, Some(ErrorKind::UpstreamBodyError));
-                Poll::Ready(Some(Err(err.into())))
-            }
-            Poll::Ready(None) => {
-                this.finish(true, None);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.poll_idle(cx).is_ready() {
-                    tracing::warn!(after = ?this.idle_timeout, "upstream response body stalled");
+                Poll::Ready(Some(Err(err))) => {
+                    tracing::warn!(error = %err, "upstream response body failed mid-stream");
                     if let Some(t) = &this.tracker {
                         t.state.metrics.record_upstream_error(UpstreamError::Body);
                     }
-                    this.finish(false, Some(ErrorKind::UpstreamBodyTimeout));
-                    // Ending the stream with an error makes hyper cut the client
-                    // connection: a short file must never look complete.
-                    this.inner = Inner::Full(None);
-                    return Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle_timeout)))));
+                    this.finish(false, Some(ErrorKind::UpstreamBodyError));
+                    Poll::Ready(Some(Err(err.into())))
                 }
-                Poll::Pending
-            }
+                Poll::Ready(None) => {
+                    let held = this.mask.as_mut().map(|m| m.finish());
+                    if let Some(rest) = held.filter(|b| !b.is_empty()) {
+                        if let Some(t) = this.tracker.as_mut() {
+                            t.bytes_out += rest.len() as u64;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                    this.finish(true, None);
+                    Poll::Ready(None)
+                }
+                Poll::Pending => {
+                    if this.poll_idle(cx).is_ready() {
+                        tracing::warn!(after = ?this.idle_timeout, "upstream response body stalled");
+                        if let Some(t) = &this.tracker {
+                            t.state.metrics.record_upstream_error(UpstreamError::Body);
+                        }
+                        this.finish(false, Some(ErrorKind::UpstreamBodyTimeout));
+                        // Ending the stream with an error makes hyper cut the client
+                        // connection: a short file must never look complete.
+                        this.inner = Inner::Full(None);
+                        return Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle_timeout)))));
+                    }
+                    Poll::Pending
+                }
+            };
         }
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.mask.as_ref().is_some_and(|m| m.holds_bytes()) {
+            return false;
+        }
         match &self.inner {
             Inner::Upstream(body) => body.is_end_stream(),
             Inner::Full(data) => data.is_none(),

@@ -48,6 +48,18 @@ pub enum ProxyError {
     AuditUnavailable(String),
     #[error("refused: {0}")]
     Refused(#[from] crate::guard::classify::ClassifyError),
+    /// No usable gateway key (`identity.mode = "gateway_keys"`).
+    #[error("{0}")]
+    Unauthorized(#[from] crate::identity::Unauthorized),
+    /// Over a gateway key's limit, or the account's queue is full.
+    #[error("rate limited ({limit})")]
+    RateLimited {
+        /// `this gateway key's limit (30/min)`, `the SmartLead account's limit (60/min)`.
+        limit: String,
+        retry_after: Duration,
+    },
+    #[error("{0}")]
+    KeyInBody(#[from] crate::identity::swap::BodySwapError),
 }
 
 impl ProxyError {
@@ -59,9 +71,12 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamStalledReading { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ClientAborted | ProxyError::BadRequest(_) | ProxyError::Refused(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::ClientAborted
+            | ProxyError::BadRequest(_)
+            | ProxyError::Refused(_)
+            | ProxyError::KeyInBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -79,8 +94,12 @@ impl ProxyError {
             ProxyError::UpstreamReset { .. } => ErrorKind::UpstreamReset,
             ProxyError::ClientAborted => ErrorKind::ClientAborted,
             ProxyError::ClientBodyTimeout { .. } => ErrorKind::ClientBodyTimeout,
-            ProxyError::BadRequest(_) | ProxyError::Refused(_) => ErrorKind::BadRequest,
+            ProxyError::BadRequest(_) | ProxyError::Refused(_) | ProxyError::KeyInBody(_) => {
+                ErrorKind::BadRequest
+            }
             ProxyError::AuditUnavailable(_) => ErrorKind::AuditUnavailable,
+            ProxyError::Unauthorized(_) => ErrorKind::Unauthorized,
+            ProxyError::RateLimited { .. } => ErrorKind::RateLimited,
         }
     }
 
@@ -99,15 +118,25 @@ impl ProxyError {
             | ProxyError::ClientBodyTimeout { .. }
             | ProxyError::BadRequest(_)
             | ProxyError::Refused(_)
-            | ProxyError::AuditUnavailable(_) => None,
+            | ProxyError::AuditUnavailable(_)
+            | ProxyError::Unauthorized(_)
+            | ProxyError::RateLimited { .. }
+            | ProxyError::KeyInBody(_) => None,
         }
     }
 
     fn public_message(&self) -> std::borrow::Cow<'static, str> {
-        if let ProxyError::Refused(reason) = self {
-            return format!("safedelete: {reason}").into();
+        match self {
+            ProxyError::Refused(reason) => format!("safedelete: {reason}").into(),
+            ProxyError::Unauthorized(why) => why.to_string().into(),
+            ProxyError::KeyInBody(why) => why.to_string().into(),
+            ProxyError::RateLimited { limit, retry_after } => format!(
+                "safedelete: too many requests for {limit}; nothing was sent to SmartLead. Retry after {} seconds.",
+                retry_secs(*retry_after)
+            )
+            .into(),
+            _ => self.static_message().into(),
         }
-        self.static_message().into()
     }
 
     fn static_message(&self) -> &'static str {
@@ -136,19 +165,43 @@ impl ProxyError {
             }
             ProxyError::BadRequest(msg) => msg,
             ProxyError::Refused(_) => "safedelete: refused",
+            ProxyError::Unauthorized(_) => "safedelete: unauthorized",
+            ProxyError::RateLimited { .. } => "safedelete: too many requests",
+            ProxyError::KeyInBody(_) => "safedelete: the key in the body cannot be replaced",
             ProxyError::AuditUnavailable(_) => {
                 "safedelete: the audit trail cannot be written, and this gateway refuses requests it cannot record (audit.on_failure = \"refuse\"); nothing was sent to SmartLead. Retry later."
             }
         }
     }
 
-    /// The response the client gets: status, JSON body, request id.
+    /// The response the client gets: status, JSON body in SmartLead's shape
+    /// for the status (`{"message"}` for 401, `{"error": {"code": ...}}` for
+    /// 429, `{"error"}` otherwise), request id.
     pub fn to_response<B: From<bytes::Bytes>>(&self, request_id: &HeaderValue) -> Response<B> {
-        let body = serde_json::json!({
-            "error": self.public_message(),
-            "error_kind": self.kind().as_str(),
-            "request_id": request_id.to_str().unwrap_or(""),
-        });
+        let message = self.public_message();
+        let request_id_text = request_id.to_str().unwrap_or("");
+        let body = match self {
+            ProxyError::Unauthorized(_) => serde_json::json!({
+                "message": message,
+                "error_kind": self.kind().as_str(),
+                "request_id": request_id_text,
+            }),
+            ProxyError::RateLimited { retry_after, .. } => serde_json::json!({
+                "error": {
+                    "code": "RATE_LIMIT_EXCEEDED",
+                    "message": message,
+                    "retry_after": retry_secs(*retry_after),
+                },
+                "message": message,
+                "error_kind": self.kind().as_str(),
+                "request_id": request_id_text,
+            }),
+            _ => serde_json::json!({
+                "error": message,
+                "error_kind": self.kind().as_str(),
+                "request_id": request_id_text,
+            }),
+        };
         let bytes = bytes::Bytes::from(body.to_string());
         let mut resp = Response::new(B::from(bytes));
         *resp.status_mut() = self.status();
@@ -161,6 +214,12 @@ impl ProxyError {
         if matches!(self, ProxyError::AuditUnavailable(_)) {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        if let ProxyError::RateLimited { retry_after, .. } = self {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(retry_secs(*retry_after)),
+            );
+        }
         if matches!(self, ProxyError::Refused(_)) {
             headers.insert(
                 crate::guard::pipeline::X_SAFEDELETE_ACTION.clone(),
@@ -169,4 +228,9 @@ impl ProxyError {
         }
         resp
     }
+}
+
+/// Whole seconds to wait, rounded up and at least one.
+fn retry_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }

@@ -22,12 +22,14 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
+use crate::audit::body_key::BodyKeyScanner;
 use crate::audit::{redact, AuditRecord, AuditSink, OperationKind};
 use crate::config::Config;
 use crate::guard::classify::{classify, ClassifyError, Guarded, Operation};
 use crate::guard::context::GuardContext;
 use crate::guard::operations::Op;
 use crate::guard::pipeline::{self, GuardInput};
+use crate::identity::{swap, AccountKey, Identities, KeyEntry};
 use crate::metrics::Metrics;
 use crate::upstream::client::{self, RequestBody, UpstreamClient};
 use crate::upstream::{headers, Upstream};
@@ -52,6 +54,8 @@ pub struct ProxyState {
     pub cutting: AtomicBool,
     /// Where destructive calls go.
     pub guard: Arc<GuardContext>,
+    /// Gateway keys and the accounts they send for; `None` in passthrough mode.
+    pub identities: Option<Arc<Identities>>,
 }
 
 impl ProxyState {
@@ -61,6 +65,7 @@ impl ProxyState {
         audit: AuditSink,
         metrics: Arc<Metrics>,
         guard: Arc<GuardContext>,
+        identities: Arc<Identities>,
     ) -> Self {
         ProxyState {
             upstream,
@@ -71,6 +76,7 @@ impl ProxyState {
             metrics,
             cutting: AtomicBool::new(false),
             guard,
+            identities: identities.gateway_keys().then_some(identities),
         }
     }
 }
@@ -195,18 +201,46 @@ impl ProxyService {
         // The upstream leg is always HTTP/1.1, whatever the client spoke.
         parts.version = http::Version::HTTP_11;
 
-        let (guarded, body) = match operation {
-            Operation::Passthrough if body.is_end_stream() => (None, RequestBody::Empty),
-            Operation::Passthrough => {
+        // Gateway keys: the caller is the key's name, and the account's
+        // SmartLead key goes to SmartLead in place of the gateway key.
+        let mut body = ClientBody::Unread(body);
+        let mut caller = None;
+        if let Some(identities) = state.identities.clone() {
+            let query_key = redacted.as_ref().and_then(|r| r.api_key.as_deref());
+            let swapped = self.swap_keys(&identities, query_key, &mut parts, body, &mut tracker);
+            match Box::pin(swapped).await {
+                Ok((swapped, who)) => {
+                    body = swapped;
+                    caller = Some(who);
+                }
+                Err(err) => return self.fail(err, tracker, &request_id),
+            }
+        }
+
+        let (guarded, body) = match (operation, body) {
+            (Operation::Passthrough, ClientBody::Read(bytes)) => {
+                (None, RequestBody::Full(Some(bytes)))
+            }
+            (Operation::Passthrough, ClientBody::Unread(body)) if body.is_end_stream() => {
+                (None, RequestBody::Empty)
+            }
+            (Operation::Passthrough, ClientBody::Unread(body)) => {
                 let counted = body::CountedIncoming::new(body, may_carry_key(&parts));
                 tracker.upload = Some(counted.state());
                 (None, RequestBody::Client(counted))
             }
-            Operation::Guarded(guarded) => {
+            (Operation::Guarded(guarded), ClientBody::Unread(body)) => {
                 (Some((guarded, GuardBody::Unread(body))), RequestBody::Empty)
             }
-            Operation::NeedsBody(pending) => {
-                let bytes = match self.read_small_body(body, &mut tracker).await {
+            (Operation::Guarded(guarded), ClientBody::Read(bytes)) => {
+                (Some((guarded, GuardBody::Read(bytes))), RequestBody::Empty)
+            }
+            (Operation::NeedsBody(pending), body) => {
+                let read = match body {
+                    ClientBody::Read(bytes) => Ok(bytes),
+                    ClientBody::Unread(body) => self.read_small_body(body, &mut tracker).await,
+                };
+                let bytes = match read {
                     Ok(bytes) => bytes,
                     Err(err) => return self.fail(err, tracker, &request_id),
                 };
@@ -230,6 +264,7 @@ impl ProxyService {
                 parts,
                 body,
                 redacted,
+                caller,
             };
             return Box::pin(self.guarded(call, tracker, request_id, client_version)).await;
         }
@@ -244,8 +279,12 @@ impl ProxyService {
                 *resp.version_mut() = client_version;
                 resp.headers_mut()
                     .insert(headers::X_REQUEST_ID.clone(), request_id);
-                let (parts, incoming) = resp.into_parts();
+                let (mut parts, incoming) = resp.into_parts();
                 let mut body = ResponseBody::upstream(incoming, state.upstream.body_idle_timeout);
+                if let Some(caller) = &caller {
+                    mask_headers(&mut parts.headers, &caller.account.mask);
+                    body.mask(caller.account.mask.stream());
+                }
                 body.track(tracker);
                 Response::from_parts(parts, body)
             }
@@ -266,22 +305,118 @@ impl ProxyService {
         body: Incoming,
         tracker: &mut Tracker,
     ) -> Result<Bytes, ProxyError> {
+        self.read_body(body, GUARDED_BODY_MAX, tracker).await
+    }
+
+    /// Reads a body whole within `max` bytes (see [`ProxyService::read_small_body`]).
+    async fn read_body(
+        &self,
+        body: Incoming,
+        max: usize,
+        tracker: &mut Tracker,
+    ) -> Result<Bytes, ProxyError> {
         let counted = body::CountedIncoming::new(body, true);
         tracker.upload = Some(counted.state());
-        let limited = http_body_util::Limited::new(counted, GUARDED_BODY_MAX);
+        let limited = http_body_util::Limited::new(counted, max);
         let read =
             tokio::time::timeout(self.state.upstream.body_idle_timeout, limited.collect()).await;
         tracker.scrub_body_keys();
         match read {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(
-                ProxyError::BadRequest("safedelete: the body of a guarded call is larger than 64 KiB; nothing was forwarded"),
-            ),
+            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+                Err(ProxyError::BadRequest(if max == GUARDED_BODY_MAX {
+                    "safedelete: the body of a guarded call is larger than 64 KiB; nothing was forwarded"
+                } else {
+                    "safedelete: a JSON body larger than 16 MiB cannot have its key swapped; send the gateway key as the api_key query parameter; nothing was forwarded"
+                }))
+            }
             Ok(Err(_)) => Err(ProxyError::ClientAborted),
             Err(_) => Err(ProxyError::ClientBodyTimeout {
                 after: self.state.upstream.body_idle_timeout,
             }),
         }
+    }
+
+    /// Gateway keys: finds the caller by the key in the query or the JSON
+    /// body (a body that may carry one is read whole first), applies the
+    /// key's and the account's rate limits, and puts the account's SmartLead
+    /// key where the gateway key was. Nothing is forwarded on an error.
+    async fn swap_keys(
+        &self,
+        identities: &Identities,
+        query_key: Option<&str>,
+        parts: &mut http::request::Parts,
+        body: ClientBody,
+        tracker: &mut Tracker,
+    ) -> Result<(ClientBody, Arc<KeyEntry>), ProxyError> {
+        let metrics = &self.state.metrics;
+        let body = match body {
+            ClientBody::Unread(incoming) if may_carry_key(parts) && !incoming.is_end_stream() => {
+                ClientBody::Read(self.read_body(incoming, KEY_SWAP_BODY_MAX, tracker).await?)
+            }
+            other => other,
+        };
+        let body_keys = match &body {
+            ClientBody::Read(bytes) => BodyKeyScanner::default().feed(bytes),
+            ClientBody::Unread(_) => Vec::new(),
+        };
+        let presented = query_key
+            .into_iter()
+            .chain(body_keys.iter().map(String::as_str));
+        let caller = identities.authenticate(presented).inspect_err(|why| {
+            metrics.record_unauthorized(why.reason());
+            tracker.record.actor_label = why.key_name().map(str::to_string);
+        })?;
+        tracker.record.actor_label = Some(caller.name.clone());
+        tracker.record.account = Some(caller.account.name.clone());
+        if let Some(limiter) = &caller.limiter {
+            if let Err(retry_after) = limiter.try_acquire() {
+                metrics.record_rate_limited("key", &caller.name);
+                return Err(ProxyError::RateLimited {
+                    limit: format!("the gateway key {:?} ({})", caller.name, limiter.rate()),
+                    retry_after,
+                });
+            }
+        }
+        let account: &AccountKey = &caller.account;
+        if let Some(limiter) = &account.limiter {
+            if let Err(retry_after) = limiter.acquire().await {
+                return Err(ProxyError::RateLimited {
+                    limit: format!(
+                        "the SmartLead account {:?} ({}), shared by all its keys",
+                        account.name,
+                        limiter.rate()
+                    ),
+                    retry_after,
+                });
+            }
+        }
+        if query_key.is_some() {
+            if let Some(query) = parts.uri.query() {
+                let swapped = format!(
+                    "{}?{}",
+                    parts.uri.path(),
+                    swap::swap_query(query, &account.api_key_query)
+                );
+                let pq = PathAndQuery::try_from(swapped).map_err(|_| {
+                    ProxyError::BadRequest("safedelete: the request target is not valid")
+                })?;
+                parts.uri = Uri::from(pq);
+            }
+        }
+        let body = match (body, body_keys.first()) {
+            (ClientBody::Read(bytes), Some(key)) => {
+                ClientBody::Read(swap::swap_body(&bytes, key, account.api_key.expose())?)
+            }
+            (body, _) => body,
+        };
+        if let ClientBody::Read(bytes) = &body {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        }
+        Ok((body, caller))
     }
 
     /// Runs the guard pipeline and turns its answer into the response.
@@ -298,6 +433,7 @@ impl ProxyService {
             parts,
             body,
             redacted,
+            caller,
         } = call;
         let body = match body {
             GuardBody::Read(bytes) => bytes,
@@ -313,18 +449,30 @@ impl ProxyService {
             }
             GuardBody::Unread(_) => Bytes::new(),
         };
-        let mut api_key = redacted.and_then(|r| r.api_key.zip(r.api_key_raw));
-        if api_key.is_none() {
-            // A key only in the JSON body: the guard's own reads send it in the query.
-            api_key = body_api_key(&body).map(|key| {
-                let raw =
-                    percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
+        let (api_key_raw, api_key_sha256, actor) = match &caller {
+            // The guard's own reads go out with the account's key.
+            Some(caller) => (
+                Some(caller.account.api_key_query.clone()),
+                None,
+                Some(caller.name.clone()),
+            ),
+            None => {
+                let mut api_key = redacted.and_then(|r| r.api_key.zip(r.api_key_raw));
+                if api_key.is_none() {
+                    // A key only in the JSON body: the guard's own reads send it in the query.
+                    api_key = body_api_key(&body).map(|key| {
+                        let raw = percent_encoding::utf8_percent_encode(
+                            &key,
+                            percent_encoding::NON_ALPHANUMERIC,
+                        )
                         .to_string();
-                (key, raw)
-            });
-        }
-        let api_key_sha256 = api_key.as_ref().map(|(key, _)| redact::key_sha256(key));
-        let api_key_raw = api_key.map(|(_, raw)| raw);
+                        (key, raw)
+                    });
+                }
+                let sha256 = api_key.as_ref().map(|(key, _)| redact::key_sha256(key));
+                (api_key.map(|(_, raw)| raw), sha256, None)
+            }
+        };
         tracker.record.bytes_in = body.len() as u64;
         let input = GuardInput {
             op: guarded.op,
@@ -334,6 +482,7 @@ impl ProxyService {
             body,
             api_key_raw,
             api_key_sha256,
+            actor,
             record: tracker.record.clone(),
         };
         // The pipeline writes this request's audit record itself, durably.
@@ -344,11 +493,19 @@ impl ProxyService {
         state.metrics.record_guarded(op.name(), answer.action);
         tracker.record.status = answer.status.as_u16();
         tracker.record.action = Some(answer.action);
-        let mut body = ResponseBody::full(answer.body);
+        let mut headers = answer.headers;
+        let answer_body = match &caller {
+            Some(caller) => {
+                mask_headers(&mut headers, &caller.account.mask);
+                Bytes::from(caller.account.mask.apply(&answer.body).into_owned())
+            }
+            None => answer.body,
+        };
+        let mut body = ResponseBody::full(answer_body);
         body.track(tracker);
         let mut resp = Response::new(body);
         *resp.status_mut() = answer.status;
-        *resp.headers_mut() = answer.headers;
+        *resp.headers_mut() = headers;
         *resp.version_mut() = client_version;
         resp.headers_mut()
             .insert(headers::X_REQUEST_ID.clone(), request_id);
@@ -610,6 +767,28 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
 /// The most of a guarded call's body the gateway reads (they are ids).
 const GUARDED_BODY_MAX: usize = 64 * 1024;
 
+/// The most of a JSON body read whole to swap its key (gateway keys only;
+/// SmartLead's largest bodies, 400 leads, are far smaller).
+const KEY_SWAP_BODY_MAX: usize = 16 * 1024 * 1024;
+
+/// The client's body: read whole (to swap its key), or still streaming.
+enum ClientBody {
+    Read(Bytes),
+    Unread(Incoming),
+}
+
+/// Masks the SmartLead key in response headers (a `Location` that repeats
+/// the URL, say).
+fn mask_headers(headers: &mut http::HeaderMap, mask: &swap::Mask) {
+    for value in headers.values_mut() {
+        if let std::borrow::Cow::Owned(masked) = mask.apply(value.as_bytes()) {
+            if let Ok(v) = HeaderValue::from_bytes(&masked) {
+                *value = v;
+            }
+        }
+    }
+}
+
 /// A guarded call's body: already read (it named the target), or not yet.
 enum GuardBody {
     Read(Bytes),
@@ -622,6 +801,8 @@ struct GuardedCall {
     parts: http::request::Parts,
     body: GuardBody,
     redacted: Option<redact::RedactedQuery>,
+    /// The gateway key's entry, in `gateway_keys` mode.
+    caller: Option<Arc<KeyEntry>>,
 }
 
 /// An `api_key` string at the top of a JSON body.

@@ -61,6 +61,8 @@ pub struct GuardInput {
     pub api_key_raw: Option<String>,
     /// Full SHA-256 hex of the key, to find the actor.
     pub api_key_sha256: Option<String>,
+    /// The actor when the caller is already known (a gateway key's name).
+    pub actor: Option<String>,
     pub user_agent: Option<HeaderValue>,
     /// The request's audit record so far (redacted).
     pub record: AuditRecord,
@@ -157,9 +159,12 @@ impl From<GuardError> for Refusal {
 
 async fn pipeline(state: Arc<GuardContext>, input: GuardInput) -> GuardResponse {
     let guard_policy = state.policy();
-    let actor = guard_policy
-        .actor_label(input.api_key_sha256.as_deref())
-        .to_string();
+    let actor = match &input.actor {
+        Some(name) => name.clone(),
+        None => guard_policy
+            .actor_label(input.api_key_sha256.as_deref())
+            .to_string(),
+    };
     let op = input.op;
     let key = input.target.key(op);
     let mut record = input.record;
