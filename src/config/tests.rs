@@ -535,3 +535,170 @@ fn check_config_shows_operation_defaults_and_rule_operations_that_differ_from_th
     // Still a valid config once printed.
     Config::parse(&c.render_masked()).unwrap();
 }
+
+#[test]
+fn accounts_come_from_the_environment_and_files_and_never_show_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("client-b.key");
+    std::fs::write(&file, "sl-key-of-client-b\n").unwrap();
+    let text = format!(
+        "[identity]\nmode = \"gateway_keys\"\nrate_limit = \"30/min\"\n\
+         [smartlead]\nrate_limit = \"60/min\"\n\
+         [[smartlead.accounts]]\nname = \"client-a\"\napi_key_env = \"CLIENT_A_KEY\"\nrate_limit = \"120/min\"\n\
+         [[smartlead.accounts]]\nname = \"client-b\"\napi_key_file = {:?}\n",
+        file.display().to_string()
+    );
+    let c = load(
+        &text,
+        &[
+            ("SAFEDELETE_SMARTLEAD_API_KEY", "sl-default-key"),
+            ("CLIENT_A_KEY", "sl-key-of-client-a"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.identity.mode, IdentityMode::GatewayKeys);
+    assert_eq!(c.smartlead.names(), ["default", "client-a", "client-b"]);
+    let a = c.smartlead.account("client-a").unwrap();
+    assert_eq!(a.api_key.expose(), "sl-key-of-client-a");
+    assert_eq!(a.rate_limit.unwrap().to_string(), "120/min");
+    let b = c.smartlead.account("client-b").unwrap();
+    assert_eq!(
+        b.api_key.expose(),
+        "sl-key-of-client-b",
+        "the file's newline is not part of the key"
+    );
+    assert_eq!(
+        b.rate_limit.unwrap().to_string(),
+        "60/min",
+        "the shared limit"
+    );
+    let shown = c.render_masked();
+    for key in ["sl-default-key", "sl-key-of-client-a", "sl-key-of-client-b"] {
+        assert!(!shown.contains(key), "{shown}");
+        assert!(!format!("{c:?}").contains(key));
+    }
+    assert!(
+        shown.contains(
+            "# account: client-a (key from environment variable CLIENT_A_KEY, rate limit 120/min)"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("mode = \"gateway_keys\""), "{shown}");
+}
+
+#[test]
+fn account_mistakes_name_the_key_and_say_what_to_do() {
+    let cases: &[(&str, &[(&str, &str)], &str, &str)] = &[
+        (
+            "[identity]\nmode = \"gateway_keys\"\n",
+            &[],
+            "identity.mode:",
+            "SAFEDELETE_SMARTLEAD_API_KEY",
+        ),
+        (
+            "",
+            &[("SAFEDELETE_IDENTITY_MODE", "gateway-keys")],
+            "SAFEDELETE_IDENTITY_MODE:",
+            "\"gateway_keys\"",
+        ),
+        (
+            "[[smartlead.accounts]]\nname = \"a\"\napi_key_env = \"NOT_SET\"\n",
+            &[],
+            "smartlead.accounts[0].api_key_env:",
+            "NOT_SET is not set",
+        ),
+        (
+            "[[smartlead.accounts]]\nname = \"a\"\n",
+            &[],
+            "smartlead.accounts[0].api_key_env:",
+            "never goes in the file",
+        ),
+        (
+            "[[smartlead.accounts]]\nname = \"a\"\napi_key_env = \"K\"\napi_key_file = \"/k\"\n",
+            &[("K", "x")],
+            "smartlead.accounts[0].api_key_env:",
+            "not both",
+        ),
+        (
+            "[[smartlead.accounts]]\nname = \"default\"\napi_key_env = \"K\"\n",
+            &[("K", "x"), ("SAFEDELETE_SMARTLEAD_API_KEY", "y")],
+            "smartlead.accounts[0].name:",
+            "defined twice",
+        ),
+        (
+            "[[smartlead.accounts]]\nname = \"has space\"\napi_key_env = \"K\"\n",
+            &[("K", "x")],
+            "smartlead.accounts[0].name:",
+            "for example",
+        ),
+        (
+            "",
+            &[("SAFEDELETE_SMARTLEAD_API_KEY", "sdg_abc")],
+            "SAFEDELETE_SMARTLEAD_API_KEY:",
+            "gateway key",
+        ),
+        (
+            "[smartlead]\nrate_limit = \"60 per minute\"\n",
+            &[],
+            "smartlead.rate_limit:",
+            "\"30/min\"",
+        ),
+        (
+            "[identity]\nrate_limit = \"30/fortnight\"\n",
+            &[],
+            "identity.rate_limit:",
+            "unit of time",
+        ),
+        (
+            "[bypass]\ninterval = \"10ms\"\n",
+            &[],
+            "bypass.interval:",
+            "\"0s\"",
+        ),
+        (
+            "[bypass]\nintervall = \"1m\"\n",
+            &[],
+            "",
+            "unknown field `intervall`",
+        ),
+        (
+            "[[smartlead.accounts]]\nname = \"a\"\napi_key_file = \"/no/such/file\"\n",
+            &[],
+            "smartlead.accounts[0].api_key_file:",
+            "/no/such/file",
+        ),
+    ];
+    for (text, env, key, says) in cases {
+        let err = load(text, env).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{text:?}: {err}");
+        assert!(err.contains(says), "{text:?}: {err}");
+        for (name, v) in env.iter() {
+            if name.ends_with("API_KEY") {
+                assert!(!err.contains(v), "{err} shows a key");
+            }
+        }
+    }
+}
+
+#[test]
+fn with_gateway_keys_rules_may_name_keys_no_actors_entry_defines() {
+    let policy =
+        "[[policy.rules]]\nname = \"not alice\"\naction = \"deny\"\nactors = [\"alice\"]\n";
+    let err = load(policy, &[]).unwrap_err().to_string();
+    assert!(err.contains("is not an actor"), "{err}");
+    let c = load(
+        &format!("{policy}[identity]\nmode = \"gateway_keys\"\n"),
+        &[("SAFEDELETE_SMARTLEAD_API_KEY", "sl-key")],
+    );
+    assert!(c.is_ok(), "{:?}", c.err());
+}
+
+#[test]
+fn the_bypass_watch_runs_every_15_minutes_unless_turned_off() {
+    assert_eq!(
+        load("", &[]).unwrap().bypass.interval,
+        Duration::from_secs(900)
+    );
+    let off = load("[bypass]\ninterval = \"0s\"\n", &[]).unwrap();
+    assert!(off.bypass.interval.is_zero());
+}
