@@ -6,7 +6,8 @@
 //!   the wait until the next token.
 //! - [`AccountLimiter`]: what the whole account may send. A sliding window:
 //!   no `per`-long stretch of time holds more than `count` requests sent,
-//!   whatever SmartLead's own window is aligned to. A request over the limit
+//!   whatever SmartLead's own window is aligned to (with a small margin for
+//!   the time requests take to get there). A request over the limit
 //!   is held until its turn (a reserved send time), as long as that is
 //!   within `max_wait` and fewer than `max_queue` are held; otherwise 429.
 
@@ -114,9 +115,10 @@ impl AccountLimiter {
             let now = Instant::now();
             let count = self.rate.count as usize;
             // The earliest this request may go: `per` after the request
-            // `count` places before it.
+            // `count` places before it, and a margin for the time requests
+            // take to reach SmartLead, which varies from one to the next.
             let at = match w.sent.len() {
-                n if n >= count => (w.sent[n - count] + self.rate.per).max(now),
+                n if n >= count => (w.sent[n - count] + self.rate.per + margin(self.rate)).max(now),
                 _ => now,
             };
             let wait = at - now;
@@ -153,6 +155,13 @@ impl std::fmt::Debug for AccountLimiter {
             .field("rate", &self.rate)
             .finish_non_exhaustive()
     }
+}
+
+/// A twentieth of the window (between 25 ms and 1 s): a request that took
+/// a little longer to arrive than the one `count` places after it must not
+/// put both in one of SmartLead's windows.
+fn margin(rate: Rate) -> Duration {
+    (rate.per / 20).clamp(Duration::from_millis(25), Duration::from_secs(1))
 }
 
 /// Counts a held request out of the queue when its wait ends.
