@@ -55,6 +55,8 @@ pub struct Job {
     pub snapshot_id: i64,
     /// The `api_key` exactly as the client sent it (still encoded).
     pub api_key_raw: Option<String>,
+    /// The account's rate limit (gateway keys).
+    pub pace: Option<crate::upstream::Pace>,
     pub user_agent: Option<HeaderValue>,
     /// What the facts phase read: each part, its content type and bytes.
     pub facts: Vec<(PartKind, Option<String>, Bytes)>,
@@ -203,6 +205,7 @@ async fn capture(job: &Job) -> Result<(), CaptureError> {
         pool: &state.pool,
         target: &job.key,
         api_key_raw: job.api_key_raw.as_deref(),
+        pace: job.pace.as_ref(),
         user_agent: job.user_agent.clone(),
         deadline: tokio::time::Instant::now() + state.settings.snapshot_budget,
         budget: state.settings.snapshot_budget,

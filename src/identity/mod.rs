@@ -46,6 +46,24 @@ pub struct AccountKey {
     pub mask: swap::Mask,
 }
 
+impl AccountKey {
+    /// The account's rate limit as the guard takes it before each of its
+    /// own requests; `None` without a limit.
+    pub fn pace(self: &Arc<Self>) -> Option<crate::upstream::Pace> {
+        self.limiter.as_ref()?;
+        let account = self.clone();
+        Some(Arc::new(move || {
+            let account = account.clone();
+            Box::pin(async move {
+                match &account.limiter {
+                    Some(limiter) => limiter.acquire().await,
+                    None => Ok(()),
+                }
+            })
+        }))
+    }
+}
+
 /// A gateway key the gateway knows.
 #[derive(Debug)]
 pub struct KeyEntry {

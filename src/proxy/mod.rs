@@ -483,6 +483,7 @@ impl ProxyService {
             api_key_raw,
             api_key_sha256,
             actor,
+            pace: caller.as_ref().and_then(|c| c.account.pace()),
             record: tracker.record.clone(),
         };
         // The pipeline writes this request's audit record itself, durably.

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::csv_rows::CsvRows;
 use super::store::{PartKind, PartSummary, PartWriter, StoreError};
 use crate::upstream::client::RequestBody;
-use crate::upstream::Upstream;
+use crate::upstream::{Pace, Upstream};
 
 /// A part whose read gets the same 5xx this many times in a row is refused:
 /// SmartLead is failing on it, and waiting out the whole budget (minutes)
@@ -83,6 +83,8 @@ pub struct Source<'a> {
     pub user_agent: Option<HeaderValue>,
     pub deadline: Instant,
     pub budget: Duration,
+    /// The account's rate limit, taken before every request.
+    pub pace: Option<&'a Pace>,
 }
 
 impl Source<'_> {
@@ -142,6 +144,18 @@ impl Source<'_> {
         kind: PartKind,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, FetchError> {
+        if let Some(pace) = self.pace {
+            // Held for a turn, within the budget.
+            while let Err(wait) = pace().await {
+                if wait >= self.remaining() {
+                    return Err(FetchError::Budget {
+                        kind,
+                        budget: self.budget,
+                    });
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
         let wait = self.remaining().min(self.upstream.first_byte_timeout);
         match tokio::time::timeout(wait, self.upstream.client.request(req)).await {
             Err(_) if self.remaining().is_zero() => Err(FetchError::Budget {

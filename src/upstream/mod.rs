@@ -7,6 +7,7 @@ pub mod client;
 pub mod headers;
 pub mod upload;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderValue;
@@ -14,6 +15,12 @@ use http::uri::{Authority, Scheme};
 
 use crate::config::Config;
 use client::UpstreamClient;
+
+/// Waits for a turn under a SmartLead account's rate limit, before each
+/// request the guard sends for it; `Err(wait)` when the turn is further
+/// away than the limiter holds requests.
+pub type Pace =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), Duration>> + Send + Sync>;
 
 /// The configured SmartLead endpoint: where requests go, how long they may
 /// take, and the client (a pool) that carries them. Cheap to clone.

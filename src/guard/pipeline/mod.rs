@@ -63,6 +63,8 @@ pub struct GuardInput {
     pub api_key_sha256: Option<String>,
     /// The actor when the caller is already known (a gateway key's name).
     pub actor: Option<String>,
+    /// The account's rate limit, for the guard's own requests.
+    pub pace: Option<crate::upstream::Pace>,
     pub user_agent: Option<HeaderValue>,
     /// The request's audit record so far (redacted).
     pub record: AuditRecord,
@@ -197,6 +199,7 @@ async fn pipeline(state: Arc<GuardContext>, input: GuardInput) -> GuardResponse 
         pool: &state.pool,
         target: &claimed_key,
         api_key_raw: input.api_key_raw.as_deref(),
+        pace: input.pace.as_ref(),
         user_agent: input.user_agent.clone(),
         deadline: tokio::time::Instant::now() + state.settings.snapshot_budget,
         budget: state.settings.snapshot_budget,
@@ -224,7 +227,8 @@ async fn pipeline(state: Arc<GuardContext>, input: GuardInput) -> GuardResponse 
 
     if decision.snapshot_required {
         let key = input.api_key_raw.clone();
-        if let Err(refusal) = run.snapshot(&known, key, input.user_agent.clone()).await {
+        let snapshot = run.snapshot(&known, key, input.pace.clone(), input.user_agent.clone());
+        if let Err(refusal) = snapshot.await {
             return run.refuse(refusal).await;
         }
     }

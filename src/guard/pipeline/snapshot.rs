@@ -18,6 +18,7 @@ impl Run {
         &mut self,
         known: &Known,
         api_key_raw: Option<String>,
+        pace: Option<crate::upstream::Pace>,
         user_agent: Option<HeaderValue>,
     ) -> Result<(), Refusal> {
         self.set_state(State::Snapshotting).await;
@@ -57,6 +58,7 @@ impl Run {
             key: self.key.clone(),
             snapshot_id: id,
             api_key_raw,
+            pace,
             user_agent,
             facts: known
                 .reads
