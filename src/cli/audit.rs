@@ -371,12 +371,21 @@ fn write_table(out: &mut impl Write, events: &[StoredEvent]) -> std::io::Result<
             e.status,
             e.action.as_deref().unwrap_or("-"),
             e.duration_ms,
-            e.actor_fingerprint.as_deref().unwrap_or("-"),
+            actor(e),
             e.error_kind.as_deref().unwrap_or("-"),
             target
         )?;
     }
     Ok(())
+}
+
+/// Who, for the table: the key's name or `[[actors]]` label when there is
+/// one, else the key's fingerprint.
+fn actor(e: &StoredEvent) -> &str {
+    match e.actor_label.as_deref() {
+        Some(label) if label != crate::guard::policy::UNKNOWN_ACTOR => label,
+        _ => e.actor_fingerprint.as_deref().unwrap_or("-"),
+    }
 }
 
 #[cfg(test)]
