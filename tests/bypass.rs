@@ -2,7 +2,8 @@
 //! deleted straight on SmartLead (behind the gateway's back) is reported in
 //! the audit trail, `/metrics` and `history`; one deleted through the
 //! gateway is not; the first listing is a baseline; `interval = "0s"` never
-//! lists; a delete made while the gateway was stopped is found at its start.
+//! lists; a failed listing reports nothing; a delete made while the gateway
+//! was stopped is found at its start.
 
 mod common;
 
@@ -419,4 +420,46 @@ async fn a_delete_made_while_the_gateway_was_stopped_is_found_at_its_next_start(
         "{detail}"
     );
     run.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_listing_reports_nothing_and_the_next_good_one_compares_with_the_last_good_one() {
+    let fake = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let tables = account_tables(keys.path(), "1s", "");
+    let mut gw = Gateway::start_with(
+        &fake.url(),
+        Extra {
+            tables: &tables,
+            ..Extra::default()
+        },
+    )
+    .await;
+    wait_for_listings(&fake, 2).await;
+
+    // SmartLead fails the listing (a 500, then a 401): that is no empty
+    // account, and no campaign is reported.
+    for status in [500, 401] {
+        fake.fault(fake_smartlead::FaultRule {
+            method: Some("GET".into()),
+            path: "/api/v1/campaigns".into(),
+            times: Some(2),
+            fault: fake_smartlead::Fault {
+                status: Some(status),
+                ..Default::default()
+            },
+        });
+    }
+    delete_on_smartlead(&fake, 103).await;
+    let seen = listings(&fake);
+    wait_for_listings(&fake, seen + 4).await;
+    assert!(bypass_rows(&gw.db_path).await.is_empty());
+
+    // The first good listing after them finds the delete.
+    let rows = wait_for_bypass_rows(&gw.db_path, 1).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].campaign_id, Some(103));
+    gw.stop().await;
 }
