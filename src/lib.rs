@@ -18,6 +18,8 @@
 //! - [`metrics`]: lock-free counters rendered as Prometheus text.
 //! - [`guard`]: the deletion guard: the operation table, classification, policy, the
 //!   guarded pipeline with its own context, the durable operation rows (ledger), history.
+//! - [`bypass`]: the bypass watch: lists each account's campaigns every
+//!   `bypass.interval` and records those deleted outside the gateway.
 //!
 //! Dependencies point down: `server` → `proxy` → `guard` → `snapshot` → `upstream`;
 //! `audit`, `db` and `metrics` are used from above and use none of these; `config`
@@ -31,6 +33,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod bypass;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -162,6 +162,17 @@ pub async fn run(
     recover_unfinished(&pool).await;
     record_interrupted(&pool, &audit).await;
     let reload_task = tokio::spawn(reload_on_sighup(config.clone(), state.clone()));
+    let bypass_task = (!config.bypass.interval.is_zero() && !config.smartlead.accounts.is_empty())
+        .then(|| {
+            let watch = crate::bypass::Watch {
+                upstream: state.upstream.clone(),
+                pool: pool.clone(),
+                audit: audit.clone(),
+                metrics: metrics.clone(),
+                interval: config.bypass.interval,
+            };
+            tokio::spawn(crate::bypass::watch(watch, identities.accounts().to_vec()))
+        });
 
     let ready = Arc::new(AtomicBool::new(false));
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -267,6 +278,9 @@ pub async fn run(
     reload_task.abort();
     keys_task.abort();
     identities.flush().await;
+    if let Some(task) = bypass_task {
+        task.abort();
+    }
     let _ = admin_stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
     let audit_records_written = writer.close().await;

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use crate::config::{Config, ProcessEnv};
 use crate::db;
-use crate::guard::history::{self, History, OperationView, Subject};
+use crate::guard::history::{self, Bypass, History, OperationView, Subject};
 use crate::snapshot::store::SnapshotInfo;
 
 use super::{CliError, ConfigArg};
@@ -59,15 +59,23 @@ pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
 
 fn write_story(out: &mut impl Write, h: &History) -> std::io::Result<()> {
     let n = h.operations.len();
-    writeln!(
+    write!(
         out,
         "{}: {n} guarded operation{}",
         h.subject,
         if n == 1 { "" } else { "s" }
     )?;
+    if !h.bypasses.is_empty() {
+        write!(out, "; deleted outside the gateway (bypass detected)")?;
+    }
+    writeln!(out)?;
     for op in &h.operations {
         writeln!(out)?;
         write_operation(out, op)?;
+    }
+    for b in &h.bypasses {
+        writeln!(out)?;
+        write_bypass(out, b)?;
     }
     writeln!(out)?;
     let p = h.passthrough_requests;
@@ -96,6 +104,33 @@ fn write_story(out: &mut impl Write, h: &History) -> std::io::Result<()> {
                 g.detail.as_deref().unwrap_or("records lost")
             )?;
         }
+    }
+    Ok(())
+}
+
+fn write_bypass(out: &mut impl Write, b: &Bypass) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "bypass detected  {}  deleted outside the gateway  (audit {})",
+        b.time, b.audit_id
+    )?;
+    writeln!(
+        out,
+        "  account:   {}",
+        b.account.as_deref().unwrap_or("unknown")
+    )?;
+    if let Some(detail) = &b.detail {
+        writeln!(out, "  what:      {detail}")?;
+    }
+    match b.snapshot_id {
+        Some(id) => writeln!(
+            out,
+            "  snapshot:  {id} (its data: `safedelete snapshots export {id}`)"
+        )?,
+        None => writeln!(
+            out,
+            "  snapshot:  none: the gateway never captured this campaign's data"
+        )?,
     }
     Ok(())
 }

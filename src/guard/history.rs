@@ -1,12 +1,14 @@
 //! The story of one campaign, lead or email account through the gateway:
 //! every guarded operation on it in time order (who, what the policy
-//! decided, the snapshot, what was sent to SmartLead, how it ended) and how
-//! many passthrough requests touched it.
+//! decided, the snapshot, what was sent to SmartLead, how it ended), how
+//! many passthrough requests touched it, and whether the bypass watch saw
+//! it deleted outside the gateway.
 
 use serde::Serialize;
 use sqlx::SqlitePool;
 
 use super::operations::{Op, Seg, Verb};
+use crate::audit::OperationKind;
 use crate::snapshot::store::{self, SnapshotInfo, StoreError};
 
 /// One guarded operation, as operators read it.
@@ -72,6 +74,22 @@ pub struct History {
     /// Gap records of the trail: records were lost there, and some may have
     /// been about this campaign.
     pub audit_gaps: Vec<AuditGap>,
+    /// The bypass watch saw the campaign disappear without a delete through
+    /// the gateway.
+    pub bypasses: Vec<Bypass>,
+}
+
+/// A delete made outside the gateway, as the bypass watch recorded it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Bypass {
+    pub audit_id: i64,
+    /// When the watch noticed.
+    pub time: String,
+    pub account: Option<String>,
+    /// The campaign's newest snapshot when it disappeared.
+    pub snapshot_id: Option<i64>,
+    /// The campaign's last known name and status, and the window.
+    pub detail: Option<String>,
 }
 
 /// Where the audit trail says records were lost.
@@ -183,6 +201,18 @@ pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryE
     .fetch_all(pool)
     .await
     .map_err(db)?;
+    let bypasses = match campaign_id {
+        Some(id) => sqlx::query_as::<_, Bypass>(
+            "SELECT id AS audit_id, time, account, snapshot_id, detail FROM audit_events \
+             WHERE operation = ? AND campaign_id = ? ORDER BY id",
+        )
+        .bind(OperationKind::BypassDetected.as_str())
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?,
+        None => Vec::new(),
+    };
     Ok(History {
         subject,
         campaign_id,
@@ -191,6 +221,7 @@ pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryE
         first_seen,
         last_seen,
         audit_gaps,
+        bypasses,
     })
 }
 
