@@ -702,3 +702,13 @@ fn the_bypass_watch_runs_every_15_minutes_unless_turned_off() {
     let off = load("[bypass]\ninterval = \"0s\"\n", &[]).unwrap();
     assert!(off.bypass.interval.is_zero());
 }
+
+#[test]
+fn the_gateway_keys_example_is_valid_with_the_account_key_in_the_environment() {
+    let text = include_str!("../../config/gateway-keys.toml");
+    let c = load(text, &[("SAFEDELETE_SMARTLEAD_API_KEY", "sl-key")]).unwrap();
+    assert_eq!(c.identity.mode, IdentityMode::GatewayKeys);
+    assert_eq!(c.smartlead.names(), ["default"]);
+    let err = load(text, &[]).unwrap_err().to_string();
+    assert!(err.contains("SAFEDELETE_SMARTLEAD_API_KEY"), "{err}");
+}
