@@ -1,5 +1,5 @@
 //! The command line: `serve`, `check-config`, `health`, `audit`, `history`,
-//! `policy` and `snapshots`, all resolving the config (and so the database)
+//! `keys`, `policy` and `snapshots`, all resolving the config (and so the database)
 //! the same way.
 //!
 //! This file holds the command table, [`CliError`] and the gateway-facing
@@ -10,6 +10,7 @@
 mod audit;
 mod extract;
 mod history;
+mod keys;
 mod output;
 mod policy;
 mod snapshots;
@@ -28,6 +29,7 @@ use crate::snapshot::store::{PartKind, StoreError};
 
 pub use audit::{AuditArgs, AuditCommand};
 pub use history::HistoryArgs;
+pub use keys::KeysCommand;
 pub use output::ExportError;
 pub use policy::PolicyCommand;
 pub use snapshots::SnapshotsCommand;
@@ -61,6 +63,12 @@ pub enum Command {
     Audit(AuditArgs),
     /// Everything the gateway did about one campaign, oldest first.
     History(HistoryArgs),
+    /// Create, list, revoke and rotate the gateway keys people and tools
+    /// hold instead of the SmartLead key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Ask the configured deletion policy what it would decide, offline.
     Policy {
         #[command(subcommand)]
@@ -151,6 +159,16 @@ pub enum CliError {
         #[source]
         source: StoreError,
     },
+    #[error(transparent)]
+    Key(#[from] crate::identity::manage::KeyActionError),
+    /// The key action is done and stays done; only its record is missing.
+    #[error("{done} gateway key {name:?}, but could not write the audit record of it")]
+    KeyAudit {
+        done: &'static str,
+        name: String,
+        #[source]
+        source: rusqlite::Error,
+    },
     /// `policy explain` was given a fact the operation cannot have.
     #[error("{flag} does not apply to {operation} (its facts: {facts})")]
     FactDoesNotApply {
@@ -189,6 +207,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(args) => audit::run(args).await,
         Command::History(args) => history::run(args).await,
         Command::Health { config, url } => health(config, url).await,
+        Command::Keys { command } => keys::run(command).await,
         Command::Policy { command } => policy::run(command),
         Command::Snapshots { command } => snapshots::run(command).await,
     }

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `check-config`, `health`, `audit`, `policy explain`, `snapshots`).
+//! - [`cli`]: the command line (`serve`, `check-config`, `health`, `audit`, `keys`, `policy explain`, `snapshots`).
 //! - [`config`]: the TOML file and `SAFEDELETE_*` overrides, validated into [`config::Config`].
 //! - [`server`]: both listeners' accept loops and graceful shutdown.
 //! - [`proxy`]: the proxy service: classify, hand guarded calls to the guard,

@@ -182,6 +182,13 @@ pub async fn run(
         ready: ready.clone(),
         token: config.admin.token.clone(),
         pool: pool.clone(),
+        accounts: config
+            .smartlead
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        default_account: config.smartlead.default_account().map(|a| a.name.clone()),
     });
     let admin_task = tokio::spawn(admin_listener::serve(
         listeners.admin,

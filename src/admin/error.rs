@@ -4,7 +4,10 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::audit::AuditError;
 use crate::guard::history::HistoryError;
+use crate::identity::keys::KeyError;
+use crate::identity::manage::KeyActionError;
 use crate::snapshot::store::{PartKind, StoreError};
 
 /// Why an admin API request failed.
@@ -39,6 +42,20 @@ pub enum ApiError {
         #[source]
         source: sqlx::Error,
     },
+    /// A request body that is not the endpoint's JSON (unknown fields too).
+    #[error("the request body is not valid: {source}")]
+    Body {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyActionError),
+    /// The key action is done; its audit record is what failed.
+    #[error("the key action was done but its audit record could not be written")]
+    KeyAudit {
+        #[source]
+        source: AuditError,
+    },
     #[error(transparent)]
     History(#[from] HistoryError),
     #[error(transparent)]
@@ -60,13 +77,32 @@ impl ApiError {
             ApiError::BadParameter { .. }
             | ApiError::RepeatedParameter { .. }
             | ApiError::UnknownParameter { .. }
-            | ApiError::Query { .. } => (StatusCode::BAD_REQUEST, true),
+            | ApiError::Query { .. }
+            | ApiError::Body { .. } => (StatusCode::BAD_REQUEST, true),
             ApiError::UnknownCampaign { .. } | ApiError::UnknownPartKind { .. } => {
                 (StatusCode::NOT_FOUND, true)
             }
-            ApiError::Audit { .. } | ApiError::History(_) | ApiError::ExportAborted { .. } => {
-                (StatusCode::INTERNAL_SERVER_ERROR, false)
-            }
+            ApiError::Audit { .. }
+            | ApiError::KeyAudit { .. }
+            | ApiError::History(_)
+            | ApiError::ExportAborted { .. } => (StatusCode::INTERNAL_SERVER_ERROR, false),
+            ApiError::Key(err) => match err {
+                KeyActionError::UnknownAccount { .. }
+                | KeyActionError::NoAccount
+                | KeyActionError::AmbiguousAccount { .. }
+                | KeyActionError::BadExpiry { .. }
+                | KeyActionError::ExpiryPast { .. }
+                | KeyActionError::BadGrace { .. }
+                | KeyActionError::BadRate(_)
+                | KeyActionError::Store(KeyError::BadName(_)) => (StatusCode::BAD_REQUEST, true),
+                KeyActionError::Store(KeyError::NotFound(_)) => (StatusCode::NOT_FOUND, true),
+                KeyActionError::Store(KeyError::NameTaken(_) | KeyError::TooManyRotations(_)) => {
+                    (StatusCode::CONFLICT, true)
+                }
+                KeyActionError::Store(KeyError::Random | KeyError::Db(_)) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, false)
+                }
+            },
             ApiError::Store(err) => match err {
                 StoreError::NotFound { .. } | StoreError::NoSuchPart { .. } => {
                     (StatusCode::NOT_FOUND, true)

@@ -7,11 +7,13 @@
 //! # Layout
 //! - [`api`]: `/v1/audit`, `/v1/history/{campaign_id}`, `/v1/snapshots[/{id}]`.
 //! - [`part`]: `/v1/snapshots/{id}/parts/{kind}`, a part streamed back.
+//! - [`keys`]: `/v1/keys`, gateway keys listed, created, revoked, rotated.
 //! - [`params`]: strict query and path parameter parsing.
 //! - [`error`]: the API's errors and their one mapping to responses.
 
 pub mod api;
 pub mod error;
+pub mod keys;
 pub mod params;
 pub mod part;
 
@@ -22,7 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::audit::AuditSink;
@@ -41,6 +43,10 @@ pub struct AdminState {
     pub token: Option<Secret>,
     /// The gateway's database, read by the `/v1` API.
     pub pool: sqlx::SqlitePool,
+    /// The SmartLead accounts a new gateway key may send for.
+    pub accounts: Vec<String>,
+    /// The account a new key sends for when none is named.
+    pub default_account: Option<String>,
 }
 
 /// The admin router.
@@ -52,6 +58,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/snapshots", get(api::snapshots))
         .route("/v1/snapshots/{id}", get(api::snapshot))
         .route("/v1/snapshots/{id}/parts/{kind}", get(part::part))
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/{name}/revoke", post(keys::revoke))
+        .route("/v1/keys/{name}/rotate", post(keys::rotate))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))

@@ -454,6 +454,15 @@ fn write_batch(
     }
 }
 
+/// Appends one record to the trail of `database` from outside a gateway
+/// (`safedelete keys ...`), chained like the writer's own: the write lock
+/// taken by [`insert_chained`] makes it safe while gateways write too.
+/// Blocks; returns the record's id.
+pub fn append(database: &Path, mut record: AuditRecord) -> rusqlite::Result<i64> {
+    let mut conn = open(database)?;
+    insert_chained(&mut conn, &mut [StoredEvent::from_record(&mut record)])
+}
+
 /// Inserts the rows with explicit ids, each chained to the one before
 /// (`prev_hash`, `hash`), in one `BEGIN IMMEDIATE` transaction: the write
 /// lock is held from the first read, so every writer on the file (this one,

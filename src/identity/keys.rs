@@ -99,6 +99,15 @@ pub struct Created {
     pub row: KeyRow,
 }
 
+/// What `rotate` did: the new key, and until when the old one still works.
+#[derive(Debug)]
+pub struct Rotated {
+    pub new: Created,
+    /// The old key's new `expires_at`: the end of the grace period, or its
+    /// own expiry if that came sooner.
+    pub old_valid_until: String,
+}
+
 /// A key as a gateway checks it: valid, or revoked or expired, which
 /// earns a 401 that says so rather than "unknown key".
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -221,7 +230,7 @@ pub async fn rotate(
     name: &str,
     grace: Duration,
     by: &str,
-) -> Result<Created, KeyError> {
+) -> Result<Rotated, KeyError> {
     let mut tx = pool.begin().await?;
     let now_t = SystemTime::now();
     let now = format_time(now_t);
@@ -280,7 +289,10 @@ pub async fn rotate(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Created { key, row })
+    Ok(Rotated {
+        new: Created { key, row },
+        old_valid_until: old_end,
+    })
 }
 
 /// Every key a gateway checks callers against (revoked and expired ones

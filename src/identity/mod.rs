@@ -5,11 +5,13 @@
 //! gateway is in force within a second), names the caller after the key, and
 //! hands out the account whose SmartLead key is sent instead ([`swap`]).
 //!
-//! `keys` is the table's storage, `limit` the per-key and per-account rate
-//! limits.
+//! `keys` is the table's storage, `manage` what the CLI and the admin API
+//! share to create, list, revoke and rotate keys, `limit` the per-key and
+//! per-account rate limits.
 
 pub mod keys;
 pub mod limit;
+pub mod manage;
 pub mod swap;
 
 use std::collections::HashMap;
