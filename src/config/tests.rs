@@ -588,7 +588,9 @@ fn accounts_come_from_the_environment_and_files_and_never_show_their_keys() {
 
 #[test]
 fn account_mistakes_name_the_key_and_say_what_to_do() {
-    let cases: &[(&str, &[(&str, &str)], &str, &str)] = &[
+    /// Config text, environment, the key the error starts with, what it says.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
         (
             "[identity]\nmode = \"gateway_keys\"\n",
             &[],
