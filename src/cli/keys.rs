@@ -137,7 +137,7 @@ async fn run_on(pool: &SqlitePool, config: &Config, command: KeysCommand) -> Res
                     row.expires_at
                         .as_deref()
                         .map_or("never expires".to_string(), |e| format!("expires {e}")),
-                    manage::rate_note(row.rate_limit.as_deref()),
+                    rate_shown(row.rate_limit.as_deref(), config.identity.rate_limit),
                 )?;
                 writeln!(
                     out,
@@ -160,7 +160,7 @@ async fn run_on(pool: &SqlitePool, config: &Config, command: KeysCommand) -> Res
                     "no gateway keys yet; create one with safedelete keys create --name NAME"
                 )?;
             } else {
-                write_table(&mut out, &keys)?;
+                write_table(&mut out, &keys, config.identity.rate_limit)?;
             }
         }
         KeysCommand::Revoke { name, .. } => {
@@ -244,7 +244,20 @@ fn os_user() -> String {
     }
 }
 
-fn write_table(out: &mut impl std::io::Write, keys: &[Listed]) -> std::io::Result<()> {
+/// A key's rate limit as people read it: its own, or the default in force.
+fn rate_shown(own: Option<&str>, default: Option<crate::config::Rate>) -> String {
+    match (own, default) {
+        (Some(r), _) => format!("rate limit {r}"),
+        (None, Some(d)) => format!("rate limit {d}, the identity.rate_limit default"),
+        (None, None) => "no rate limit".to_string(),
+    }
+}
+
+fn write_table(
+    out: &mut impl std::io::Write,
+    keys: &[Listed],
+    default_rate: Option<crate::config::Rate>,
+) -> std::io::Result<()> {
     const HEADERS: [&str; 7] = [
         "NAME",
         "ACCOUNT",
@@ -265,7 +278,11 @@ fn write_table(out: &mut impl std::io::Write, keys: &[Listed]) -> std::io::Resul
                 dash(&k.row.last_used_at),
                 dash(&k.row.expires_at),
                 k.state.to_string(),
-                dash(&k.row.rate_limit),
+                match (&k.row.rate_limit, default_rate) {
+                    (Some(r), _) => r.clone(),
+                    (None, Some(d)) => format!("{d} (default)"),
+                    (None, None) => "-".to_string(),
+                },
             ]
         })
         .collect();
