@@ -341,6 +341,14 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     );
 }
 
+/// A label value escaped for the exposition format.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,12 +378,4 @@ mod tests {
         assert!(text.contains("safedelete_upstream_latency_seconds_bucket{le=\"+Inf\"} 3"));
         assert!(text.contains("safedelete_upstream_latency_seconds_count 3"));
     }
-}
-
-/// A label value escaped for the exposition format.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
