@@ -52,6 +52,12 @@ pub struct Fault {
     /// Read the request, then close the connection without any response (a
     /// server that died mid-request).
     pub drop_before_response: bool,
+    /// With `status`: the error body also repeats the request, as
+    /// `"request": "GET /api/v1/...?api_key=..."` (the target as received,
+    /// key included), like the SmartLead errors that echo the URL they
+    /// failed on. The reference records no such body; it is here so that a
+    /// test can show the gateway masks a key SmartLead sends back.
+    pub echo_request: bool,
 }
 
 struct Armed {
@@ -131,7 +137,28 @@ fn match_within(p: &[u8], s: &[u8]) -> bool {
 
 /// The response SmartLead would give with `status` (reference §2–§3).
 pub fn status_response(status: u16, retry_after: Option<u64>) -> http::Response<FakeBody> {
-    let body = match status {
+    respond_with(status, status_body(status, retry_after))
+}
+
+/// [`status_response`], its JSON body also repeating `method` and `target`
+/// (see [`Fault::echo_request`]).
+pub fn echo_response(
+    status: u16,
+    retry_after: Option<u64>,
+    method: &str,
+    target: &str,
+) -> http::Response<FakeBody> {
+    let body = status_body(status, retry_after).map(|mut v| {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("request".into(), format!("{method} {target}").into());
+        }
+        v
+    });
+    respond_with(status, body)
+}
+
+fn status_body(status: u16, retry_after: Option<u64>) -> Option<serde_json::Value> {
+    match status {
         204 | 304 => None,
         401 => Some(json!({"message": "Invalid API Key"})),
         404 => Some(json!({"error": "Resource not found"})),
@@ -147,7 +174,10 @@ pub fn status_response(status: u16, retry_after: Option<u64>) -> http::Response<
         502 | 503 => Some(json!({"error": "Service unavailable"})),
         200..=299 => Some(json!({"ok": true})),
         _ => Some(json!({"error": "Internal server error"})),
-    };
+    }
+}
+
+fn respond_with(status: u16, body: Option<serde_json::Value>) -> http::Response<FakeBody> {
     match body {
         Some(v) => json_response(status, &v),
         None => {

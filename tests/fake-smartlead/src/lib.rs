@@ -13,7 +13,10 @@
 //!   [`FakeHandle`], the test's window into the fake.
 //! - [`inspect`]: the [`FakeHandle`] accessors that read the store (leads, sender
 //!   accounts, lead lists, webhooks, client API keys, block-list entries).
-//! - [`record`]: [`RecordedRequest`], the raw copy of every request received.
+//! - [`record`]: [`RecordedRequest`], the raw copy of every request received,
+//!   with when it arrived and the key it carried.
+//! - [`auth`]: the key a request carries (query, or JSON body on writes) and
+//!   SmartLead's optional per-key rate limit ([`RateLimit`]).
 //! - [`faults`]: programmed failures ([`FaultRule`], [`Fault`]) and how they bend a
 //!   response (status, delay, slow chunks, cut connections, extra headers).
 //! - [`body`]: the one response body type, a boxed stream of bytes.
@@ -33,6 +36,7 @@
 
 pub mod account;
 pub mod account_routes;
+pub mod auth;
 pub mod body;
 pub mod csv;
 pub mod faults;
@@ -48,6 +52,7 @@ pub mod state;
 
 use std::sync::Arc;
 
+pub use auth::RateLimit;
 pub use faults::{Fault, FaultRule};
 pub use record::RecordedRequest;
 pub use server::{serve, start, FakeHandle};
@@ -75,8 +80,15 @@ impl FakeSmartlead {
 /// How a fake upstream is set up before it starts.
 #[derive(Clone, Debug)]
 pub struct FakeConfig {
-    /// The only `api_key` query value the fake accepts.
+    /// The `api_key` the fake accepts (in the query, or at the top of a JSON
+    /// body on POST, PATCH and PUT when the query has none).
     pub api_key: String,
+    /// More keys the fake accepts, as if several SmartLead accounts (or
+    /// several keys of one account) shared the same data.
+    pub extra_api_keys: Vec<String>,
+    /// SmartLead's per-key rate limit, enforced when set: past it the fake
+    /// answers 429 with `Retry-After` and the body of reference §2.
+    pub rate_limit: Option<RateLimit>,
     /// The campaigns that exist when the fake starts.
     pub campaigns: Vec<CampaignSeed>,
     /// Serve HTTPS with this configuration when set, plain HTTP otherwise.
@@ -87,6 +99,8 @@ impl Default for FakeConfig {
     fn default() -> Self {
         Self {
             api_key: "sl_test_key".to_owned(),
+            extra_api_keys: Vec::new(),
+            rate_limit: None,
             campaigns: CampaignSeed::defaults(),
             tls: None,
         }

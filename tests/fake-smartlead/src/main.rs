@@ -20,6 +20,9 @@ struct Args {
     /// The API key the fake accepts.
     #[arg(long)]
     api_key: Option<String>,
+    /// Another API key the fake accepts (repeatable), as for a second account.
+    #[arg(long = "extra-api-key")]
+    extra_api_keys: Vec<String>,
 }
 
 #[tokio::main]
@@ -29,6 +32,7 @@ async fn main() -> ExitCode {
     if let Some(key) = args.api_key {
         config.api_key = key;
     }
+    config.extra_api_keys = args.extra_api_keys;
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -1,6 +1,8 @@
 //! [`RecordedRequest`]: what the fake saw of one request, kept raw so tests can
 //! assert on exactly what the gateway forwarded.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 /// One request as received.
@@ -19,6 +21,12 @@ pub struct RecordedRequest {
     pub body: Bytes,
     /// `false` if the body was cut short (the client went away mid-body).
     pub body_complete: bool,
+    /// When the request head arrived (before its body was read).
+    pub received_at: Instant,
+    /// The key it carried (percent-decoded; from the query, or from the top of
+    /// a JSON body on POST, PATCH and PUT when the query had none), accepted
+    /// or not.
+    pub api_key: Option<String>,
 }
 
 impl RecordedRequest {

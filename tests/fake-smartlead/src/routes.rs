@@ -1,4 +1,5 @@
-//! Request dispatch for `/api/v1`: authentication by `api_key`, path matching on
+//! Request dispatch for `/api/v1`: authentication by `api_key` (see
+//! [`crate::auth`]), path matching on
 //! percent-decoded segments (one trailing slash ignored, as Express does), and the
 //! handlers for campaigns themselves and their leads. Sub-resources live in
 //! [`crate::resources`], per-lead routes in [`crate::lead_routes`] and the
@@ -10,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use http::Method;
 use serde_json::{json, Map, Value};
 
+use crate::auth::{self, KeyPlace};
 use crate::body::{json_response, FakeBody};
 use crate::lead::Lead;
 use crate::query::{percent_decode, Query};
@@ -25,9 +27,9 @@ const MAX_LEADS_PER_ADD: usize = 400;
 /// Largest `limit` on `GET /campaigns/{id}/leads`.
 const MAX_LEADS_PAGE: u64 = 100;
 
-/// The API behind the fake: its key and its campaign store.
+/// The API behind the fake: the keys it accepts and its campaign store.
 pub struct Api {
-    api_key: String,
+    api_keys: Vec<String>,
     store: Mutex<Store>,
 }
 
@@ -78,9 +80,17 @@ impl Api {
     /// An API seeded from `config`.
     pub fn new(config: &FakeConfig) -> Self {
         Self {
-            api_key: config.api_key.clone(),
+            api_keys: std::iter::once(&config.api_key)
+                .chain(&config.extra_api_keys)
+                .cloned()
+                .collect(),
             store: Mutex::new(Store::new(&config.campaigns)),
         }
+    }
+
+    /// Whether `key` is one of the keys this fake accepts.
+    pub fn accepts(&self, key: &str) -> bool {
+        self.api_keys.iter().any(|k| k == key)
     }
 
     /// The store, even if a handler once panicked while holding it.
@@ -98,14 +108,23 @@ impl Api {
         else {
             return not_found();
         };
+        let query = Query::parse(raw_query);
+        let unkeyed;
+        let body = match auth::presented(method, &query, body) {
+            Some((key, place)) if self.accepts(&key) => match place {
+                KeyPlace::Query => body,
+                KeyPlace::Body => {
+                    unkeyed = auth::without_body_key(body);
+                    &unkeyed[..]
+                }
+            },
+            _ => return json_response(401, &json!({"message": "Invalid API Key"})),
+        };
         let call = Call {
             method,
-            query: Query::parse(raw_query),
+            query,
             body,
         };
-        if call.query.get("api_key") != Some(self.api_key.as_str()) {
-            return json_response(401, &json!({"message": "Invalid API Key"}));
-        }
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let segments: Vec<String> = rest
             .split('/')

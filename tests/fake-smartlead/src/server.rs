@@ -7,7 +7,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -20,8 +20,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::{self, Limiter};
 use crate::body::FakeBody;
 use crate::faults::{self, FaultRule, FaultTable};
+use crate::query::Query;
 use crate::record::RecordedRequest;
 use crate::routes::Api;
 use crate::FakeConfig;
@@ -35,6 +37,10 @@ struct Shared {
     record: bool,
     requests: Mutex<Vec<RecordedRequest>>,
     connections: AtomicUsize,
+    /// SmartLead's per-key rate limit, when the config sets one.
+    limiter: Option<Limiter>,
+    /// How many requests the rate limit answered 429.
+    rate_limited: AtomicUsize,
 }
 
 impl Shared {
@@ -45,6 +51,8 @@ impl Shared {
             record,
             requests: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            limiter: config.rate_limit.map(Limiter::new),
+            rate_limited: AtomicUsize::new(0),
         }
     }
 
@@ -157,6 +165,12 @@ impl FakeHandle {
         &self.shared.api
     }
 
+    /// How many requests the configured rate limit answered 429 (zero when
+    /// none is configured).
+    pub fn rate_limited(&self) -> usize {
+        self.shared.rate_limited.load(Ordering::Relaxed)
+    }
+
     /// How many TCP connections have been accepted.
     pub fn connections_accepted(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
@@ -226,11 +240,13 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<TlsAccep
     };
 }
 
-/// Records the request, then answers it through the faults and the routes.
+/// Records the request, then answers it through the rate limit, the faults
+/// and the routes.
 async fn respond(
     shared: &Shared,
     request: hyper::Request<Incoming>,
 ) -> Result<http::Response<FakeBody>, DroppedOnPurpose> {
+    let received_at = Instant::now();
     let (parts, body) = request.into_parts();
     let target = match parts.version {
         http::Version::HTTP_2 => parts
@@ -240,6 +256,8 @@ async fn respond(
         _ => parts.uri.to_string(),
     };
     let (body, complete) = read_body(body).await;
+    let raw_query = target.split_once('?').map_or("", |(_, q)| q);
+    let api_key = auth::presented(&parts.method, &Query::parse(raw_query), &body).map(|(k, _)| k);
     if shared.record {
         let headers = parts
             .headers
@@ -252,7 +270,24 @@ async fn respond(
             headers,
             body: body.clone(),
             body_complete: complete,
+            received_at,
+            api_key: api_key.clone(),
         });
+    }
+    // SmartLead's limiter sits in front of everything else; only requests
+    // with a key it accepts are counted.
+    if let (Some(limiter), Some(key)) = (&shared.limiter, &api_key) {
+        if shared.api.accepts(key) {
+            if let Err(secs) = limiter.check(key, received_at) {
+                shared.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let response = faults::status_response(429, Some(secs));
+                let fault = faults::Fault {
+                    retry_after: Some(secs),
+                    ..faults::Fault::default()
+                };
+                return Ok(faults::bend(&fault, response));
+            }
+        }
     }
     let fault = shared.faults.take(parts.method.as_str(), parts.uri.path());
     let Some(fault) = fault else {
@@ -266,6 +301,9 @@ async fn respond(
         return Err(DroppedOnPurpose);
     }
     let response = match fault.status {
+        Some(status) if fault.echo_request => {
+            faults::echo_response(status, fault.retry_after, parts.method.as_str(), &target)
+        }
         Some(status) => faults::status_response(status, fault.retry_after),
         None => shared.api.handle(&parts.method, &target, &body),
     };
