@@ -487,6 +487,7 @@ async fn after_a_rotation_both_keys_work_until_the_grace_ends_then_only_the_new_
     let new = keys::rotate(&pool, "ivan", Duration::from_secs(3), "test")
         .await
         .unwrap()
+        .new
         .key
         .expose()
         .to_string();
