@@ -52,6 +52,41 @@ pub struct KeyRow {
     pub last_used_at: Option<String>,
 }
 
+/// The columns of a [`KeyRow`], in its order.
+const ROW: &str = "id, name, account, rate_limit, created_at, created_by, expires_at, \
+                   replaced_at, revoked_at, revoked_by, last_used_at";
+
+/// A row to insert (`create` and `rotate`).
+struct Insert<'a> {
+    name: &'a str,
+    key_sha256: &'a str,
+    account: &'a str,
+    rate_limit: Option<&'a str>,
+    at: &'a str,
+    by: &'a str,
+    expires_at: Option<&'a str>,
+}
+
+async fn insert<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    row: Insert<'_>,
+) -> Result<KeyRow, sqlx::Error> {
+    sqlx::query_as::<_, KeyRow>(&format!(
+        "INSERT INTO gateway_keys \
+         (name, key_sha256, account, rate_limit, created_at, created_by, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {ROW}"
+    ))
+    .bind(row.name)
+    .bind(row.key_sha256)
+    .bind(row.account)
+    .bind(row.rate_limit)
+    .bind(row.at)
+    .bind(row.by)
+    .bind(row.expires_at)
+    .fetch_one(db)
+    .await
+}
+
 /// Where a key stands now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
@@ -169,19 +204,18 @@ pub async fn create(pool: &SqlitePool, new: NewKey<'_>) -> Result<Created, KeyEr
     let now = format_time(SystemTime::now());
     let expires = new.expires_at.map(format_time);
     let rate = new.rate_limit.map(|r| r.to_string());
-    let inserted = sqlx::query_as::<_, KeyRow>(
-        "INSERT INTO gateway_keys (name, key_sha256, account, rate_limit, created_at, created_by, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id, name, account, rate_limit, created_at, created_by, \
-         expires_at, replaced_at, revoked_at, revoked_by, last_used_at",
+    let inserted = insert(
+        pool,
+        Insert {
+            name: new.name,
+            key_sha256: &hash(key.expose()),
+            account: new.account,
+            rate_limit: rate.as_deref(),
+            at: &now,
+            by: new.by,
+            expires_at: expires.as_deref(),
+        },
     )
-    .bind(new.name)
-    .bind(hash(key.expose()))
-    .bind(new.account)
-    .bind(&rate)
-    .bind(&now)
-    .bind(new.by)
-    .bind(&expires)
-    .fetch_one(pool)
     .await;
     match inserted {
         Ok(row) => Ok(Created { key, row }),
@@ -194,10 +228,9 @@ pub async fn create(pool: &SqlitePool, new: NewKey<'_>) -> Result<Created, KeyEr
 
 /// Every key, newest first.
 pub async fn list(pool: &SqlitePool) -> Result<Vec<KeyRow>, KeyError> {
-    Ok(sqlx::query_as::<_, KeyRow>(
-        "SELECT id, name, account, rate_limit, created_at, created_by, expires_at, replaced_at, \
-         revoked_at, revoked_by, last_used_at FROM gateway_keys ORDER BY name, id DESC",
-    )
+    Ok(sqlx::query_as::<_, KeyRow>(&format!(
+        "SELECT {ROW} FROM gateway_keys ORDER BY name, id DESC"
+    ))
     .fetch_all(pool)
     .await?)
 }
@@ -234,12 +267,10 @@ pub async fn rotate(
     let mut tx = pool.begin().await?;
     let now_t = SystemTime::now();
     let now = format_time(now_t);
-    let current: Option<KeyRow> = sqlx::query_as(
-        "SELECT id, name, account, rate_limit, created_at, created_by, expires_at, replaced_at, \
-         revoked_at, revoked_by, last_used_at FROM gateway_keys \
-         WHERE name = ? AND replaced_at IS NULL AND revoked_at IS NULL \
-         AND (expires_at IS NULL OR expires_at > ?)",
-    )
+    let current: Option<KeyRow> = sqlx::query_as(&format!(
+        "SELECT {ROW} FROM gateway_keys WHERE name = ? AND replaced_at IS NULL \
+         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
+    ))
     .bind(name)
     .bind(&now)
     .fetch_optional(&mut *tx)
@@ -274,19 +305,19 @@ pub async fn rotate(
         parse_time(e)?.duration_since(created).ok()
     });
     let key = generate()?;
-    let row = sqlx::query_as::<_, KeyRow>(
-        "INSERT INTO gateway_keys (name, key_sha256, account, rate_limit, created_at, created_by, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id, name, account, rate_limit, created_at, created_by, \
-         expires_at, replaced_at, revoked_at, revoked_by, last_used_at",
+    let new_expiry = lifetime.map(|l| format_time(now_t + l));
+    let row = insert(
+        &mut *tx,
+        Insert {
+            name,
+            key_sha256: &hash(key.expose()),
+            account: &current.account,
+            rate_limit: current.rate_limit.as_deref(),
+            at: &now,
+            by,
+            expires_at: new_expiry.as_deref(),
+        },
     )
-    .bind(name)
-    .bind(hash(key.expose()))
-    .bind(&current.account)
-    .bind(&current.rate_limit)
-    .bind(&now)
-    .bind(by)
-    .bind(lifetime.map(|l| format_time(now_t + l)))
-    .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Rotated {
