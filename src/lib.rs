@@ -14,14 +14,19 @@
 //!   the proxy and the guard).
 //! - [`audit`]: audit records (their columns defined once in `audit::event`), secret
 //!   redaction, the batch writer with its gap records, the hash chain and queries.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` on the admin listener.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and the `/v1` API (audit, history,
+//!   snapshots, keys) on the admin listener.
 //! - [`metrics`]: lock-free counters rendered as Prometheus text.
 //! - [`guard`]: the deletion guard: the operation table, classification, policy, the
 //!   guarded pipeline with its own context, the durable operation rows (ledger), history.
+//! - [`identity`]: who is calling: gateway keys (stored as hashes, re-read every
+//!   400 ms), the accounts whose SmartLead keys the gateway holds, the key swap
+//!   and mask, per-key and per-account rate limits.
 //! - [`bypass`]: the bypass watch: lists each account's campaigns every
 //!   `bypass.interval` and records those deleted outside the gateway.
 //!
 //! Dependencies point down: `server` → `proxy` → `guard` → `snapshot` → `upstream`;
+//! `proxy` and `bypass` use `identity`, which uses `db`, `audit` and `config`;
 //! `audit`, `db` and `metrics` are used from above and use none of these; `config`
 //! validates the policy with `guard::policy` (pure: no I/O, no state).
 //! - [`snapshot`]: reading what a call would destroy into checksummed, compressed chunks.

@@ -12,6 +12,10 @@ use super::env::{var, Env};
 use super::file::{FileAccount, FileBypass, FileIdentity, FileSmartLead};
 use super::{duration, ConfigError, Secret};
 
+/// What every gateway key starts with (`crate::identity::KEY_PREFIX`), so a
+/// gateway key configured as a SmartLead key by mistake is caught here.
+pub const GATEWAY_KEY_PREFIX: &str = "sdg_";
+
 /// The name of the account `SAFEDELETE_SMARTLEAD_API_KEY` defines.
 pub const DEFAULT_ACCOUNT: &str = "default";
 
@@ -355,7 +359,7 @@ fn check_key(key: &str, value: &str) -> Result<Secret, ConfigError> {
             "is empty; it must hold the SmartLead API key",
         ));
     }
-    if value.starts_with(crate::identity::KEY_PREFIX) {
+    if value.starts_with(GATEWAY_KEY_PREFIX) {
         return Err(ConfigError::invalid(
             key,
             "holds a gateway key (sdg_...), not a SmartLead key; use the key from SmartLead's settings",

@@ -27,6 +27,7 @@ pub use env::{unknown_variables, Env, NoEnv, ProcessEnv, UnknownVariable};
 use file::FileConfig;
 pub use identity::{
     Account, Bypass, Identity, IdentityMode, KeySource, Rate, SmartLead, DEFAULT_ACCOUNT,
+    GATEWAY_KEY_PREFIX,
 };
 pub use render::RELOADED;
 

@@ -27,7 +27,7 @@ use crate::sync::lock;
 
 /// What every gateway key starts with, so a SmartLead key sent by mistake
 /// is told apart from a wrong gateway key.
-pub const KEY_PREFIX: &str = "sdg_";
+pub const KEY_PREFIX: &str = crate::config::GATEWAY_KEY_PREFIX;
 
 /// How often the keys are read again from the database.
 pub const REFRESH: Duration = Duration::from_millis(400);
