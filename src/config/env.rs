@@ -21,6 +21,9 @@ pub mod var {
     /// The binary `bench/instructions.sh` measures; the gateway ignores it,
     /// but it is in the environment of gateways that script starts.
     pub const BENCH_BIN: &str = "SAFEDELETE_BIN";
+    /// The `smartlead` client the tests run through a gateway (`.ci/run`
+    /// sets it); the gateway ignores it, but it is in CI's environment.
+    pub const TEST_SMARTLEAD_CLI: &str = "SAFEDELETE_TEST_SMARTLEAD_CLI";
 
     /// What [`super::unknown_variables`] compares against.
     pub const KNOWN: &[&str] = &[
@@ -34,6 +37,7 @@ pub mod var {
         SMARTLEAD_API_KEY,
         IDENTITY_MODE,
         BENCH_BIN,
+        TEST_SMARTLEAD_CLI,
     ];
 
     /// Names with this prefix are ours: an unknown one is probably a typo.

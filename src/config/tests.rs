@@ -342,6 +342,8 @@ fn every_safedelete_variable_the_docs_and_scripts_use_is_known() {
         include_str!("../../bench/snapshot.sh"),
         include_str!("../../bench/instructions.sh"),
         include_str!("../../bench/audit.sh"),
+        include_str!("../../.ci/run"),
+        include_str!("../../tests/gateway_keys.rs"),
     ];
     for text in sources {
         for (at, _) in text.match_indices(var::PREFIX) {
