@@ -13,6 +13,7 @@ mod history;
 mod keys;
 mod output;
 mod policy;
+mod restore;
 mod snapshots;
 mod timestamp;
 mod upkeep;
@@ -32,6 +33,7 @@ pub use history::HistoryArgs;
 pub use keys::KeysCommand;
 pub use output::ExportError;
 pub use policy::PolicyCommand;
+pub use restore::RestoreArgs;
 pub use snapshots::SnapshotsCommand;
 
 /// safedelete: a drop-in gateway for the SmartLead API that captures campaign
@@ -65,6 +67,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Create, list, revoke and rotate the gateway keys people and tools
     /// hold instead of the SmartLead key.
+    /// Rebuild a deleted campaign from its snapshot as a new campaign
+    /// (`--dry-run`: the plan, every call, no call made).
+    Restore(RestoreArgs),
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -161,6 +166,12 @@ pub enum CliError {
     },
     #[error(transparent)]
     Key(#[from] crate::identity::manage::KeyActionError),
+    #[error(transparent)]
+    RestoreSource(#[from] crate::restore::SourceError),
+    #[error("this version plans restores only: run it with --dry-run to see every call a restore makes; nothing was changed")]
+    RestoreNotYet,
+    #[error("--name must not be empty (leave it out to keep the original's name)")]
+    RestoreName,
     /// The key action is done and stays done; only its record is missing.
     #[error("{done} gateway key {name:?}, but could not write the audit record of it")]
     KeyAudit {
@@ -208,6 +219,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::History(args) => history::run(args).await,
         Command::Health { config, url } => health(config, url).await,
         Command::Keys { command } => keys::run(command).await,
+        Command::Restore(args) => restore::run(args).await,
         Command::Policy { command } => policy::run(command),
         Command::Snapshots { command } => snapshots::run(command).await,
     }

@@ -29,6 +29,8 @@
 //! `proxy` and `bypass` use `identity`, which uses `db`, `audit` and `config`;
 //! `audit`, `db` and `metrics` are used from above and use none of these; `config`
 //! validates the policy with `guard::policy` (pure: no I/O, no state).
+//! - [`restore`]: a snapshot read back and worked out into the SmartLead calls
+//!   that rebuild it as a new campaign (`restore --dry-run`).
 //! - [`snapshot`]: reading what a call would destroy into checksummed, compressed chunks.
 //! - [`digest`]: SHA-256 and hex, the one digest helper.
 //! - [`db`]: the SQLite pool (read-write, or read-only for the commands that only read), embedded migrations, private file modes.
@@ -48,6 +50,7 @@ pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod restore;
 pub mod server;
 pub mod snapshot;
 pub mod sync;

@@ -1,0 +1,10 @@
+//! Restore: a snapshot becomes a plan of SmartLead API calls that rebuilds
+//! what was destroyed as a new campaign. `source` reads the snapshot back,
+//! `plan` works out every call and counts the leads (`--dry-run` prints it
+//! and makes no call).
+
+pub mod plan;
+pub mod source;
+
+pub use plan::{LeadChoice, Plan};
+pub use source::{Captured, SourceError};
