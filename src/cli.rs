@@ -168,10 +168,24 @@ pub enum CliError {
     Key(#[from] crate::identity::manage::KeyActionError),
     #[error(transparent)]
     RestoreSource(#[from] crate::restore::SourceError),
-    #[error("this version plans restores only: run it with --dry-run to see every call a restore makes; nothing was changed")]
-    RestoreNotYet,
     #[error("--name must not be empty (leave it out to keep the original's name)")]
     RestoreName,
+    #[error("--dry-run needs a SNAPSHOT_ID (a resumed restore has no plan of its own to show)")]
+    RestoreResumeDryRun,
+    #[error("no restore {id} (`safedelete restore SNAPSHOT_ID` starts one)")]
+    NoSuchRestore { id: i64 },
+    #[error("restore {id} is done already")]
+    RestoreDone { id: i64 },
+    #[error("cannot restore: {0}")]
+    RestoreKey(String),
+    #[error("cannot restore: {0}")]
+    RestoreSetup(String),
+    #[error("not started: standard input is not a terminal to ask on; add --yes to restore without asking")]
+    RestoreConfirm,
+    #[error("not started; nothing was sent to SmartLead")]
+    RestoreDeclined,
+    #[error("restore {id} stopped: {reason}; `safedelete restore --resume {id}` continues where it stopped")]
+    RestoreStopped { id: i64, reason: String },
     /// The key action is done and stays done; only its record is missing.
     #[error("{done} gateway key {name:?}, but could not write the audit record of it")]
     KeyAudit {

@@ -7,8 +7,10 @@ mod common;
 use std::process::Output;
 
 use bytes::Bytes;
+use std::collections::BTreeMap;
+
 use common::{send, Extra, Gateway, KEY};
-use fake_smartlead::{FakeConfig, FakeHandle};
+use fake_smartlead::{FakeConfig, FakeHandle, Fault, FaultRule};
 use http::Request;
 use http_body_util::Full;
 
@@ -46,20 +48,35 @@ async fn delete(gw: &Gateway, target: &str) -> i64 {
 }
 
 fn restore(gw: &Gateway, args: &[&str]) -> Output {
-    std::process::Command::new(BIN)
-        .arg("restore")
-        .args(args)
-        .arg("--config")
-        .arg(gw.dir.path().join("safedelete.toml"))
+    command(gw, args)
+        .env_remove("SMARTLEAD_API_KEY")
         .output()
         .unwrap()
+}
+
+/// `restore` with the SmartLead key in `SMARTLEAD_API_KEY`, as a person runs it.
+fn restore_with_key(gw: &Gateway, args: &[&str]) -> Output {
+    command(gw, args)
+        .env("SMARTLEAD_API_KEY", KEY)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn command(gw: &Gateway, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(BIN);
+    c.arg("restore")
+        .args(args)
+        .arg("--config")
+        .arg(gw.dir.path().join("safedelete.toml"));
+    c
 }
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_prints_every_call_and_the_leads_left_out_and_sends_nothing() {
     let (fake, gw, snapshot) = deleted_campaign().await;
     let before = fake.requests().len();
@@ -100,7 +117,7 @@ async fn a_dry_run_prints_every_call_and_the_leads_left_out_and_sends_nothing() 
     assert_eq!(fake.requests().len(), before, "a dry run makes no call");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plan_as_json_takes_every_lead_and_a_new_name_when_asked() {
     let (fake, gw, snapshot) = deleted_campaign().await;
     let before = fake.requests().len();
@@ -138,7 +155,7 @@ async fn the_plan_as_json_takes_every_lead_and_a_new_name_when_asked() {
     assert_eq!(fake.requests().len(), before);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_cannot_be_restored_is_refused_saying_why_and_nothing_is_sent() {
     let (fake, gw, campaign) = deleted_campaign().await;
     let lead = delete(
@@ -165,11 +182,19 @@ async fn what_cannot_be_restored_is_refused_saying_why_and_nothing_is_sent() {
         text(&out.stderr)
     );
 
-    // Only plans so far: a real run says so and changes nothing.
-    let out = restore(&gw, &[&campaign.to_string()]);
+    // A real run that cannot ask (no terminal) and was not told --yes.
+    let out = restore_with_key(&gw, &[&campaign.to_string()]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("--dry-run"),
+        text(&out.stderr).contains("add --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without a key to send.
+    let out = restore(&gw, &[&campaign.to_string(), "--yes"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("set SMARTLEAD_API_KEY"),
         "{}",
         text(&out.stderr)
     );
@@ -185,4 +210,246 @@ async fn what_cannot_be_restored_is_refused_saying_why_and_nothing_is_sent() {
         text(&out.stderr)
     );
     assert_eq!(fake.requests().len(), before);
+}
+
+/// A campaign's leads as the fake exports them: email -> custom fields,
+/// and whether unsubscribed.
+async fn leads_of(fake: &FakeHandle, campaign: i64) -> BTreeMap<String, (String, bool)> {
+    let url = format!(
+        "{}/api/v1/campaigns/{campaign}/leads-export?api_key={KEY}",
+        fake.url()
+    );
+    let csv_text = common::get(&url).await.body;
+    let mut reader = csv::Reader::from_reader(csv_text.as_ref());
+    let headers = reader.headers().unwrap().clone();
+    let at = |n: &str| headers.iter().position(|h| h == n).unwrap();
+    let (email, custom, unsub) = (at("email"), at("custom_fields"), at("is_unsubscribed"));
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                r[email].to_string(),
+                (r[custom].to_string(), &r[unsub] == "true"),
+            )
+        })
+        .collect()
+}
+
+async fn get_json(fake: &FakeHandle, path: &str) -> serde_json::Value {
+    let url = format!("{}/api/v1{path}?api_key={KEY}", fake.url());
+    common::get(&url).await.json()
+}
+
+/// The campaigns the fake has with this name.
+async fn named(fake: &FakeHandle, name: &str) -> Vec<i64> {
+    get_json(fake, "/campaigns")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == name)
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_rebuilds_the_campaign_as_a_draft_with_its_sendable_leads() {
+    let fake = fake_smartlead::start(FakeConfig::with_leads(1000))
+        .await
+        .unwrap();
+    let original = leads_of(&fake, 101).await;
+    let sequences = get_json(&fake, "/campaigns/101/sequences").await;
+    let webhooks = get_json(&fake, "/campaigns/101/webhooks").await;
+    let accounts = get_json(&fake, "/campaigns/101/email-accounts").await;
+    let gw = Gateway::start_with(
+        &fake.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"allow\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let snapshot = delete(&gw, &format!("/api/v1/campaigns/101?api_key={KEY}")).await;
+
+    let out = restore_with_key(&gw, &[&snapshot.to_string(), "--yes"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    let new = named(&fake, "Cold Outreach Q1").await;
+    assert_eq!(new.len(), 1, "one new campaign: {new:?}");
+    let new = new[0];
+    assert!(
+        stdout.contains(&format!(
+            "campaign 101 is back as campaign {new} \"Cold Outreach Q1\", a draft"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("980 added by SmartLead of 980 sent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("20   left out: unsubscribed"), "{stdout}");
+    assert!(stdout.contains("No restore brings back:"), "{stdout}");
+
+    let campaign = get_json(&fake, &format!("/campaigns/{new}")).await;
+    assert_eq!(
+        campaign["status"], "DRAFTED",
+        "a restore never starts sending"
+    );
+    let sendable: BTreeMap<_, _> = original
+        .iter()
+        .filter(|(_, (_, unsubscribed))| !unsubscribed)
+        .map(|(email, (custom, _))| (email.clone(), custom.clone()))
+        .collect();
+    assert_eq!(sendable.len(), 980);
+    let restored: BTreeMap<_, _> = leads_of(&fake, new)
+        .await
+        .into_iter()
+        .map(|(email, (custom, _))| (email, custom))
+        .collect();
+    assert_eq!(
+        restored, sendable,
+        "every sendable lead, with its custom fields"
+    );
+    let steps = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["seq_number"].clone(),
+                    s["subject"].clone(),
+                    s["email_body"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let new_sequences = get_json(&fake, &format!("/campaigns/{new}/sequences")).await;
+    assert_eq!(steps(&new_sequences), steps(&sequences));
+    let hooks = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["name"].clone(),
+                    w["webhook_url"].clone(),
+                    w["event_types"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let new_webhooks = get_json(&fake, &format!("/campaigns/{new}/webhooks")).await;
+    assert_eq!(hooks(&new_webhooks), hooks(&webhooks));
+    let ids = |v: &serde_json::Value| {
+        let mut ids: Vec<i64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_i64().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let new_accounts = get_json(&fake, &format!("/campaigns/{new}/email-accounts")).await;
+    assert_eq!(ids(&new_accounts), ids(&accounts));
+
+    // Every call audited as the restore's, never with the key.
+    let audit = std::process::Command::new(BIN)
+        .args(["audit", "--json", "--limit", "100", "--config"])
+        .arg(gw.dir.path().join("safedelete.toml"))
+        .output()
+        .unwrap();
+    let trail = text(&audit.stdout);
+    let restore_calls = trail
+        .lines()
+        .filter(|l| l.contains("\"operation\":\"restore\""))
+        .count();
+    // create, settings, schedule, sequences, a webhook, a check of each of
+    // the accounts, the accounts, three batches of leads.
+    assert_eq!(restore_calls, 9 + ids(&accounts).len(), "{trail}");
+    assert!(!trail.contains(KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_restore_resumes_without_a_second_campaign_or_a_lead_twice() {
+    let (fake, gw, snapshot) = deleted_campaign().await;
+    // SmartLead keeps failing the leads.
+    fake.fault(FaultRule {
+        method: Some("POST".into()),
+        path: "/api/v1/campaigns/*/leads".into(),
+        times: None,
+        fault: Fault {
+            status: Some(500),
+            ..Fault::default()
+        },
+    });
+    let out = restore_with_key(&gw, &[&snapshot.to_string(), "--yes"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("restore 1 stopped"), "{err}");
+    assert!(err.contains("safedelete restore --resume 1"), "{err}");
+
+    fake.clear_faults();
+    let out = restore_with_key(&gw, &["--resume", "1"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    assert!(stdout.contains("skipped  create"), "{stdout}");
+    assert!(
+        stdout.contains("980 added by SmartLead of 980 sent"),
+        "{stdout}"
+    );
+    let new = named(&fake, "Cold Outreach Q1").await;
+    assert_eq!(new.len(), 1, "one campaign: {new:?}");
+    assert_eq!(leads_of(&fake, new[0]).await.len(), 980);
+
+    // A crash after SmartLead took a batch but before it was recorded: the
+    // batch goes again, and SmartLead adds no lead twice.
+    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    sqlx::query("DELETE FROM restore_steps WHERE restore_id = 1 AND step = 'leads:3'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE restores SET state = 'failed' WHERE id = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = restore_with_key(&gw, &["--resume", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(named(&fake, "Cold Outreach Q1").await.len(), 1);
+    assert_eq!(leads_of(&fake, new[0]).await.len(), 980, "no lead twice");
+    let out = restore_with_key(&gw, &["--resume", "1"]);
+    assert!(
+        text(&out.stderr).contains("restore 1 is done already"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smartleads_429s_are_waited_out_and_the_restore_goes_on() {
+    let (fake, gw, snapshot) = deleted_campaign().await;
+    fake.fault(FaultRule {
+        method: Some("POST".into()),
+        path: "/api/v1/campaigns/*/leads".into(),
+        times: Some(2),
+        fault: Fault {
+            status: Some(429),
+            retry_after: Some(1),
+            ..Fault::default()
+        },
+    });
+    let out = restore_with_key(&gw, &[&snapshot.to_string(), "--yes"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    assert_eq!(
+        stdout
+            .matches("waiting 1.0 s: SmartLead's rate limit (429)")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    let new = named(&fake, "Cold Outreach Q1").await;
+    assert_eq!(leads_of(&fake, new[0]).await.len(), 980);
 }

@@ -28,6 +28,8 @@ pub enum OperationKind {
     /// Not a request: a gateway key was created, revoked or rotated
     /// (`key.create`, `key.revoke`, `key.rotate`).
     Key(&'static str),
+    /// A call `safedelete restore` sent to SmartLead.
+    Restore,
 }
 
 impl OperationKind {
@@ -38,6 +40,7 @@ impl OperationKind {
             OperationKind::AuditGap => "audit_gap",
             OperationKind::BypassDetected => "bypass_detected",
             OperationKind::Key(name) => name,
+            OperationKind::Restore => "restore",
         }
     }
 }

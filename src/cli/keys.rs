@@ -233,7 +233,7 @@ fn to_json(value: &impl serde::Serialize) -> std::io::Result<String> {
 }
 
 /// Who is running the command, for `created_by` and the audit trail.
-fn os_user() -> String {
+pub(super) fn os_user() -> String {
     use std::os::unix::fs::MetadataExt;
     match std::env::var("USER") {
         Ok(user) if !user.trim().is_empty() => user,

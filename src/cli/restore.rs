@@ -1,12 +1,18 @@
 //! `safedelete restore SNAPSHOT_ID`: rebuild a deleted (or stopped) campaign
-//! from its snapshot as a new campaign. `--dry-run` prints the plan (every
-//! call, the leads restored and left out by reason) and makes no call.
+//! from its snapshot as a new campaign, through SmartLead's API. `--dry-run`
+//! prints the plan (every call, the leads restored and left out by reason)
+//! and makes no call; `--resume RESTORE_ID` continues a restore that stopped.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 
-use crate::config::{Config, ProcessEnv};
+use crate::config::{Config, IdentityMode, ProcessEnv};
 use crate::db;
-use crate::restore::{self, LeadChoice, Plan};
+use crate::metrics::Metrics;
+use crate::restore::call::Caller;
+use crate::restore::replay::{self, Audit, Event};
+use crate::restore::{self, ledger, report, LeadChoice, Plan};
+use crate::upstream::{client, Upstream};
 
 use super::{CliError, ConfigArg};
 
@@ -16,8 +22,15 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// The snapshot to restore (`safedelete snapshots list`).
-    #[arg(value_name = "SNAPSHOT_ID")]
-    pub snapshot_id: i64,
+    #[arg(
+        value_name = "SNAPSHOT_ID",
+        required_unless_present = "resume",
+        conflicts_with = "resume"
+    )]
+    pub snapshot_id: Option<i64>,
+    /// Continue the restore RESTORE_ID where it stopped.
+    #[arg(long, value_name = "RESTORE_ID")]
+    pub resume: Option<i64>,
     /// Print the plan (every call, with counts) and make no call.
     #[arg(long)]
     pub dry_run: bool,
@@ -28,21 +41,24 @@ pub struct RestoreArgs {
     /// bounced or were blocked, so a restore never emails someone who opted out.
     #[arg(long, value_enum, default_value = "sendable")]
     pub leads: LeadChoice,
-    /// The plan as one JSON object.
+    /// Machine-readable output: the plan, then one JSON event per line.
     #[arg(long)]
     pub json: bool,
+    /// Do not ask before the first write.
+    #[arg(long)]
+    pub yes: bool,
+    /// The environment variable holding the SmartLead key (in passthrough
+    /// mode; with gateway keys the account's key is used).
+    #[arg(long, value_name = "VAR", default_value = "SMARTLEAD_API_KEY")]
+    pub api_key_env: String,
+    /// The account whose key is used (gateway keys; default: `default`).
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
 }
 
 /// Runs `restore`.
 pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     let config = Config::load(args.config.config.as_deref(), &ProcessEnv)?;
-    if !args.dry_run {
-        return Err(CliError::RestoreNotYet);
-    }
-    let pool = db::open_read_only(&config.database).await?;
-    let captured = restore::source::read(&pool, args.snapshot_id).await;
-    pool.close().await;
-    let captured = captured?;
     let name = args
         .name
         .as_deref()
@@ -51,17 +67,199 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     if args.name.is_some() && name.is_none() {
         return Err(CliError::RestoreName);
     }
-    let plan = Plan::new(&captured, name, args.leads)?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&plan).map_err(std::io::Error::other)?
-        )?;
-    } else {
-        write!(out, "{}", plan.render())?;
-        writeln!(out, "\nDry run: nothing was sent to SmartLead.")?;
+    if args.dry_run {
+        let snapshot_id = args.snapshot_id.ok_or(CliError::RestoreResumeDryRun)?;
+        let pool = db::open_read_only(&config.database).await?;
+        let captured = restore::source::read(&pool, snapshot_id).await;
+        pool.close().await;
+        let plan = Plan::new(&captured?, name, args.leads)?;
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            writeln!(out, "{}", json(&plan)?)?;
+        } else {
+            write!(out, "{}", plan.render())?;
+            writeln!(out, "\nDry run: nothing was sent to SmartLead.")?;
+        }
+        return Ok(());
     }
-    Ok(())
+    let (key_query, account) = key(&config, &args)?;
+    let pool = db::open(&config.database).await?;
+    let result = real_run(&config, &pool, &args, name, key_query, account).await;
+    pool.close().await;
+    result
+}
+
+async fn real_run(
+    config: &Config,
+    pool: &sqlx::SqlitePool,
+    args: &RestoreArgs,
+    name: Option<&str>,
+    key_query: String,
+    account: Option<String>,
+) -> Result<(), CliError> {
+    let operator = super::keys::os_user();
+    let (restore_id, captured, plan) = match args.resume {
+        Some(id) => {
+            let row = ledger::get(pool, id)
+                .await?
+                .ok_or(CliError::NoSuchRestore { id })?;
+            if row.state == "done" {
+                return Err(CliError::RestoreDone { id });
+            }
+            let captured = restore::source::read(pool, row.snapshot_id).await?;
+            let choice = if row.leads_choice == "all" {
+                LeadChoice::All
+            } else {
+                LeadChoice::Sendable
+            };
+            let plan = Plan::new(&captured, Some(&row.name), choice)?;
+            (id, captured, plan)
+        }
+        None => {
+            let snapshot_id = args.snapshot_id.ok_or(CliError::RestoreResumeDryRun)?;
+            let captured = restore::source::read(pool, snapshot_id).await?;
+            let plan = Plan::new(&captured, name, args.leads)?;
+            let mut out = std::io::stdout().lock();
+            if args.json {
+                writeln!(out, "{}", json(&plan)?)?;
+            } else {
+                write!(out, "{}", plan.render())?;
+            }
+            drop(out);
+            confirm(args)?;
+            let choice = match args.leads {
+                LeadChoice::All => "all",
+                LeadChoice::Sendable => "sendable",
+            };
+            let id = ledger::begin(pool, snapshot_id, &plan.name, choice, &operator).await?;
+            (id, captured, plan)
+        }
+    };
+    let json_out = args.json;
+    let metrics = Arc::new(Metrics::default());
+    let upstream_client = client::build(&config.upstream, metrics)
+        .map_err(|e| CliError::RestoreSetup(e.to_string()))?;
+    let caller = Caller {
+        upstream: Upstream::new(config, upstream_client),
+        key_query,
+        on_wait: Box::new(move |wait, why| {
+            let secs = wait.as_secs_f64();
+            if json_out {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "wait", "seconds": secs, "why": why})
+                );
+            } else {
+                println!("waiting {secs:.1} s: {why}");
+            }
+        }),
+    };
+    if !json_out {
+        println!("\nRestore {restore_id}:");
+    }
+    let audit = Audit {
+        database: &config.database,
+        operator: &operator,
+        account: account.as_deref(),
+    };
+    let mut progress = |event: Event| {
+        if json_out {
+            if let Ok(line) = serde_json::to_string(&event) {
+                println!("{line}");
+            }
+            return;
+        }
+        match event {
+            Event::Step { step, detail } => println!("  done     {step:<16} {detail}"),
+            Event::Skipped { step } => println!("  skipped  {step:<16} (done before)"),
+            Event::Leads { sent, total } => println!(
+                "  leads    {} of {}",
+                restore::plan::thousands(sent),
+                restore::plan::thousands(total)
+            ),
+        }
+    };
+    let outcome = replay::replay(
+        pool,
+        restore_id,
+        &plan,
+        &captured,
+        &caller,
+        &audit,
+        &mut progress,
+    )
+    .await;
+    match outcome {
+        Ok(_) => {
+            ledger::finish(pool, restore_id, None).await?;
+            let report = report::Report::read(pool, restore_id, &plan).await?;
+            let mut out = std::io::stdout().lock();
+            if json_out {
+                writeln!(out, "{}", json(&report)?)?;
+            } else {
+                write!(out, "\n{}", report.render())?;
+            }
+            Ok(())
+        }
+        Err(err) => {
+            let message = err.to_string();
+            ledger::finish(pool, restore_id, Some(&message)).await?;
+            Err(CliError::RestoreStopped {
+                id: restore_id,
+                reason: message,
+            })
+        }
+    }
+}
+
+/// The key a restore sends: the account's with gateway keys, else the
+/// caller's from `--api-key-env`.
+fn key(config: &Config, args: &RestoreArgs) -> Result<(String, Option<String>), CliError> {
+    let encode = |k: &str| {
+        percent_encoding::utf8_percent_encode(k, crate::identity::swap::QUERY_VALUE).to_string()
+    };
+    if config.identity.mode == IdentityMode::GatewayKeys || args.account.is_some() {
+        let account = match &args.account {
+            Some(name) => config.smartlead.account(name),
+            None => config.smartlead.default_account(),
+        }
+        .ok_or_else(|| {
+            CliError::RestoreKey(format!(
+                "no SmartLead account {}; the config defines: {}",
+                args.account.as_deref().unwrap_or("default"),
+                config.smartlead.names().join(", ")
+            ))
+        })?;
+        return Ok((encode(account.api_key.expose()), Some(account.name.clone())));
+    }
+    match std::env::var(&args.api_key_env) {
+        Ok(k) if !k.trim().is_empty() => Ok((encode(k.trim()), None)),
+        _ => Err(CliError::RestoreKey(format!(
+            "set {} to the SmartLead key to restore with (or name another variable with --api-key-env)",
+            args.api_key_env
+        ))),
+    }
+}
+
+/// Asks before the first write, unless `--yes`.
+fn confirm(args: &RestoreArgs) -> Result<(), CliError> {
+    if args.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::RestoreConfirm);
+    }
+    print!("\nStart this restore? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::RestoreDeclined)
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> std::io::Result<String> {
+    serde_json::to_string(value).map_err(std::io::Error::other)
 }

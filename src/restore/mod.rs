@@ -3,7 +3,11 @@
 //! `plan` works out every call and counts the leads (`--dry-run` prints it
 //! and makes no call).
 
+pub mod call;
+pub mod ledger;
 pub mod plan;
+pub mod replay;
+pub mod report;
 pub mod source;
 
 pub use plan::{LeadChoice, Plan};
