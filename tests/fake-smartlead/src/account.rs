@@ -7,8 +7,14 @@
 //! `C*10+2` ("Bob Sender"); account [`SHARED_ACCOUNT_ID`] is attached to the
 //! first two seeds as well; lead list 501 holds leads 50101..50103; global
 //! webhook 9101; client API keys 301 and 302; block-list entries 701 and 702.
+//!
+//! The account's unsubscribe list holds every email unsubscribed account-wide
+//! (`POST /leads/{id}/unsubscribe`, [`AccountWide::unsubscribe`]) plus the
+//! generated leads that are born unsubscribed (see
+//! [`crate::lead::Counts::for_index`]); it outlives the campaigns, so a lead
+//! re-uploaded after its campaign was deleted is still refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{json, Value};
 
@@ -46,14 +52,21 @@ pub struct AccountWide {
     pub webhooks: BTreeMap<u64, Value>,
     pub api_keys: BTreeMap<u64, Value>,
     pub block_list: BTreeMap<u64, Value>,
+    /// Emails (lower-cased) unsubscribed account-wide through the API.
+    pub unsubscribed: HashSet<String>,
+    /// How many generated leads each seeded campaign started with, for the
+    /// born-unsubscribed part of the unsubscribe list.
+    generated: BTreeMap<u64, usize>,
 }
 
 impl AccountWide {
-    /// The default account-wide objects, with the own accounts of `campaigns`.
-    pub fn seeded(campaigns: impl IntoIterator<Item = u64>) -> Self {
+    /// The default account-wide objects, with the own accounts of `campaigns`
+    /// (given as id and number of generated leads).
+    pub fn seeded(campaigns: impl IntoIterator<Item = (u64, usize)>) -> Self {
         let mut a = Self::default();
-        for id in campaigns {
+        for (id, leads) in campaigns {
             a.add_own_accounts(id);
+            a.generated.insert(id, leads);
         }
         a.email_accounts
             .entry(SHARED_ACCOUNT_ID)
@@ -108,6 +121,46 @@ impl AccountWide {
             );
         }
         a
+    }
+
+    /// Puts `email` on the account's unsubscribe list.
+    pub fn unsubscribe(&mut self, email: &str) {
+        self.unsubscribed.insert(email.to_ascii_lowercase());
+    }
+
+    /// Whether `email` (lower-cased) is on the account's unsubscribe list.
+    pub fn is_unsubscribed(&self, email: &str) -> bool {
+        if self.unsubscribed.contains(email) {
+            return true;
+        }
+        // Generated `lead{i}@example{campaign}.com`, born unsubscribed.
+        let Some((local, domain)) = email.split_once('@') else {
+            return false;
+        };
+        let index = local
+            .strip_prefix("lead")
+            .and_then(|i| i.parse::<usize>().ok());
+        let campaign = domain
+            .strip_prefix("example")
+            .and_then(|d| d.strip_suffix(".com"))
+            .and_then(|c| c.parse::<u64>().ok());
+        match (index, campaign) {
+            (Some(i), Some(c)) => {
+                self.generated.get(&c).is_some_and(|&n| i < n)
+                    && crate::lead::Counts::for_index(i).is_unsubscribed
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `email` (lower-cased) or its domain is on the block list.
+    pub fn is_blocked(&self, email: &str) -> bool {
+        let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+        self.block_list.values().any(|entry| {
+            entry["domain"]
+                .as_str()
+                .is_some_and(|b| b.eq_ignore_ascii_case(email) || b.eq_ignore_ascii_case(domain))
+        })
     }
 
     /// The account objects for `ids`, in that order, skipping unknown ids.
@@ -167,15 +220,5 @@ fn full_account(id: u64, from_name: &str, email: &str) -> Value {
         "daily_sent_count": 0,
         "is_smtp_success": true,
         "is_imap_success": true,
-    })
-}
-
-/// The short account object `POST /campaigns/{id}/email-accounts` makes for an
-/// id the store does not know.
-pub fn attached_account(id: u64) -> Value {
-    let email = format!("sender{id}@sender.example.com");
-    json!({
-        "id": id, "from_name": format!("Sender {id}"), "from_email": email,
-        "username": email, "user_id": USER_ID, "type": "SMTP",
     })
 }

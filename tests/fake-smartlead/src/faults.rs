@@ -1,8 +1,19 @@
-//! Programmed failures. A test adds [`FaultRule`]s to a running fake; each request
-//! takes the first rule whose method and path glob match (and whose `times` are not
-//! used up), and the rule's [`Fault`] bends the response: a substitute status,
-//! a delay before the head, slow 16 KiB chunks, a connection cut after N body bytes,
-//! extra (even hop-by-hop) headers.
+//! Programmed failures. A test adds [`FaultRule`]s to a running fake (or lists
+//! them in [`crate::FakeConfig::faults`]); each request takes the first rule
+//! that matches it (method, path glob, and its [`Trigger`]'s writes-only) and
+//! fires on it (the trigger's `after`/`every` and the rule's `times` allow
+//! it), and the rule's
+//! [`Fault`] bends the response: a substitute status, a delay before the head,
+//! slow 16 KiB chunks, a connection cut after N body bytes, extra (even
+//! hop-by-hop) headers.
+//!
+//! Every rule counts the requests it matches, whether or not it fires, so
+//! "every 10th write" and "everything after the 50th call" mean calls as the
+//! fake received them. A [`Trigger`] beside a rule says which of its matches
+//! it fires on; [`rate_limit_every`] and [`fail_after`] build the two a
+//! restore test needs: SmartLead's
+//! 429 with `Retry-After`, and a persistent 500 that lasts until the test
+//! calls [`crate::FakeHandle::clear_faults`] (the "recovery").
 
 use std::io;
 use std::sync::Mutex;
@@ -33,6 +44,59 @@ pub struct FaultRule {
     pub fault: Fault,
 }
 
+/// When a [`FaultRule`] fires among the requests it matches (the default:
+/// on every one). Kept beside the rule rather than in it so that existing
+/// `FaultRule { .. }` literals stay valid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trigger {
+    /// Match only writes (POST, PUT, PATCH, DELETE).
+    pub writes_only: bool,
+    /// Let the first N matching requests through untouched.
+    pub after: Option<usize>,
+    /// Fire only on every Nth matching request (the Nth, 2Nth, ...; counted
+    /// over all matching requests, `after` included).
+    pub every: Option<usize>,
+}
+
+/// SmartLead's rate limit on every `n`th call (every `n`th write with
+/// `writes_only`): 429, `Retry-After: retry_after` and the §2 body. The call
+/// is not carried out.
+pub fn rate_limit_every(n: usize, writes_only: bool, retry_after: u64) -> (FaultRule, Trigger) {
+    let rule = FaultRule {
+        path: "**".into(),
+        fault: Fault {
+            status: Some(429),
+            retry_after: Some(retry_after),
+            ..Fault::default()
+        },
+        ..FaultRule::default()
+    };
+    let trigger = Trigger {
+        writes_only,
+        every: Some(n.max(1)),
+        ..Trigger::default()
+    };
+    (rule, trigger)
+}
+
+/// Every call after the first `n` fails with 500 (not carried out) until the
+/// faults are cleared: a SmartLead outage, or a crash mid-restore.
+pub fn fail_after(n: usize) -> (FaultRule, Trigger) {
+    let rule = FaultRule {
+        path: "**".into(),
+        fault: Fault {
+            status: Some(500),
+            ..Fault::default()
+        },
+        ..FaultRule::default()
+    };
+    let trigger = Trigger {
+        after: Some(n),
+        ..Trigger::default()
+    };
+    (rule, trigger)
+}
+
 /// How a matching request's response is bent.
 #[derive(Clone, Debug, Default)]
 pub struct Fault {
@@ -58,11 +122,47 @@ pub struct Fault {
     /// failed on. The reference records no such body; it is here so that a
     /// test can show the gateway masks a key SmartLead sends back.
     pub echo_request: bool,
+    /// With `status`: carry the call out first, then answer with `status`
+    /// anyway (a write that took effect although the client saw it fail, so
+    /// a retry must not apply it twice).
+    pub apply_write: bool,
 }
 
 struct Armed {
     rule: FaultRule,
+    trigger: Trigger,
     remaining: Option<usize>,
+    /// Requests matched so far.
+    seen: usize,
+}
+
+impl Armed {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.rule
+            .method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && (!self.trigger.writes_only || is_write(method))
+            && glob_match(&self.rule.path, path)
+    }
+
+    /// Counts one matching request; whether the rule fires on it.
+    fn count(&mut self) -> bool {
+        self.seen += 1;
+        self.remaining != Some(0)
+            && self.trigger.after.is_none_or(|n| self.seen > n)
+            && self
+                .trigger
+                .every
+                .is_none_or(|n| self.seen.is_multiple_of(n.max(1)))
+    }
+}
+
+/// Whether `method` changes something (POST, PUT, PATCH, DELETE).
+pub fn is_write(method: &str) -> bool {
+    ["POST", "PUT", "PATCH", "DELETE"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
 }
 
 /// The rules currently in force, in the order they were added.
@@ -74,8 +174,18 @@ pub struct FaultTable {
 impl FaultTable {
     /// Adds a rule after the existing ones.
     pub fn add(&self, rule: FaultRule) {
+        self.add_triggered(rule, Trigger::default());
+    }
+
+    /// Adds a rule that fires as `trigger` says, after the existing ones.
+    pub fn add_triggered(&self, rule: FaultRule, trigger: Trigger) {
         let remaining = rule.times;
-        self.lock().push(Armed { rule, remaining });
+        self.lock().push(Armed {
+            rule,
+            trigger,
+            remaining,
+            seen: 0,
+        });
     }
 
     /// Removes every rule.
@@ -83,17 +193,17 @@ impl FaultTable {
         self.lock().clear();
     }
 
-    /// The fault for this request, if any rule matches; uses up one of its `times`.
+    /// The fault for this request, if a rule fires on it; every matching rule
+    /// counts the request, the one that fires uses up one of its `times`.
     pub fn take(&self, method: &str, path: &str) -> Option<Fault> {
         let mut rules = self.lock();
-        let armed = rules.iter_mut().find(|a| {
-            a.remaining != Some(0)
-                && a.rule
-                    .method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && glob_match(&a.rule.path, path)
-        })?;
+        let mut fired: Option<&mut Armed> = None;
+        for armed in rules.iter_mut().filter(|a| a.matches(method, path)) {
+            if armed.count() && fired.is_none() {
+                fired = Some(armed);
+            }
+        }
+        let armed = fired?;
         if let Some(n) = armed.remaining.as_mut() {
             *n -= 1;
         }
@@ -300,5 +410,30 @@ mod tests {
         assert_eq!(table.take("GET", "/x").and_then(|f| f.status), Some(429));
         assert_eq!(table.take("GET", "/x").and_then(|f| f.status), Some(500));
         assert!(table.take("GET", "/y").is_none());
+    }
+
+    #[test]
+    fn every_nth_write_and_everything_after_n() {
+        let table = FaultTable::default();
+        let (rule, trigger) = rate_limit_every(3, true, 2);
+        table.add_triggered(rule, trigger);
+        let statuses: Vec<Option<u16>> = ["POST", "GET", "POST", "DELETE", "POST", "POST", "PUT"]
+            .iter()
+            .map(|m| table.take(m, "/api/v1/x").and_then(|f| f.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [None, None, None, Some(429), None, None, Some(429)]
+        );
+
+        let table = FaultTable::default();
+        let (rule, trigger) = fail_after(2);
+        table.add_triggered(rule, trigger);
+        let statuses: Vec<Option<u16>> = (0..4)
+            .map(|_| table.take("GET", "/api/v1/x").and_then(|f| f.status))
+            .collect();
+        assert_eq!(statuses, [None, None, Some(500), Some(500)]);
+        table.clear();
+        assert!(table.take("GET", "/api/v1/x").is_none());
     }
 }

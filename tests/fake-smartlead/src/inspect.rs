@@ -1,7 +1,8 @@
 //! [`FakeHandle`] accessors that read the store directly, so a test can check the
 //! effect of a destructive call without going through the routes. Each returns
 //! what the matching read route would show right now, or `None` once the object
-//! (or its campaign) is gone.
+//! (or its campaign) is gone. [`CampaignState`] and [`FakeHandle::campaign_state`]
+//! give a whole campaign at once, for comparing a restore with its original.
 
 use serde_json::Value;
 
@@ -85,5 +86,60 @@ impl FakeHandle {
     /// Block-list entry `id` as `GET /leads/get-domain-block-list` lists it.
     pub fn domain_block(&self, id: u64) -> Option<Value> {
         self.api().store().account.block_list.get(&id).cloned()
+    }
+}
+
+/// Everything a restore writes into a campaign, as the read routes show it:
+/// what a test compares field by field between an original and its restore.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CampaignState {
+    /// `GET /campaigns/{id}` (without tags).
+    pub object: Value,
+    /// `GET /campaigns/{id}/sequences`.
+    pub sequences: Vec<Value>,
+    /// `GET /campaigns/{id}/webhooks`.
+    pub webhooks: Vec<Value>,
+    /// The attached sender accounts' ids, in `GET .../email-accounts` order.
+    pub email_account_ids: Vec<u64>,
+    /// Every live lead, in export order, as the `lead` object of a
+    /// `GET /campaigns/{id}/leads` entry (custom fields included).
+    pub leads: Vec<Value>,
+}
+
+impl FakeHandle {
+    /// Campaign `id`'s full state; `None` if there is no such campaign.
+    /// Walks every lead: fine for tests, not for benchmarks.
+    pub fn campaign_state(&self, id: u64) -> Option<CampaignState> {
+        let store = self.api().store();
+        let c = store.campaigns.get(&id)?;
+        let leads = c
+            .leads
+            .live_indices(0)
+            .filter_map(|i| c.leads.get(i))
+            .map(|l| l.to_list_entry()["lead"].take())
+            .collect();
+        Some(CampaignState {
+            object: c.to_json(false),
+            sequences: c.sequences.clone(),
+            webhooks: c.webhooks.clone(),
+            email_account_ids: c.email_account_ids.clone(),
+            leads,
+        })
+    }
+
+    /// The ids of every campaign, ascending (created ones start at 1000).
+    pub fn campaign_ids(&self) -> Vec<u64> {
+        self.api().store().campaigns.keys().copied().collect()
+    }
+
+    /// How many live leads campaign `id` holds.
+    pub fn lead_count(&self, id: u64) -> Option<usize> {
+        Some(self.api().store().campaigns.get(&id)?.leads.len())
+    }
+
+    /// Puts `email` on the account's unsubscribe list, as an account-wide
+    /// `POST /leads/{id}/unsubscribe` would.
+    pub fn unsubscribe_email(&self, email: &str) {
+        self.api().store().account.unsubscribe(email);
     }
 }

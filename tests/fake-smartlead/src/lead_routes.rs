@@ -68,10 +68,13 @@ fn lead_campaigns(store: &Store, lead_id: u64) -> Response {
 }
 
 fn unsubscribe_everywhere(store: &mut Store, lead_id: u64) -> Response {
-    let done = store
-        .lead_campaign_mut(lead_id)
-        .is_some_and(|c| c.unsubscribe_lead(lead_id));
-    if done {
+    let email = store.lead_campaign_mut(lead_id).and_then(|c| {
+        c.unsubscribe_lead(lead_id);
+        c.lead(lead_id).map(|l| l.email)
+    });
+    if let Some(email) = email {
+        // Account-wide: the email stays on the unsubscribe list for good.
+        store.account.unsubscribe(&email);
         ok()
     } else {
         lead_not_found()

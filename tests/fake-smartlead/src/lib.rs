@@ -12,7 +12,8 @@
 //! - [`server`]: binds, accepts (plain or TLS), runs the hyper service and owns
 //!   [`FakeHandle`], the test's window into the fake.
 //! - [`inspect`]: the [`FakeHandle`] accessors that read the store (leads, sender
-//!   accounts, lead lists, webhooks, client API keys, block-list entries).
+//!   accounts, lead lists, webhooks, client API keys, block-list entries) and
+//!   [`CampaignState`], a whole campaign for comparing a restore with its original.
 //! - [`record`]: [`RecordedRequest`], the raw copy of every request received,
 //!   with when it arrived and the key it carried.
 //! - [`auth`]: the key a request carries (query, or JSON body on writes) and
@@ -29,6 +30,11 @@
 //! - [`routes`]: request dispatch, authentication and the campaign handlers.
 //! - [`resources`]: handlers for a campaign's sub-resources (sequences, email
 //!   accounts, webhooks, analytics, statistics).
+//! - [`lead_upload`]: `POST /campaigns/{id}/leads`: limits, de-duplication,
+//!   block and unsubscribe lists, the real response.
+//! - [`settings`]: a campaign's configurable fields and the settings and
+//!   schedule writes that change them.
+//! - [`sequence`]: validating and storing `POST /campaigns/{id}/sequences`.
 //! - [`lead_routes`]: handlers for single leads, account-wide (`/leads/{id}`)
 //!   and within a campaign (pause, resume, unsubscribe, message history).
 //! - [`account_routes`]: handlers for the account-wide routes (`/email-accounts`,
@@ -43,17 +49,21 @@ pub mod faults;
 pub mod inspect;
 pub mod lead;
 pub mod lead_routes;
+pub mod lead_upload;
 pub mod query;
 pub mod record;
 pub mod resources;
 pub mod routes;
+pub mod sequence;
 pub mod server;
+pub mod settings;
 pub mod state;
 
 use std::sync::Arc;
 
 pub use auth::RateLimit;
-pub use faults::{Fault, FaultRule};
+pub use faults::{Fault, FaultRule, Trigger};
+pub use inspect::CampaignState;
 pub use record::RecordedRequest;
 pub use server::{serve, start, FakeHandle};
 
@@ -91,6 +101,11 @@ pub struct FakeConfig {
     pub rate_limit: Option<RateLimit>,
     /// The campaigns that exist when the fake starts.
     pub campaigns: Vec<CampaignSeed>,
+    /// Fault rules armed from the start, each with its [`Trigger`] (the
+    /// binary's `--rate-limit-every` and `--fail-after`, built by
+    /// [`faults::rate_limit_every`] and [`faults::fail_after`]); tests can also
+    /// add rules to a running fake.
+    pub faults: Vec<(FaultRule, Trigger)>,
     /// Serve HTTPS with this configuration when set, plain HTTP otherwise.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -102,6 +117,7 @@ impl Default for FakeConfig {
             extra_api_keys: Vec::new(),
             rate_limit: None,
             campaigns: CampaignSeed::defaults(),
+            faults: Vec::new(),
             tls: None,
         }
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fake_smartlead::FakeConfig;
+use fake_smartlead::{faults, FakeConfig};
 
 /// A fake SmartLead API server.
 #[derive(Parser, Debug)]
@@ -23,6 +23,16 @@ struct Args {
     /// Another API key the fake accepts (repeatable), as for a second account.
     #[arg(long = "extra-api-key")]
     extra_api_keys: Vec<String>,
+    /// Answer every Nth write (POST, PUT, PATCH, DELETE) with SmartLead's 429
+    /// and `Retry-After`, without carrying it out.
+    #[arg(long, value_name = "N")]
+    rate_limit_every: Option<usize>,
+    /// The `Retry-After` seconds of `--rate-limit-every`.
+    #[arg(long, value_name = "SECS", default_value_t = 1)]
+    retry_after: u64,
+    /// Answer every call after the first N with 500 (until the fake restarts).
+    #[arg(long, value_name = "N")]
+    fail_after: Option<usize>,
 }
 
 #[tokio::main]
@@ -33,6 +43,14 @@ async fn main() -> ExitCode {
         config.api_key = key;
     }
     config.extra_api_keys = args.extra_api_keys;
+    if let Some(n) = args.rate_limit_every {
+        config
+            .faults
+            .push(faults::rate_limit_every(n, true, args.retry_after));
+    }
+    if let Some(n) = args.fail_after {
+        config.faults.push(faults::fail_after(n));
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {

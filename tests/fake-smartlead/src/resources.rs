@@ -6,9 +6,11 @@
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::account::{self, AccountWide};
+use crate::account::AccountWide;
 use crate::body::json_response;
-use crate::routes::{invalid, not_found, ok, Call, Response};
+use crate::routes::{invalid, missing, not_found, ok, Call, Response};
+use crate::sequence;
+use crate::settings::{only_keys, reject};
 use crate::state::{Campaign, USER_ID};
 
 /// Largest `limit` on `GET /campaigns/{id}/statistics`.
@@ -20,7 +22,7 @@ pub fn route(c: &mut Campaign, accounts: &mut AccountWide, tail: &[&str], call: 
     let m = call.method;
     match tail {
         ["sequences"] if get => json_response(200, &Value::Array(c.sequences.clone())),
-        ["sequences"] if m == Method::POST => save_sequences(c, call),
+        ["sequences"] if m == Method::POST => sequence::save(c, call),
         ["email-accounts"] if get => {
             json_response(200, &Value::Array(accounts.attached(&c.email_account_ids)))
         }
@@ -49,31 +51,6 @@ pub fn route(c: &mut Campaign, accounts: &mut AccountWide, tail: &[&str], call: 
     }
 }
 
-fn save_sequences(c: &mut Campaign, call: &Call) -> Response {
-    let Some(Value::Array(steps)) = call
-        .json()
-        .and_then(|mut b| b.get_mut("sequences").map(Value::take))
-    else {
-        return invalid();
-    };
-    let mut stored = Vec::with_capacity(steps.len());
-    for mut step in steps {
-        let Some(obj) = step.as_object_mut() else {
-            return invalid();
-        };
-        if obj.get("id").is_none_or(Value::is_null) {
-            let id = c.next_id();
-            obj.insert("id".to_owned(), json!(id));
-        }
-        obj.insert("email_campaign_id".to_owned(), json!(c.id));
-        obj.entry("sequence_variants").or_insert(Value::Null);
-        stored.push(step);
-    }
-    c.sequences = stored;
-    c.touch();
-    json_response(200, &json!({"ok": true, "data": []}))
-}
-
 /// The `email_account_ids` of the body, `None` unless it is an array of
 /// non-negative integers.
 fn account_ids(call: &Call) -> Option<Vec<u64>> {
@@ -84,20 +61,32 @@ fn account_ids(call: &Call) -> Option<Vec<u64>> {
         .and_then(|a| a.iter().map(Value::as_u64).collect())
 }
 
-/// Attaches accounts, making a short account object for ids the store lacks.
-fn attach_accounts(c: &mut Campaign, accounts: &mut AccountWide, call: &Call) -> Response {
+/// Attaches existing account-wide sender accounts, in the order given (ids
+/// already attached stay where they are). An id the account does not have
+/// attaches nothing at all: the fake answers 422 naming the unknown ids, so
+/// a restore sees that a sender account is gone. What SmartLead itself does
+/// with an unknown id is not recorded anywhere (unverified).
+fn attach_accounts(c: &mut Campaign, accounts: &AccountWide, call: &Call) -> Response {
     let Some(ids) = account_ids(call) else {
         return invalid();
     };
+    let unknown: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !accounts.email_accounts.contains_key(id))
+        .collect();
+    if !unknown.is_empty() {
+        return json_response(
+            422,
+            &json!({"error": "Email account not found - Invalid email_account_id.", "invalid_email_account_ids": unknown}),
+        );
+    }
     for id in ids {
         if !c.email_account_ids.contains(&id) {
             c.email_account_ids.push(id);
         }
-        accounts
-            .email_accounts
-            .entry(id)
-            .or_insert_with(|| account::attached_account(id));
     }
+    c.touch();
     ok()
 }
 
@@ -112,10 +101,29 @@ fn detach_accounts(c: &mut Campaign, call: &Call) -> Response {
     }
 }
 
+/// Creates (`id` null or absent: a fresh id) or replaces (`id` of one of this
+/// campaign's webhooks) a webhook; an unknown id is 404 (the fake's choice).
 fn upsert_webhook(c: &mut Campaign, call: &Call) -> Response {
     let Some(Value::Object(body)) = call.json() else {
         return invalid();
     };
+    if let Err(r) = only_keys(
+        &body,
+        &["id", "name", "webhook_url", "event_types", "categories"],
+        "",
+    ) {
+        return r.into();
+    }
+    for key in ["event_types", "categories"] {
+        let ok = match body.get(key) {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(items)) => items.iter().all(Value::is_string),
+            Some(_) => false,
+        };
+        if !ok {
+            return reject(key, "must be an array of strings");
+        }
+    }
     let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
     let list = |k: &str| {
         body.get(k)
@@ -129,7 +137,8 @@ fn upsert_webhook(c: &mut Campaign, call: &Call) -> Response {
     let id = match body.get("id") {
         None | Some(Value::Null) => c.next_id(),
         Some(v) => match v.as_u64() {
-            Some(id) => id,
+            Some(id) if c.webhooks.iter().any(|w| w["id"] == json!(id)) => id,
+            Some(_) => return missing("Webhook"),
             None => return invalid(),
         },
     };
@@ -144,6 +153,7 @@ fn upsert_webhook(c: &mut Campaign, call: &Call) -> Response {
         Some(existing) => *existing = hook,
         None => c.webhooks.push(hook),
     }
+    c.touch();
     ok()
 }
 

@@ -5,25 +5,21 @@
 //! [`crate::resources`], per-lead routes in [`crate::lead_routes`] and the
 //! account-wide ones in [`crate::account_routes`].
 
-use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
 use http::Method;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::auth::{self, KeyPlace};
 use crate::body::{json_response, FakeBody};
-use crate::lead::Lead;
 use crate::query::{percent_decode, Query};
 use crate::state::{Campaign, Store};
 use crate::FakeConfig;
-use crate::{account_routes, csv, lead_routes, resources};
+use crate::{account_routes, csv, lead_routes, lead_upload, resources, settings};
 
 /// A response as the handlers build it.
 pub type Response = http::Response<FakeBody>;
 
-/// Most leads one `POST /campaigns/{id}/leads` may carry.
-const MAX_LEADS_PER_ADD: usize = 400;
 /// Largest `limit` on `GET /campaigns/{id}/leads`.
 const MAX_LEADS_PAGE: u64 = 100;
 
@@ -218,7 +214,7 @@ impl Api {
             ["status"] if m == Method::POST || m == Method::PATCH => set_status(c, call),
             ["leads-export"] if get => export(c),
             ["leads"] if get => list_leads(c, call),
-            ["leads"] if m == Method::POST => add_leads(c, call),
+            ["leads"] if m == Method::POST => lead_upload::add_leads(c, &store.account, call),
             ["leads", lead_id] if m == Method::DELETE => match lead_id.parse() {
                 Ok(lead_id) if c.remove_lead(lead_id) => {
                     json_response(200, &json!({"ok": true, "message": "success"}))
@@ -236,7 +232,18 @@ impl Api {
                 lead_routes::campaign_action(c, lead_id, action)
             }
             ["leads", _, "category"] if m == Method::POST => ok(),
-            ["settings" | "schedule"] if m == Method::POST => ok(),
+            ["settings"] if m == Method::POST => {
+                match settings::apply_settings(&mut c.fields, &mut c.client_id, call.json()) {
+                    Ok(()) => written(c),
+                    Err(r) => r.into(),
+                }
+            }
+            ["schedule"] if m == Method::POST => {
+                match settings::apply_schedule(&mut c.fields, call.json()) {
+                    Ok(()) => written(c),
+                    Err(r) => r.into(),
+                }
+            }
             _ => resources::route(c, &mut store.account, tail, call),
         }
     }
@@ -259,6 +266,12 @@ fn strip_authority(path: &str) -> &str {
         Some((_, after)) if !path.starts_with('/') => after.find('/').map_or("/", |i| &after[i..]),
         _ => path,
     }
+}
+
+/// Marks `c` changed and answers `{"ok":true}`.
+fn written(c: &mut Campaign) -> Response {
+    c.touch();
+    ok()
 }
 
 fn set_status(c: &mut Campaign, call: &Call) -> Response {
@@ -327,82 +340,6 @@ fn list_leads(c: &Campaign, call: &Call) -> Response {
         200,
         &json!({"total_leads": total.to_string(), "offset": offset, "limit": limit, "data": data}),
     )
-}
-
-fn add_leads(c: &mut Campaign, call: &Call) -> Response {
-    let Some(body) = call.json() else {
-        return invalid();
-    };
-    let Some(list) = body.get("lead_list").and_then(Value::as_array) else {
-        return invalid();
-    };
-    if list.len() > MAX_LEADS_PER_ADD {
-        return json_response(
-            422,
-            &json!({"error": "lead_list cannot exceed 400 leads per request", "provided_count": list.len(), "max_allowed": MAX_LEADS_PER_ADD}),
-        );
-    }
-    if body
-        .get("settings")
-        .is_some_and(|s| !s.is_object() && !s.is_null())
-    {
-        return invalid();
-    }
-    let mut entries: Vec<(&Map<String, Value>, &str)> = Vec::with_capacity(list.len());
-    for entry in list {
-        match entry
-            .as_object()
-            .and_then(|o| Some((o, o.get("email")?.as_str()?)))
-        {
-            Some((o, email)) if !email.is_empty() => entries.push((o, email)),
-            _ => return invalid(),
-        }
-    }
-    let mut known: HashSet<String> = HashSet::new();
-    let (mut added, mut invalid_emails, mut already, mut duplicates) =
-        (0usize, Vec::new(), 0usize, 0usize);
-    for (entry, email) in entries {
-        let key = email.to_ascii_lowercase();
-        if !valid_email(email) {
-            invalid_emails.push(Value::from(email));
-        } else if !known.insert(key.clone()) {
-            duplicates += 1;
-        } else if in_campaign(c, &key) {
-            already += 1;
-        } else {
-            c.add_lead(|cid, index| Lead::from_upload(cid, index, entry, email));
-            added += 1;
-        }
-    }
-    if added > 0 {
-        c.touch();
-    }
-    json_response(
-        200,
-        &json!({
-            "ok": true, "upload_count": added, "total_leads": added, "block_count": 0,
-            "duplicate_count": duplicates, "invalid_email_count": invalid_emails.len(),
-            "invalid_emails": invalid_emails, "already_added_to_campaign": already,
-            "unsubscribed_leads": [], "is_lead_limit_exhausted": false,
-            "lead_import_stopped_count": 0, "bounce_count": 0,
-        }),
-    )
-}
-
-fn valid_email(email: &str) -> bool {
-    email.split_once('@').is_some_and(|(user, domain)| {
-        !user.is_empty() && domain.contains('.') && !domain.contains('@')
-    })
-}
-
-/// Whether a live lead of `c` has this (lower-cased) email.
-fn in_campaign(c: &Campaign, email: &str) -> bool {
-    let generated = email
-        .strip_prefix("lead")
-        .and_then(|r| r.split_once("@example"))
-        .filter(|(_, domain)| domain.strip_suffix(".com") == Some(c.id.to_string().as_str()))
-        .and_then(|(i, _)| i.parse::<usize>().ok());
-    c.leads.contains_email(generated, email)
 }
 
 /// `{"ok":true}`.

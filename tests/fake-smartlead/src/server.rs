@@ -2,6 +2,7 @@
 //! service that records each request, applies faults and calls the routes, and
 //! [`FakeHandle`], through which a test inspects and steers a running fake.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{self, Limiter};
 use crate::body::FakeBody;
-use crate::faults::{self, FaultRule, FaultTable};
+use crate::faults::{self, FaultRule, FaultTable, Trigger};
 use crate::query::Query;
 use crate::record::RecordedRequest;
 use crate::routes::Api;
@@ -41,13 +42,20 @@ struct Shared {
     limiter: Option<Limiter>,
     /// How many requests the rate limit answered 429.
     rate_limited: AtomicUsize,
+    /// Writes received, by route (see [`route_of`]).
+    writes: Mutex<BTreeMap<String, usize>>,
 }
 
 impl Shared {
     fn new(config: &FakeConfig, record: bool) -> Self {
+        let faults = FaultTable::default();
+        for (rule, trigger) in &config.faults {
+            faults.add_triggered(rule.clone(), *trigger);
+        }
         Self {
             api: Api::new(config),
-            faults: FaultTable::default(),
+            faults,
+            writes: Mutex::new(BTreeMap::new()),
             record,
             requests: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
@@ -59,6 +67,26 @@ impl Shared {
     fn requests(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
         self.requests.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn writes(&self) -> MutexGuard<'_, BTreeMap<String, usize>> {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `METHOD /path` with every all-digit segment replaced by `{id}`, e.g.
+/// `POST /api/v1/campaigns/{id}/leads`.
+pub fn route_of(method: &str, path: &str) -> String {
+    let path: Vec<&str> = path
+        .split('/')
+        .map(|s| {
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                "{id}"
+            } else {
+                s
+            }
+        })
+        .collect();
+    format!("{method} {}", path.join("/"))
 }
 
 /// A running in-process fake. Clones share the same fake; it stops when
@@ -145,9 +173,29 @@ impl FakeHandle {
         self.shared.faults.add(rule);
     }
 
-    /// Removes every fault rule.
+    /// Adds a fault rule that fires as `trigger` says (every Nth match, after
+    /// N matches, writes only), after the existing ones.
+    pub fn fault_triggered(&self, rule: FaultRule, trigger: Trigger) {
+        self.shared.faults.add_triggered(rule, trigger);
+    }
+
+    /// Removes every fault rule (also those of [`FakeConfig::faults`]): the
+    /// "recovery" after a [`faults::fail_after`].
     pub fn clear_faults(&self) {
         self.shared.faults.clear();
+    }
+
+    /// How many writes (POST, PUT, PATCH, DELETE) the fake has received, by
+    /// route (`"POST /api/v1/campaigns/{id}/leads"`, ids folded), counting
+    /// those a fault or the rate limit refused. Not cleared by
+    /// [`FakeHandle::clear_requests`].
+    pub fn write_calls(&self) -> BTreeMap<String, usize> {
+        self.shared.writes().clone()
+    }
+
+    /// [`FakeHandle::write_calls`] for one route (0 if never called).
+    pub fn write_count(&self, route: &str) -> usize {
+        self.shared.writes().get(route).copied().unwrap_or(0)
     }
 
     /// The current campaign object; `None` once deleted.
@@ -258,6 +306,12 @@ async fn respond(
     let (body, complete) = read_body(body).await;
     let raw_query = target.split_once('?').map_or("", |(_, q)| q);
     let api_key = auth::presented(&parts.method, &Query::parse(raw_query), &body).map(|(k, _)| k);
+    if faults::is_write(parts.method.as_str()) {
+        *shared
+            .writes()
+            .entry(route_of(parts.method.as_str(), parts.uri.path()))
+            .or_default() += 1;
+    }
     if shared.record {
         let headers = parts
             .headers
@@ -299,6 +353,9 @@ async fn respond(
     if fault.drop_before_response {
         // A service error makes hyper close the connection without answering.
         return Err(DroppedOnPurpose);
+    }
+    if fault.status.is_some() && fault.apply_write {
+        let _ = shared.api.handle(&parts.method, &target, &body);
     }
     let response = match fault.status {
         Some(status) if fault.echo_request => {

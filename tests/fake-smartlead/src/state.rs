@@ -4,14 +4,15 @@
 //! [`crate::account`]. Everything sits behind one `std::sync::Mutex` that is
 //! never held across an `.await`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::account::{self, AccountWide};
 use crate::lead::{self, Counts, Lead};
+use crate::settings;
 use crate::CampaignSeed;
 
 /// The user every campaign belongs to.
@@ -78,9 +79,16 @@ impl LeadSet {
 
     /// Live slot indices in order, starting at the `skip`-th live lead.
     pub fn live_indices(&self, skip: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.slots())
+        // With nothing removed, slot and position agree: start at `skip`
+        // directly, so paging through a big campaign is not quadratic.
+        let (start, rest) = if self.removed.is_empty() {
+            (skip.min(self.slots()), 0)
+        } else {
+            (0, skip)
+        };
+        (start..self.slots())
             .filter(|i| !self.removed.contains(i))
-            .skip(skip)
+            .skip(rest)
     }
 
     /// The status, category and counters of slot `index`, without building the
@@ -104,17 +112,13 @@ impl LeadSet {
         Some((status, category, counts))
     }
 
-    /// Whether a live lead has `email` (compared case-insensitively); `generated`
-    /// is the index the email would have if it were a generated one.
-    pub fn contains_email(&self, generated: Option<usize>, email: &str) -> bool {
-        let is_generated = generated
-            .filter(|&i| i < self.generated)
-            .and_then(|i| self.get(i))
-            .is_some_and(|l| l.email.eq_ignore_ascii_case(email));
-        is_generated
-            || self.extra.iter().enumerate().any(|(k, l)| {
-                l.email.eq_ignore_ascii_case(email) && !self.removed.contains(&(self.generated + k))
-            })
+    /// Whether generated slot `index` is live and has `email` (compared
+    /// case-insensitively).
+    pub fn generated_has(&self, index: usize, email: &str) -> bool {
+        index < self.generated
+            && self
+                .get(index)
+                .is_some_and(|l| l.email.eq_ignore_ascii_case(email))
     }
 
     /// Totals over the live leads, for the analytics route.
@@ -166,11 +170,18 @@ pub struct Campaign {
     /// [`AccountWide::email_accounts`].
     pub email_account_ids: Vec<u64>,
     pub webhooks: Vec<Value>,
+    /// The configurable fields of the campaign object (see [`crate::settings`]).
+    pub fields: Map<String, Value>,
+    /// Lower-cased email -> slot of every live uploaded lead, so that
+    /// de-duplicating an upload costs O(1) per lead.
+    uploaded_emails: HashMap<String, usize>,
     next_object_id: u64,
 }
 
 impl Campaign {
-    fn new(
+    /// A seeded campaign: generated leads, two sequence steps, its own two
+    /// sender accounts, one webhook, the reference's example settings.
+    fn seeded(
         id: u64,
         name: String,
         status: String,
@@ -202,8 +213,21 @@ impl Campaign {
                 "event_types": ["EMAIL_REPLY"],
                 "categories": ["Interested"],
             })],
+            fields: settings::seeded(),
+            uploaded_emails: HashMap::new(),
             next_object_id: id * 100_000 + 50_000,
         }
+    }
+
+    /// A campaign made by `POST /campaigns/create`: DRAFTED, with no leads,
+    /// steps, sender accounts or webhooks, and [`settings::fresh`] fields.
+    fn created(id: u64, name: String, client_id: Option<u64>, created_at: String) -> Self {
+        let mut c = Self::seeded(id, name, "DRAFTED".to_owned(), client_id, 0, created_at);
+        c.sequences.clear();
+        c.email_account_ids.clear();
+        c.webhooks.clear();
+        c.fields = settings::fresh();
+        c
     }
 
     /// The bare campaign object of reference §1.2.
@@ -215,19 +239,12 @@ impl Campaign {
             "updated_at": self.updated_at,
             "status": self.status,
             "name": self.name,
-            "track_settings": ["DONT_EMAIL_OPEN", "DONT_LINK_CLICK"],
-            "scheduler_cron_value": {"tz": "America/New_York", "days": [1, 2, 3, 4, 5], "endHour": "19:00", "startHour": "09:00"},
-            "min_time_btwn_emails": 24,
-            "max_leads_per_day": 100,
-            "stop_lead_settings": "REPLY_TO_AN_EMAIL",
-            "schedule_start_time": Value::Null,
-            "enable_ai_esp_matching": true,
-            "send_as_plain_text": false,
-            "follow_up_percentage": 20,
-            "unsubscribe_text": "",
-            "parent_campaign_id": Value::Null,
-            "client_id": self.client_id,
         });
+        if let Some(o) = v.as_object_mut() {
+            o.extend(self.fields.clone());
+            o.insert("parent_campaign_id".into(), Value::Null);
+            o.insert("client_id".into(), json!(self.client_id));
+        }
         if include_tags {
             v["tags"] = json!([]);
         }
@@ -245,11 +262,27 @@ impl Campaign {
         self.next_object_id
     }
 
-    /// Appends an uploaded lead and returns it.
+    /// Appends an uploaded lead.
     pub fn add_lead(&mut self, make: impl FnOnce(u64, usize) -> Lead) {
         let index = self.leads.slots();
         let lead = make(self.id, index);
+        self.uploaded_emails
+            .insert(lead.email.to_ascii_lowercase(), index);
         Arc::make_mut(&mut self.leads.extra).push(lead);
+    }
+
+    /// Whether a live lead has this (lower-cased) email.
+    pub fn has_email(&self, email: &str) -> bool {
+        if self.uploaded_emails.contains_key(email) {
+            return true;
+        }
+        // A generated lead's email is `lead{i}@example{campaign}.com`.
+        let suffix = format!("@example{}.com", self.id);
+        email
+            .strip_prefix("lead")
+            .and_then(|r| r.strip_suffix(suffix.as_str()))
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| self.leads.generated_has(i, email))
     }
 
     /// Removes the lead with id `lead_id`; `false` if there is no such live lead.
@@ -257,6 +290,10 @@ impl Campaign {
         let Some(index) = self.leads.index_of(lead_id) else {
             return false;
         };
+        if let Some(lead) = self.leads.get(index) {
+            self.uploaded_emails
+                .remove(&lead.email.to_ascii_lowercase());
+        }
         Arc::make_mut(&mut self.leads.removed).insert(index);
         true
     }
@@ -301,7 +338,7 @@ impl Store {
             .iter()
             .map(|s| {
                 let created = lead::timestamp(1_732_527_826 + s.id * 60);
-                let c = Campaign::new(
+                let c = Campaign::seeded(
                     s.id,
                     s.name.clone(),
                     s.status.clone(),
@@ -318,7 +355,7 @@ impl Store {
             .map_or(FIRST_CREATED_ID, |max| (max + 1).max(FIRST_CREATED_ID));
         let mut store = Self {
             campaigns,
-            account: AccountWide::seeded(seeds.iter().map(|s| s.id)),
+            account: AccountWide::seeded(seeds.iter().map(|s| (s.id, s.leads))),
             next_campaign_id,
         };
         // The account shared by the first two seeds goes after their own two.
@@ -330,12 +367,11 @@ impl Store {
         store
     }
 
-    /// Creates a DRAFTED campaign with no leads and returns it.
+    /// Creates an empty DRAFTED campaign (see [`Campaign::created`]) and returns it.
     pub fn create_campaign(&mut self, name: String, client_id: Option<u64>) -> &Campaign {
         let id = self.next_campaign_id;
         self.next_campaign_id += 1;
-        self.account.add_own_accounts(id);
-        let campaign = Campaign::new(id, name, "DRAFTED".to_owned(), client_id, 0, now());
+        let campaign = Campaign::created(id, name, client_id, now());
         self.campaigns.entry(id).or_insert(campaign)
     }
 

@@ -420,14 +420,16 @@ async fn sequences_accounts_analytics_and_statistics_have_client_shapes() {
     let seqs = api(&h, "GET", "/campaigns/101/sequences", "").await.json();
     assert_eq!(seqs.as_array().unwrap().len(), 2);
     assert!(seqs[0]["sequence_variants"].is_array());
+    // SmartLead refuses sequence edits while a campaign is ACTIVE (101 is);
+    // 102 is PAUSED.
     let save = r#"{"sequences":[{"id":null,"seq_number":1,"subject":"Hi","email_body":"<p>x</p>","seq_delay_details":{"delay_in_days":0}}]}"#;
     assert_eq!(
-        api(&h, "POST", "/campaigns/101/sequences", save)
+        api(&h, "POST", "/campaigns/102/sequences", save)
             .await
             .json(),
         json!({"ok": true, "data": []})
     );
-    let seqs = api(&h, "GET", "/campaigns/101/sequences", "").await.json();
+    let seqs = api(&h, "GET", "/campaigns/102/sequences", "").await.json();
     assert_eq!(
         (seqs.as_array().unwrap().len(), seqs[0]["subject"].clone()),
         (1, json!("Hi"))
