@@ -259,6 +259,7 @@ async fn a_restore_rebuilds_the_campaign_as_a_draft_with_its_sendable_leads() {
         .await
         .unwrap();
     let original = leads_of(&fake, 101).await;
+    let original_campaign = get_json(&fake, "/campaigns/101").await;
     let sequences = get_json(&fake, "/campaigns/101/sequences").await;
     let webhooks = get_json(&fake, "/campaigns/101/webhooks").await;
     let accounts = get_json(&fake, "/campaigns/101/email-accounts").await;
@@ -296,6 +297,21 @@ async fn a_restore_rebuilds_the_campaign_as_a_draft_with_its_sendable_leads() {
         campaign["status"], "DRAFTED",
         "a restore never starts sending"
     );
+    for field in [
+        "track_settings",
+        "stop_lead_settings",
+        "unsubscribe_text",
+        "send_as_plain_text",
+        "follow_up_percentage",
+        "enable_ai_esp_matching",
+        "scheduler_cron_value",
+        "min_time_btwn_emails",
+        "max_leads_per_day",
+        "schedule_start_time",
+        "client_id",
+    ] {
+        assert_eq!(campaign[field], original_campaign[field], "{field}");
+    }
     let sendable: BTreeMap<_, _> = original
         .iter()
         .filter(|(_, (_, unsubscribed))| !unsubscribed)

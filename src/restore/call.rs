@@ -43,13 +43,16 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// Told how long a call waits and why.
+pub type OnWait = Box<dyn Fn(Duration, &str) + Send + Sync>;
+
 /// What a restore sends with: the endpoint and the account's key.
 pub struct Caller {
     pub upstream: Upstream,
     /// The key, percent-encoded for the query.
     pub key_query: String,
     /// Told about every wait, for the progress output.
-    pub on_wait: Box<dyn Fn(Duration, &str) + Send + Sync>,
+    pub on_wait: OnWait,
 }
 
 impl Caller {

@@ -193,11 +193,8 @@ impl Replay<'_> {
         let mut existing = Vec::new();
         let mut missing = Vec::new();
         for id in &self.plan.email_account_ids {
-            match self
-                .caller
-                .send(Method::GET, &format!("/email-accounts/{id}"), None)
-                .await
-            {
+            let path = format!("/email-accounts/{id}");
+            match self.send(step, Method::GET, &path, None, new_id).await {
                 Ok(_) => existing.push(*id),
                 Err(CallError::Refused { status, .. }) if status == http::StatusCode::NOT_FOUND => {
                     missing.push(*id)
@@ -289,7 +286,7 @@ impl Replay<'_> {
         path: &str,
         body: Option<&Value>,
         new_id: i64,
-    ) -> Result<Value, ReplayError> {
+    ) -> Result<Value, CallError> {
         let started = std::time::Instant::now();
         let result = self.caller.send(method.clone(), path, body).await;
         let mut r = AuditRecord::empty(OperationKind::Restore);
@@ -330,7 +327,7 @@ impl Replay<'_> {
         if let Err(e) = crate::audit::writer::append(self.audit.database, r) {
             tracing::warn!(error = %e, "cannot write the audit record of a restore call");
         }
-        Ok(result?.body)
+        result.map(|answer| answer.body)
     }
 }
 
