@@ -370,6 +370,20 @@ async fn a_restore_rebuilds_the_campaign_as_a_draft_with_its_sendable_leads() {
     let new_accounts = get_json(&fake, &format!("/campaigns/{new}/email-accounts")).await;
     assert_eq!(ids(&new_accounts), ids(&accounts));
 
+    // The old campaign's history tells where it went.
+    let history = std::process::Command::new(BIN)
+        .args(["history", "--campaign", "101", "--config"])
+        .arg(gw.dir.path().join("safedelete.toml"))
+        .output()
+        .unwrap();
+    let history = text(&history.stdout);
+    assert!(
+        history.contains(&format!(
+            ": snapshot {snapshot} restored as campaign {new} \"Cold Outreach Q1\" (done)"
+        )),
+        "{history}"
+    );
+
     // Every call audited as the restore's, never with the key.
     let audit = std::process::Command::new(BIN)
         .args(["audit", "--json", "--limit", "100", "--config"])

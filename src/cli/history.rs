@@ -77,6 +77,31 @@ fn write_story(out: &mut impl Write, h: &History) -> std::io::Result<()> {
         writeln!(out)?;
         write_bypass(out, b)?;
     }
+    for r in &h.restores {
+        writeln!(out)?;
+        let new = r
+            .new_campaign_id
+            .map_or("a new campaign (not created yet)".to_string(), |id| {
+                format!("campaign {id}")
+            });
+        writeln!(
+            out,
+            "restore {}  {}  by {}: snapshot {} restored as {new} {:?} ({})",
+            r.restore_id,
+            r.created_at,
+            r.operator,
+            r.snapshot_id,
+            r.name,
+            match r.state.as_str() {
+                "done" => "done".to_string(),
+                "failed" => format!(
+                    "stopped; `safedelete restore --resume {}` continues it",
+                    r.restore_id
+                ),
+                other => other.to_string(),
+            }
+        )?;
+    }
     writeln!(out)?;
     let p = h.passthrough_requests;
     write!(

@@ -77,6 +77,21 @@ pub struct History {
     /// The bypass watch saw the campaign disappear without a delete through
     /// the gateway.
     pub bypasses: Vec<Bypass>,
+    /// `safedelete restore` rebuilt it from a snapshot, as a new campaign.
+    pub restores: Vec<Restored>,
+}
+
+/// A restore of the campaign from one of its snapshots.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Restored {
+    pub restore_id: i64,
+    pub snapshot_id: i64,
+    /// `running`, `done` or `failed` (resumable).
+    pub state: String,
+    pub new_campaign_id: Option<i64>,
+    pub name: String,
+    pub operator: String,
+    pub created_at: String,
 }
 
 /// A delete made outside the gateway, as the bypass watch recorded it.
@@ -213,6 +228,18 @@ pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryE
         .map_err(db)?,
         None => Vec::new(),
     };
+    let restores = match campaign_id {
+        Some(id) => sqlx::query_as::<_, Restored>(
+            "SELECT r.id AS restore_id, r.snapshot_id, r.state, r.new_campaign_id, r.name, \
+             r.operator, r.created_at FROM restores r JOIN snapshots s ON s.id = r.snapshot_id \
+             WHERE s.campaign_id = ? ORDER BY r.id",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?,
+        None => Vec::new(),
+    };
     Ok(History {
         subject,
         campaign_id,
@@ -222,6 +249,7 @@ pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryE
         last_seen,
         audit_gaps,
         bypasses,
+        restores,
     })
 }
 
