@@ -168,6 +168,8 @@ pub enum CliError {
     Key(#[from] crate::identity::manage::KeyActionError),
     #[error(transparent)]
     RestoreSource(#[from] crate::restore::SourceError),
+    #[error(transparent)]
+    Undo(#[from] crate::restore::UndoError),
     #[error("--name must not be empty (leave it out to keep the original's name)")]
     RestoreName,
     #[error("--dry-run needs a SNAPSHOT_ID (a resumed restore has no plan of its own to show)")]

@@ -30,7 +30,9 @@
 //! `audit`, `db` and `metrics` are used from above and use none of these; `config`
 //! validates the policy with `guard::policy` (pure: no I/O, no state).
 //! - [`restore`]: a snapshot read back and worked out into the SmartLead calls
-//!   that rebuild it as a new campaign (`restore --dry-run`).
+//!   that rebuild it as a new campaign (`restore --dry-run`), or undo a
+//!   smaller delete (a lead, a webhook, sender accounts) and unarchive a
+//!   campaign.
 //! - [`snapshot`]: reading what a call would destroy into checksummed, compressed chunks.
 //! - [`digest`]: SHA-256 and hex, the one digest helper.
 //! - [`db`]: the SQLite pool (read-write, or read-only for the commands that only read), embedded migrations, private file modes.

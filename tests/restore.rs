@@ -1,6 +1,8 @@
 //! `safedelete restore --dry-run`: the plan of a campaign restore, worked
 //! out from a real snapshot taken by a real gateway in front of the fake
-//! SmartLead, printed by the real binary, with no call made.
+//! SmartLead, printed by the real binary, with no call made; real restores
+//! against the fake's write endpoints; and the smaller undos (a lead, a
+//! webhook, sender accounts, an archived campaign).
 
 mod common;
 
@@ -158,17 +160,15 @@ async fn the_plan_as_json_takes_every_lead_and_a_new_name_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_cannot_be_restored_is_refused_saying_why_and_nothing_is_sent() {
     let (fake, gw, campaign) = deleted_campaign().await;
-    let lead = delete(
-        &gw,
-        &format!("/api/v1/campaigns/102/leads/1020000001?api_key={KEY}"),
-    )
-    .await;
+    // A lead deleted from every campaign: no API call brings it back.
+    let lead = delete(&gw, &format!("/api/v1/leads/1020000001?api_key={KEY}")).await;
     let before = fake.requests().len();
 
     let out = restore(&gw, &[&lead.to_string(), "--dry-run"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("was taken for campaign.lead.delete"), "{err}");
+    assert!(err.contains("was taken for lead.delete"), "{err}");
+    assert!(err.contains("the SmartLead API cannot undo"), "{err}");
     assert!(
         err.contains(&format!("safedelete snapshots export {lead}")),
         "{err}"
@@ -482,4 +482,242 @@ async fn smartleads_429s_are_waited_out_and_the_restore_goes_on() {
     );
     let new = named(&fake, "Cold Outreach Q1").await;
     assert_eq!(leads_of(&fake, new[0]).await.len(), 980);
+}
+
+/// The fake with 1,000 leads in campaign 101 and a gateway that allows deletes.
+async fn allowing() -> (FakeHandle, Gateway) {
+    let fake = fake_smartlead::start(FakeConfig::with_leads(1000))
+        .await
+        .unwrap();
+    let gw = Gateway::start_with(
+        &fake.url(),
+        Extra {
+            tables: "[policy]\ndefault = \"allow\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    (fake, gw)
+}
+
+/// Sends a DELETE with a JSON body the policy allows; returns its snapshot.
+async fn delete_with_body(gw: &Gateway, target: &str, body: serde_json::Value) -> i64 {
+    let req = Request::delete(gw.url(target))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let r = send(req).await;
+    assert_eq!(r.header("x-safedelete-action"), Some("allowed"), "{target}");
+    r.header("x-safedelete-snapshot-id")
+        .expect("an allowed delete names its snapshot")
+        .parse()
+        .unwrap()
+}
+
+/// The audit records of the restore operation, as JSON lines.
+fn restore_records(gw: &Gateway) -> Vec<serde_json::Value> {
+    let audit = std::process::Command::new(BIN)
+        .args(["audit", "--json", "--limit", "100", "--config"])
+        .arg(gw.dir.path().join("safedelete.toml"))
+        .output()
+        .unwrap();
+    text(&audit.stdout)
+        .lines()
+        .filter(|l| l.contains("\"operation\":\"restore\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_lead_is_added_back_to_its_campaign_with_its_custom_fields() {
+    let (fake, gw) = allowing().await;
+    let lead = get_json(&fake, "/leads/1020000001").await["data"][0].clone();
+    let email = lead["email"].as_str().unwrap().to_string();
+    let before = leads_of(&fake, 102).await;
+    let snapshot = delete(
+        &gw,
+        &format!("/api/v1/campaigns/102/leads/1020000001?api_key={KEY}"),
+    )
+    .await;
+    assert!(!leads_of(&fake, 102).await.contains_key(&email));
+
+    let requests = fake.requests().len();
+    let out = restore(&gw, &[&snapshot.to_string(), "--dry-run"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("POST /campaigns/102/leads") && stdout.contains(&email),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Dry run: nothing was sent"), "{stdout}");
+    assert_eq!(fake.requests().len(), requests, "a dry run sends nothing");
+
+    let out = restore_with_key(&gw, &[&snapshot.to_string(), "--yes"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    assert!(stdout.contains("sent back to campaign 102"), "{stdout}");
+    let after = leads_of(&fake, 102).await;
+    assert_eq!(
+        after.get(&email),
+        before.get(&email),
+        "back, custom fields and all"
+    );
+    let records = restore_records(&gw);
+    assert_eq!(records.len(), 1, "{records:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_webhook_is_created_again() {
+    let (fake, gw) = allowing().await;
+    let hooks = get_json(&fake, "/campaigns/101/webhooks").await;
+    let hook = hooks[0].clone();
+    let snapshot = delete_with_body(
+        &gw,
+        &format!("/api/v1/campaigns/101/webhooks?api_key={KEY}"),
+        serde_json::json!({ "id": hook["id"] }),
+    )
+    .await;
+    assert_eq!(
+        get_json(&fake, "/campaigns/101/webhooks").await,
+        serde_json::json!([])
+    );
+
+    let requests = fake.requests().len();
+    let out = restore(&gw, &[&snapshot.to_string(), "--dry-run", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["path"], "/campaigns/101/webhooks");
+    assert_eq!(plan["body"]["id"], serde_json::Value::Null);
+    assert_eq!(fake.requests().len(), requests, "a dry run sends nothing");
+
+    let out = restore_with_key(&gw, &[&snapshot.to_string(), "--yes"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    let now = get_json(&fake, "/campaigns/101/webhooks").await;
+    assert_eq!(now.as_array().unwrap().len(), 1, "{now}");
+    for field in ["name", "webhook_url", "event_types", "categories"] {
+        assert_eq!(now[0][field], hook[field], "{field}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_sender_accounts_are_attached_again_except_those_gone() {
+    let (fake, gw) = allowing().await;
+    let snapshot = delete_with_body(
+        &gw,
+        &format!("/api/v1/campaigns/101/email-accounts?api_key={KEY}"),
+        serde_json::json!({ "email_account_ids": [1011, 1012] }),
+    )
+    .await;
+    let attached = |v: serde_json::Value| {
+        let mut ids: Vec<i64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_i64().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        attached(get_json(&fake, "/campaigns/101/email-accounts").await),
+        [9001]
+    );
+    // Account 1012 is deleted from SmartLead meanwhile.
+    let gone = Request::delete(format!(
+        "{}/api/v1/email-accounts/1012?api_key={KEY}",
+        fake.url()
+    ))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    assert_eq!(send(gone).await.status, 200);
+
+    let requests = fake.requests().len();
+    let out = restore(&gw, &[&snapshot.to_string(), "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("POST /campaigns/101/email-accounts  {\"email_account_ids\":[1011,1012]}"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(fake.requests().len(), requests, "a dry run sends nothing");
+
+    let out = restore_with_key(&gw, &[&snapshot.to_string(), "--yes", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let done: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        done["missing_accounts"],
+        serde_json::json!([1012]),
+        "{done}"
+    );
+    assert_eq!(
+        attached(get_json(&fake, "/campaigns/101/email-accounts").await),
+        [1011, 9001]
+    );
+    // Two look-ups and the attach, each audited.
+    assert_eq!(restore_records(&gw).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unarchive_pauses_an_archived_campaign_and_refuses_any_other() {
+    let fake = fake_smartlead::start(FakeConfig::with_leads(10))
+        .await
+        .unwrap();
+    // The default policy archives a campaign delete.
+    let gw = Gateway::start(&fake.url()).await;
+    let req = Request::delete(gw.url(&format!("/api/v1/campaigns/101?api_key={KEY}")))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        send(req).await.header("x-safedelete-action"),
+        Some("archived")
+    );
+    assert_eq!(
+        get_json(&fake, "/campaigns/101").await["status"],
+        "ARCHIVED"
+    );
+
+    let requests = fake.requests().len();
+    let out = restore(&gw, &["--unarchive", "101", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("POST /campaigns/101/status  {\"status\":\"PAUSED\"}"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(fake.requests().len(), requests, "a dry run sends nothing");
+
+    // No terminal to ask on and no --yes: nothing sent.
+    let out = restore_with_key(&gw, &["--unarchive", "101"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("add --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(fake.requests().len(), requests);
+
+    let out = restore_with_key(&gw, &["--unarchive", "101", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("campaign 101 is PAUSED again"));
+    assert_eq!(get_json(&fake, "/campaigns/101").await["status"], "PAUSED");
+
+    // Campaign 102 was never archived.
+    let status = get_json(&fake, "/campaigns/102").await["status"].clone();
+    let out = restore_with_key(&gw, &["--unarchive", "102", "--yes"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "campaign 102 is {}, not ARCHIVED",
+            status.as_str().unwrap()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(get_json(&fake, "/campaigns/102").await["status"], status);
+    let records = restore_records(&gw);
+    // Read and pause 101, read 102.
+    assert_eq!(records.len(), 3, "{records:?}");
 }

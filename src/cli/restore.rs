@@ -2,6 +2,9 @@
 //! from its snapshot as a new campaign, through SmartLead's API. `--dry-run`
 //! prints the plan (every call, the leads restored and left out by reason)
 //! and makes no call; `--resume RESTORE_ID` continues a restore that stopped.
+//! A snapshot of a smaller delete (a lead, a webhook, sender accounts) is
+//! undone in place instead, and `--unarchive CAMPAIGN_ID` pauses an archived
+//! campaign again.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use crate::db;
 use crate::metrics::Metrics;
 use crate::restore::call::Caller;
 use crate::restore::replay::{self, Audit, Event};
-use crate::restore::{self, ledger, report, LeadChoice, Plan};
+use crate::restore::{self, ledger, report, LeadChoice, Plan, Undo};
 use crate::upstream::{client, Upstream};
 
 use super::{CliError, ConfigArg};
@@ -24,10 +27,14 @@ pub struct RestoreArgs {
     /// The snapshot to restore (`safedelete snapshots list`).
     #[arg(
         value_name = "SNAPSHOT_ID",
-        required_unless_present = "resume",
-        conflicts_with = "resume"
+        required_unless_present_any = ["resume", "unarchive"],
+        conflicts_with_all = ["resume", "unarchive"]
     )]
     pub snapshot_id: Option<i64>,
+    /// Set the ARCHIVED campaign CAMPAIGN_ID back to PAUSED (what the
+    /// gateway does to a campaign delete by default).
+    #[arg(long, value_name = "CAMPAIGN_ID", conflicts_with = "resume")]
+    pub unarchive: Option<i64>,
     /// Continue the restore RESTORE_ID where it stopped.
     #[arg(long, value_name = "RESTORE_ID")]
     pub resume: Option<i64>,
@@ -66,6 +73,17 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         .filter(|n| !n.is_empty());
     if args.name.is_some() && name.is_none() {
         return Err(CliError::RestoreName);
+    }
+    if let Some(campaign_id) = args.unarchive {
+        return undo(&config, &args, Undo::unarchive(campaign_id)).await;
+    }
+    if let (Some(snapshot_id), None) = (args.snapshot_id, args.resume) {
+        let pool = db::open_read_only(&config.database).await?;
+        let found = restore::undo::from_snapshot(&pool, snapshot_id).await;
+        pool.close().await;
+        if let Some(plan) = found? {
+            return undo(&config, &args, plan).await;
+        }
     }
     if args.dry_run {
         let snapshot_id = args.snapshot_id.ok_or(CliError::RestoreResumeDryRun)?;
@@ -136,24 +154,7 @@ async fn real_run(
         }
     };
     let json_out = args.json;
-    let metrics = Arc::new(Metrics::default());
-    let upstream_client = client::build(&config.upstream, metrics)
-        .map_err(|e| CliError::RestoreSetup(e.to_string()))?;
-    let caller = Caller {
-        upstream: Upstream::new(config, upstream_client),
-        key_query,
-        on_wait: Box::new(move |wait, why| {
-            let secs = wait.as_secs_f64();
-            if json_out {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "wait", "seconds": secs, "why": why})
-                );
-            } else {
-                println!("waiting {secs:.1} s: {why}");
-            }
-        }),
-    };
+    let caller = caller(config, key_query, json_out)?;
     if !json_out {
         println!("\nRestore {restore_id}:");
     }
@@ -210,6 +211,67 @@ async fn real_run(
             })
         }
     }
+}
+
+/// Undoes a smaller delete (or unarchives): shows the call, asks, makes it.
+async fn undo(config: &Config, args: &RestoreArgs, undo: Undo) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    if args.dry_run {
+        if args.json {
+            writeln!(out, "{}", json(&undo)?)?;
+        } else {
+            write!(out, "{}", undo.render())?;
+            writeln!(out, "\nDry run: nothing was sent to SmartLead.")?;
+        }
+        return Ok(());
+    }
+    drop(out);
+    let (key_query, account) = key(config, args)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", json(&undo)?)?;
+    } else {
+        write!(out, "{}", undo.render())?;
+    }
+    drop(out);
+    confirm(args)?;
+    let caller = caller(config, key_query, args.json)?;
+    let operator = super::keys::os_user();
+    let audit = Audit {
+        database: &config.database,
+        operator: &operator,
+        account: account.as_deref(),
+    };
+    let done = undo.run(&caller, &audit).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", json(&done)?)?;
+    } else {
+        writeln!(out, "\nDone: {}", done.summary)?;
+    }
+    Ok(())
+}
+
+/// What a restore or an undo sends with, telling each wait.
+fn caller(config: &Config, key_query: String, json_out: bool) -> Result<Caller, CliError> {
+    let metrics = Arc::new(Metrics::default());
+    let upstream_client = client::build(&config.upstream, metrics)
+        .map_err(|e| CliError::RestoreSetup(e.to_string()))?;
+    Ok(Caller {
+        upstream: Upstream::new(config, upstream_client),
+        key_query,
+        on_wait: Box::new(move |wait, why| {
+            let secs = wait.as_secs_f64();
+            if json_out {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "wait", "seconds": secs, "why": why})
+                );
+            } else {
+                println!("waiting {secs:.1} s: {why}");
+            }
+        }),
+    })
 }
 
 /// The key a restore sends: the account's with gateway keys, else the

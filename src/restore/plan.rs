@@ -407,7 +407,7 @@ fn sequences_body(steps: &[Value]) -> Value {
 }
 
 /// A captured webhook as the upsert takes it: a new one (`id: null`).
-fn webhook_body(w: &Value) -> Value {
+pub(super) fn webhook_body(w: &Value) -> Value {
     json!({
         "id": null,
         "name": w.get("name"),

@@ -4,17 +4,16 @@
 //! resumed restore sends the same batches again only where one was not
 //! recorded; SmartLead does not add a lead twice to one campaign.
 
-use std::path::Path;
-
 use http::Method;
 use serde_json::{json, Map, Value};
 use sqlx::SqlitePool;
 
+pub use super::audit::Audit;
+use super::audit::Subject;
 use super::call::{CallError, Caller};
 use super::ledger;
 use super::plan::{Call, LeftOut, Plan, LEADS_PER_CALL};
 use super::source::{Captured, Lead, LeadReader, SourceError};
-use crate::audit::{AuditRecord, OperationKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -35,13 +34,6 @@ pub enum Event {
     Step { step: String, detail: String },
     Skipped { step: String },
     Leads { sent: u64, total: u64 },
-}
-
-/// Who and where, for the audit records of the calls.
-pub struct Audit<'a> {
-    pub database: &'a Path,
-    pub operator: &'a str,
-    pub account: Option<&'a str>,
 }
 
 /// Runs every step not yet done.
@@ -252,15 +244,7 @@ impl Replay<'_> {
                     .await?
                     .is_none()
                 {
-                    let body = json!({
-                        "lead_list": std::mem::take(&mut batch),
-                        "settings": {
-                            "ignore_global_block_list": false,
-                            "ignore_unsubscribe_list": false,
-                            "ignore_community_bounce_list": false,
-                            "ignore_duplicate_leads_in_other_campaign": true,
-                        },
-                    });
+                    let body = add_leads_body(std::mem::take(&mut batch));
                     let answer = self
                         .send(&step, Method::POST, &path, Some(&body), new_id)
                         .await?;
@@ -287,52 +271,42 @@ impl Replay<'_> {
         body: Option<&Value>,
         new_id: i64,
     ) -> Result<Value, CallError> {
-        let started = std::time::Instant::now();
-        let result = self.caller.send(method.clone(), path, body).await;
-        let mut r = AuditRecord::empty(OperationKind::Restore);
-        r.method = method.to_string();
-        r.path = format!("/api/v1{path}");
-        r.query = Some("api_key=[REDACTED]".into());
-        r.actor_label = Some(self.audit.operator.to_string());
-        r.account = self.audit.account.map(str::to_string);
-        r.campaign_id = self.plan.original_id;
-        r.target = Some(format!("restore:{}", self.restore_id));
-        r.snapshot_id = Some(self.plan.snapshot_id);
-        r.duration = started.elapsed();
         let new = if new_id > 0 {
             format!(" into campaign {new_id}")
         } else {
             String::new()
         };
-        match &result {
-            Ok(answer) => {
-                r.status = answer.status.as_u16();
-                r.upstream_status = Some(answer.status.as_u16());
-                r.detail = Some(format!(
-                    "restore {} of snapshot {}{new}: {step}",
-                    self.restore_id, self.plan.snapshot_id
-                ));
-            }
-            Err(e) => {
-                r.status = match e {
-                    CallError::Refused { status, .. } => status.as_u16(),
-                    CallError::Failed { .. } => 502,
-                };
-                r.detail = Some(format!(
-                    "restore {} of snapshot {}{new}: {step} failed: {e}",
-                    self.restore_id, self.plan.snapshot_id
-                ));
-            }
-        }
-        if let Err(e) = crate::audit::writer::append(self.audit.database, r) {
-            tracing::warn!(error = %e, "cannot write the audit record of a restore call");
-        }
-        result.map(|answer| answer.body)
+        let subject = Subject {
+            campaign_id: self.plan.original_id,
+            snapshot_id: Some(self.plan.snapshot_id),
+            target: format!("restore:{}", self.restore_id),
+            what: format!(
+                "restore {} of snapshot {}{new}",
+                self.restore_id, self.plan.snapshot_id
+            ),
+        };
+        self.audit
+            .send(self.caller, &subject, step, method, path, body)
+            .await
     }
 }
 
+/// The add-leads call's body: the leads, and settings that keep SmartLead's
+/// block, unsubscribe and bounce lists in force.
+pub(super) fn add_leads_body(leads: Vec<Value>) -> Value {
+    json!({
+        "lead_list": leads,
+        "settings": {
+            "ignore_global_block_list": false,
+            "ignore_unsubscribe_list": false,
+            "ignore_community_bounce_list": false,
+            "ignore_duplicate_leads_in_other_campaign": true,
+        },
+    })
+}
+
 /// A lead as the add-leads call takes it.
-fn lead_json(lead: &Lead) -> Value {
+pub(super) fn lead_json(lead: &Lead) -> Value {
     let mut m = Map::new();
     m.insert("email".into(), Value::from(lead.email.clone()));
     for (k, v) in &lead.fields {

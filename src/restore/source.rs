@@ -94,14 +94,22 @@ pub async fn read(pool: &SqlitePool, snapshot_id: i64) -> Result<Captured, Sourc
     })
 }
 
-async fn json_part(pool: &SqlitePool, id: i64, kind: PartKind) -> Result<Value, SourceError> {
+pub(super) async fn json_part(
+    pool: &SqlitePool,
+    id: i64,
+    kind: PartKind,
+) -> Result<Value, SourceError> {
     let mut bytes = Vec::new();
     store::export_part(pool, id, kind, &mut bytes).await?;
     serde_json::from_slice(&bytes).map_err(|e| bad(id, kind, format!("not JSON: {e}")))
 }
 
 /// A list part: a bare array, or SmartLead's `{"data": [...]}` envelope.
-async fn array_part(pool: &SqlitePool, id: i64, kind: PartKind) -> Result<Vec<Value>, SourceError> {
+pub(super) async fn array_part(
+    pool: &SqlitePool,
+    id: i64,
+    kind: PartKind,
+) -> Result<Vec<Value>, SourceError> {
     match json_part(pool, id, kind).await? {
         Value::Array(items) => Ok(items),
         Value::Object(mut map) => match map.remove("data") {
@@ -112,7 +120,7 @@ async fn array_part(pool: &SqlitePool, id: i64, kind: PartKind) -> Result<Vec<Va
     }
 }
 
-fn bad(snapshot_id: i64, kind: PartKind, problem: String) -> SourceError {
+pub(super) fn bad(snapshot_id: i64, kind: PartKind, problem: String) -> SourceError {
     SourceError::BadPart {
         snapshot_id,
         kind,
