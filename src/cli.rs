@@ -172,6 +172,11 @@ pub enum CliError {
     Undo(#[from] crate::restore::UndoError),
     #[error("--name must not be empty (leave it out to keep the original's name)")]
     RestoreName,
+    #[error("{flag} does not apply here: {why}")]
+    RestoreOption {
+        flag: &'static str,
+        why: &'static str,
+    },
     #[error("--dry-run needs a SNAPSHOT_ID (a resumed restore has no plan of its own to show)")]
     RestoreResumeDryRun,
     #[error("no restore {id} (`safedelete restore SNAPSHOT_ID` starts one)")]

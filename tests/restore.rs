@@ -721,3 +721,63 @@ async fn unarchive_pauses_an_archived_campaign_and_refuses_any_other() {
     // Read and pause 101, read 102.
     assert_eq!(records.len(), 3, "{records:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_of_a_campaign_restore_are_refused_where_they_do_not_apply() {
+    let (fake, gw, campaign) = deleted_campaign().await;
+    let lead = delete(
+        &gw,
+        &format!("/api/v1/campaigns/102/leads/1020000001?api_key={KEY}"),
+    )
+    .await;
+    let before = fake.requests().len();
+    for (args, says) in [
+        (
+            vec![
+                lead.to_string(),
+                "--name".into(),
+                "x".into(),
+                "--yes".into(),
+            ],
+            "--name does not apply here",
+        ),
+        (
+            vec![
+                lead.to_string(),
+                "--leads".into(),
+                "all".into(),
+                "--yes".into(),
+            ],
+            "--leads does not apply here",
+        ),
+        (
+            vec![
+                "--unarchive".into(),
+                "101".into(),
+                "--name".into(),
+                "x".into(),
+            ],
+            "--name does not apply here",
+        ),
+        (
+            vec![
+                "--resume".into(),
+                "1".into(),
+                "--leads".into(),
+                "all".into(),
+            ],
+            "--leads does not apply here",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = restore_with_key(&gw, &args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let _ = campaign;
+    assert_eq!(fake.requests().len(), before, "nothing was sent");
+}

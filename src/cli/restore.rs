@@ -46,8 +46,9 @@ pub struct RestoreArgs {
     pub name: Option<String>,
     /// Which leads come back: `sendable` leaves out those who unsubscribed,
     /// bounced or were blocked, so a restore never emails someone who opted out.
-    #[arg(long, value_enum, default_value = "sendable")]
-    pub leads: LeadChoice,
+    /// (Default: sendable.)
+    #[arg(long, value_enum)]
+    pub leads: Option<LeadChoice>,
     /// Machine-readable output: the plan, then one JSON event per line.
     #[arg(long)]
     pub json: bool,
@@ -74,7 +75,28 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     if args.name.is_some() && name.is_none() {
         return Err(CliError::RestoreName);
     }
+    // What only a campaign restore takes.
+    let campaign_only = [
+        ("--name", args.name.is_some()),
+        ("--leads", args.leads.is_some()),
+    ];
+    let given = campaign_only
+        .iter()
+        .find(|(_, given)| *given)
+        .map(|(flag, _)| *flag);
+    if let (Some(flag), Some(_)) = (given, args.resume) {
+        return Err(CliError::RestoreOption {
+            flag,
+            why: "a resumed restore keeps the name and leads it started with",
+        });
+    }
     if let Some(campaign_id) = args.unarchive {
+        if let Some(flag) = given {
+            return Err(CliError::RestoreOption {
+                flag,
+                why: "--unarchive only sets the campaign back to PAUSED",
+            });
+        }
         return undo(&config, &args, Undo::unarchive(campaign_id)).await;
     }
     if let (Some(snapshot_id), None) = (args.snapshot_id, args.resume) {
@@ -82,6 +104,12 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         let found = restore::undo::from_snapshot(&pool, snapshot_id).await;
         pool.close().await;
         if let Some(plan) = found? {
+            if let Some(flag) = given {
+                return Err(CliError::RestoreOption {
+                    flag,
+                    why: "this snapshot is undone by one call that re-creates what was deleted",
+                });
+            }
             return undo(&config, &args, plan).await;
         }
     }
@@ -90,7 +118,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         let pool = db::open_read_only(&config.database).await?;
         let captured = restore::source::read(&pool, snapshot_id).await;
         pool.close().await;
-        let plan = Plan::new(&captured?, name, args.leads)?;
+        let plan = Plan::new(&captured?, name, leads(&args))?;
         let mut out = std::io::stdout().lock();
         if args.json {
             writeln!(out, "{}", json(&plan)?)?;
@@ -136,7 +164,7 @@ async fn real_run(
         None => {
             let snapshot_id = args.snapshot_id.ok_or(CliError::RestoreResumeDryRun)?;
             let captured = restore::source::read(pool, snapshot_id).await?;
-            let plan = Plan::new(&captured, name, args.leads)?;
+            let plan = Plan::new(&captured, name, leads(args))?;
             let mut out = std::io::stdout().lock();
             if args.json {
                 writeln!(out, "{}", json(&plan)?)?;
@@ -145,7 +173,7 @@ async fn real_run(
             }
             drop(out);
             confirm(args)?;
-            let choice = match args.leads {
+            let choice = match leads(args) {
                 LeadChoice::All => "all",
                 LeadChoice::Sendable => "sendable",
             };
@@ -320,6 +348,11 @@ fn confirm(args: &RestoreArgs) -> Result<(), CliError> {
     } else {
         Err(CliError::RestoreDeclined)
     }
+}
+
+/// Which leads a campaign restore takes (`--leads`, default `sendable`).
+fn leads(args: &RestoreArgs) -> LeadChoice {
+    args.leads.unwrap_or(LeadChoice::Sendable)
 }
 
 fn json(value: &impl serde::Serialize) -> std::io::Result<String> {
