@@ -781,3 +781,33 @@ async fn options_of_a_campaign_restore_are_refused_where_they_do_not_apply() {
     let _ = campaign;
     assert_eq!(fake.requests().len(), before, "nothing was sent");
 }
+
+/// On a terminal the leads get a progress bar with their rate and ETA
+/// (run under `script`, which gives the command a pseudo-terminal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_leads_have_a_progress_bar_with_rate_and_eta() {
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        println!("skipped: /usr/bin/script (util-linux) is needed to give the restore a terminal");
+        return;
+    }
+    let (fake, gw, snapshot) = deleted_campaign().await;
+    let command = format!(
+        "{BIN} restore {snapshot} --yes --config {}",
+        gw.dir.path().join("safedelete.toml").display()
+    );
+    let out = std::process::Command::new("/usr/bin/script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SMARTLEAD_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let screen = text(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("980/980"), "{screen}");
+    assert!(screen.contains("ETA"), "{screen}");
+    assert!(
+        !screen.contains("  leads    350 of 980"),
+        "lines are for pipes: {screen}"
+    );
+    let new = named(&fake, "Cold Outreach Q1").await;
+    assert_eq!(leads_of(&fake, new[0]).await.len(), 980);
+}

@@ -191,6 +191,18 @@ async fn real_run(
         operator: &operator,
         account: account.as_deref(),
     };
+    // On a terminal, a bar for the leads with their rate and ETA; elsewhere
+    // plain lines (or JSON events).
+    let bar = (!json_out && std::io::stdout().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(plan.leads.restored);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "  leads    {bar:40} {human_pos}/{human_len} {per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
     let mut progress = |event: Event| {
         if json_out {
             if let Ok(line) = serde_json::to_string(&event) {
@@ -198,14 +210,24 @@ async fn real_run(
             }
             return;
         }
-        match event {
-            Event::Step { step, detail } => println!("  done     {step:<16} {detail}"),
-            Event::Skipped { step } => println!("  skipped  {step:<16} (done before)"),
-            Event::Leads { sent, total } => println!(
-                "  leads    {} of {}",
-                restore::plan::thousands(sent),
-                restore::plan::thousands(total)
-            ),
+        let line = match event {
+            Event::Step { step, detail } => format!("  done     {step:<16} {detail}"),
+            Event::Skipped { step } => format!("  skipped  {step:<16} (done before)"),
+            Event::Leads { sent, total } => match &bar {
+                Some(bar) => {
+                    bar.set_position(sent);
+                    return;
+                }
+                None => format!(
+                    "  leads    {} of {}",
+                    restore::plan::thousands(sent),
+                    restore::plan::thousands(total)
+                ),
+            },
+        };
+        match &bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
         }
     };
     let outcome = replay::replay(
@@ -218,6 +240,9 @@ async fn real_run(
         &mut progress,
     )
     .await;
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
     match outcome {
         Ok(_) => {
             ledger::finish(pool, restore_id, None).await?;
