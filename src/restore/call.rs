@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::upstream::client::RequestBody;
+use crate::upstream::headers::retry_after;
 use crate::upstream::Upstream;
 
 /// The most of an answer read (SmartLead's answers to writes are small).
@@ -208,16 +209,6 @@ fn message(bytes: &[u8]) -> String {
     text.chars().take(500).collect()
 }
 
-/// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
-    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate(v)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 /// When `x-ratelimit-remaining` is 0: the wait until `x-ratelimit-reset` (a Unix time).
 pub fn exhausted_until(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
     let get = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
@@ -233,33 +224,9 @@ pub fn exhausted_until(headers: &http::HeaderMap, now: SystemTime) -> Option<Dur
     )
 }
 
-/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn httpdate(text: &str) -> Option<SystemTime> {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    let t = time::PrimitiveDateTime::parse(text, format).ok()?;
-    Some(SystemTime::from(t.assume_utc()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_is_seconds_or_an_http_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
-        let mut h = http::HeaderMap::new();
-        h.insert(header::RETRY_AFTER, "30".parse().unwrap());
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
-        h.insert(
-            header::RETRY_AFTER,
-            "Sun, 06 Nov 1994 08:49:47 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(10)));
-        h.insert(header::RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h, now), None);
-    }
 
     #[test]
     fn an_exhausted_window_waits_for_its_reset() {

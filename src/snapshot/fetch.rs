@@ -397,13 +397,9 @@ pub struct Whole {
     pub body: Bytes,
 }
 
-/// `Retry-After` in seconds (the form SmartLead documents).
+/// `Retry-After`, in seconds (the form SmartLead documents) or an HTTP date.
 fn retry_after(resp: &Response<Incoming>) -> Option<Duration> {
-    resp.headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    crate::upstream::headers::retry_after(resp.headers(), std::time::SystemTime::now())
 }
 
 /// Exponential backoff: 250 ms, 500 ms, 1 s, ... capped at 8 s.

@@ -1,6 +1,8 @@
 //! Header hygiene for both directions: hop-by-hop headers out, forwarding
 //! headers and the request id in.
 
+use std::time::{Duration, SystemTime};
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::audit::redact::Secrets;
@@ -102,9 +104,43 @@ pub fn request_id(headers: &HeaderMap, secrets: Option<&Secrets>) -> HeaderValue
     HeaderValue::from_str(&id).expect("hex digits are a valid header value")
 }
 
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate(v)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn httpdate(text: &str) -> Option<SystemTime> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let t = time::PrimitiveDateTime::parse(text, format).ok()?;
+    Some(SystemTime::from(t.assume_utc()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let mut h = http::HeaderMap::new();
+        h.insert(header::RETRY_AFTER, "30".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
+        h.insert(
+            header::RETRY_AFTER,
+            "Sun, 06 Nov 1994 08:49:47 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(10)));
+        h.insert(header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h, now), None);
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_go() {
