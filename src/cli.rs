@@ -179,10 +179,8 @@ pub enum CliError {
     },
     #[error("--dry-run needs a SNAPSHOT_ID (a resumed restore has no plan of its own to show)")]
     RestoreResumeDryRun,
-    #[error("no restore {id} (`safedelete restore SNAPSHOT_ID` starts one)")]
-    NoSuchRestore { id: i64 },
-    #[error("restore {id} is done already")]
-    RestoreDone { id: i64 },
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RunError),
     #[error("cannot restore: {0}")]
     RestoreKey(String),
     #[error("cannot restore: {0}")]
@@ -191,8 +189,6 @@ pub enum CliError {
     RestoreConfirm,
     #[error("not started; nothing was sent to SmartLead")]
     RestoreDeclined,
-    #[error("restore {id} stopped: {reason}; `safedelete restore --resume {id}` continues where it stopped")]
-    RestoreStopped { id: i64, reason: String },
     /// The key action is done and stays done; only its record is missing.
     #[error("{done} gateway key {name:?}, but could not write the audit record of it")]
     KeyAudit {

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use crate::config::{Config, IdentityMode, ProcessEnv};
 use crate::db;
 use crate::metrics::Metrics;
+use crate::restore::audit::Trail;
 use crate::restore::call::Caller;
-use crate::restore::replay::{self, Audit, Event};
-use crate::restore::{self, ledger, report, LeadChoice, Plan, Undo};
+use crate::restore::replay::{Audit, Event};
+use crate::restore::{self, run, LeadChoice, Plan, Undo};
 use crate::upstream::{client, Upstream};
 
 use super::{CliError, ConfigArg};
@@ -144,27 +145,13 @@ async fn real_run(
     account: Option<String>,
 ) -> Result<(), CliError> {
     let operator = super::keys::os_user();
-    let (restore_id, captured, plan) = match args.resume {
-        Some(id) => {
-            let row = ledger::get(pool, id)
-                .await?
-                .ok_or(CliError::NoSuchRestore { id })?;
-            if row.state == "done" {
-                return Err(CliError::RestoreDone { id });
-            }
-            let captured = restore::source::read(pool, row.snapshot_id).await?;
-            let choice = if row.leads_choice == "all" {
-                LeadChoice::All
-            } else {
-                LeadChoice::Sendable
-            };
-            let plan = Plan::new(&captured, Some(&row.name), choice)?;
-            (id, captured, plan)
-        }
+    let job = match args.resume {
+        Some(id) => run::reopen(pool, id).await?,
         None => {
             let snapshot_id = args.snapshot_id.ok_or(CliError::RestoreResumeDryRun)?;
             let captured = restore::source::read(pool, snapshot_id).await?;
-            let plan = Plan::new(&captured, name, leads(args))?;
+            let (captured, plan) =
+                run::plan(captured, name.map(str::to_string), leads(args)).await?;
             let mut out = std::io::stdout().lock();
             if args.json {
                 writeln!(out, "{}", json(&plan)?)?;
@@ -173,21 +160,17 @@ async fn real_run(
             }
             drop(out);
             confirm(args)?;
-            let choice = match leads(args) {
-                LeadChoice::All => "all",
-                LeadChoice::Sendable => "sendable",
-            };
-            let id = ledger::begin(pool, snapshot_id, &plan.name, choice, &operator).await?;
-            (id, captured, plan)
+            run::start(pool, captured, plan, &operator).await?
         }
     };
+    let (restore_id, plan) = (job.id, &job.plan);
     let json_out = args.json;
     let caller = caller(config, key_query, json_out)?;
     if !json_out {
         println!("\nRestore {restore_id}:");
     }
     let audit = Audit {
-        database: &config.database,
+        trail: Trail::File(&config.database),
         operator: &operator,
         account: account.as_deref(),
     };
@@ -230,40 +213,18 @@ async fn real_run(
             None => println!("{line}"),
         }
     };
-    let outcome = replay::replay(
-        pool,
-        restore_id,
-        &plan,
-        &captured,
-        &caller,
-        &audit,
-        &mut progress,
-    )
-    .await;
+    let outcome = run::execute(pool, &job, &caller, &audit, &mut progress).await;
     if let Some(bar) = &bar {
         bar.finish();
     }
-    match outcome {
-        Ok(_) => {
-            ledger::finish(pool, restore_id, None).await?;
-            let report = report::Report::read(pool, restore_id, &plan).await?;
-            let mut out = std::io::stdout().lock();
-            if json_out {
-                writeln!(out, "{}", json(&report)?)?;
-            } else {
-                write!(out, "\n{}", report.render())?;
-            }
-            Ok(())
-        }
-        Err(err) => {
-            let message = err.to_string();
-            ledger::finish(pool, restore_id, Some(&message)).await?;
-            Err(CliError::RestoreStopped {
-                id: restore_id,
-                reason: message,
-            })
-        }
+    let report = outcome?;
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        writeln!(out, "{}", json(&report)?)?;
+    } else {
+        write!(out, "\n{}", report.render())?;
     }
+    Ok(())
 }
 
 /// Undoes a smaller delete (or unarchives): shows the call, asks, makes it.
@@ -291,7 +252,7 @@ async fn undo(config: &Config, args: &RestoreArgs, undo: Undo) -> Result<(), Cli
     let caller = caller(config, key_query, args.json)?;
     let operator = super::keys::os_user();
     let audit = Audit {
-        database: &config.database,
+        trail: Trail::File(&config.database),
         operator: &operator,
         account: account.as_deref(),
     };
@@ -324,6 +285,7 @@ fn caller(config: &Config, key_query: String, json_out: bool) -> Result<Caller, 
                 println!("waiting {secs:.1} s: {why}");
             }
         }),
+        pace: None,
     })
 }
 

@@ -1,5 +1,7 @@
 //! Every SmartLead call a restore or an undo makes, written to the audit
-//! trail as a `restore` operation, whatever SmartLead answered.
+//! trail as a `restore` operation, whatever SmartLead answered: straight
+//! into the database file from the command line, through the gateway's
+//! audit writer when the admin API runs the restore.
 
 use std::path::Path;
 
@@ -7,11 +9,19 @@ use http::Method;
 use serde_json::Value;
 
 use super::call::{CallError, Caller};
-use crate::audit::{AuditRecord, OperationKind};
+use crate::audit::{AuditRecord, AuditSink, OperationKind};
+
+/// Where the records go.
+pub enum Trail<'a> {
+    /// The database file, appended to directly (the command line).
+    File(&'a Path),
+    /// The running gateway's audit writer (the admin API).
+    Writer(&'a AuditSink),
+}
 
 /// Who and where, for the audit records of the calls.
 pub struct Audit<'a> {
-    pub database: &'a Path,
+    pub trail: Trail<'a>,
     pub operator: &'a str,
     pub account: Option<&'a str>,
 }
@@ -63,7 +73,17 @@ impl Audit<'_> {
                 r.detail = Some(format!("{}: {step} failed: {e}", subject.what));
             }
         }
-        if let Err(e) = crate::audit::writer::append(self.database, r) {
+        let written = match &self.trail {
+            Trail::File(database) => crate::audit::writer::append(database, r)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Trail::Writer(sink) => sink
+                .write_durable(r)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = written {
             tracing::warn!(error = %e, "cannot write the audit record of a restore call");
         }
         result.map(|answer| answer.body)

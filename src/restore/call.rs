@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::upstream::client::RequestBody;
 use crate::upstream::headers::retry_after;
-use crate::upstream::Upstream;
+use crate::upstream::{Pace, Upstream};
 
 /// The most of an answer read (SmartLead's answers to writes are small).
 const ANSWER_MAX: usize = 4 * 1024 * 1024;
@@ -54,6 +54,9 @@ pub struct Caller {
     pub key_query: String,
     /// Told about every wait, for the progress output.
     pub on_wait: OnWait,
+    /// In the gateway, the account's own limiter: a restore takes turns with
+    /// the traffic it forwards for the same account.
+    pub pace: Option<Pace>,
 }
 
 impl Caller {
@@ -72,6 +75,12 @@ impl Caller {
                 path: path.to_string(),
                 problem,
             };
+            if let Some(pace) = &self.pace {
+                while let Err(wait) = pace().await {
+                    self.wait(wait, "the account's rate limit in the gateway")
+                        .await;
+                }
+            }
             let req = self.request(&method, path, body);
             let sent = tokio::time::timeout(
                 self.upstream.first_byte_timeout,
@@ -128,7 +137,7 @@ impl Caller {
                         method: method.clone(),
                         path: path.to_string(),
                         status,
-                        message: message(&bytes),
+                        message: self.masked(message(&bytes)),
                     });
                 }
                 self.wait(
@@ -143,7 +152,7 @@ impl Caller {
                     method,
                     path: path.to_string(),
                     status,
-                    message: message(&bytes),
+                    message: self.masked(message(&bytes)),
                 });
             }
             if let Some(wait) = reset {
@@ -153,6 +162,14 @@ impl Caller {
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Ok(Answer { status, body });
         }
+    }
+
+    /// SmartLead's reason with the key masked, should SmartLead echo it:
+    /// the reason is shown, and kept with the restore.
+    fn masked(&self, text: String) -> String {
+        let key = percent_encoding::percent_decode_str(&self.key_query).decode_utf8_lossy();
+        let mask = crate::identity::swap::Mask::new(&key);
+        String::from_utf8_lossy(&mask.apply(text.as_bytes())).into_owned()
     }
 
     async fn wait(&self, wait: Duration, why: &str) {

@@ -21,42 +21,121 @@ pub struct RestoreRow {
     pub created_at: String,
     pub updated_at: String,
     pub error: Option<String>,
+    /// The leads the plan sends, and its calls (unknown for a restore begun
+    /// before they were recorded).
+    pub leads_total: Option<i64>,
+    pub calls_total: Option<i64>,
 }
+
+/// How far a restore got, read from its steps.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Progress {
+    pub steps_done: u64,
+    pub lead_batches_done: u64,
+    pub leads_sent: u64,
+    /// The step done last.
+    pub last_step: Option<String>,
+}
+
+/// The columns of a [`RestoreRow`].
+const ROW: &str = "id, snapshot_id, name, leads_choice, state, new_campaign_id, operator, \
+                   created_at, updated_at, error, leads_total, calls_total";
 
 fn now() -> String {
     format_time(SystemTime::now())
 }
 
-pub async fn begin(
-    pool: &SqlitePool,
-    snapshot_id: i64,
-    name: &str,
-    leads_choice: &str,
-    operator: &str,
-) -> Result<i64, sqlx::Error> {
+/// What a new restore is: its snapshot, the campaign's name, the leads it
+/// takes and what its plan adds up to.
+pub struct Begin<'a> {
+    pub snapshot_id: i64,
+    pub name: &'a str,
+    pub leads_choice: &'a str,
+    pub operator: &'a str,
+    pub leads_total: u64,
+    pub calls_total: u64,
+}
+
+pub async fn begin(pool: &SqlitePool, b: Begin<'_>) -> Result<i64, sqlx::Error> {
     let now = now();
     sqlx::query_scalar(
-        "INSERT INTO restores (snapshot_id, name, leads_choice, state, operator, created_at, updated_at) \
-         VALUES (?, ?, ?, 'running', ?, ?, ?) RETURNING id",
+        "INSERT INTO restores (snapshot_id, name, leads_choice, state, operator, created_at, \
+         updated_at, leads_total, calls_total) \
+         VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?) RETURNING id",
     )
-    .bind(snapshot_id)
-    .bind(name)
-    .bind(leads_choice)
-    .bind(operator)
+    .bind(b.snapshot_id)
+    .bind(b.name)
+    .bind(b.leads_choice)
+    .bind(b.operator)
     .bind(&now)
     .bind(&now)
+    .bind(b.leads_total as i64)
+    .bind(b.calls_total as i64)
     .fetch_one(pool)
     .await
 }
 
 pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<RestoreRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, snapshot_id, name, leads_choice, state, new_campaign_id, operator, \
-         created_at, updated_at, error FROM restores WHERE id = ?",
-    )
-    .bind(id)
-    .fetch_optional(pool)
+    sqlx::query_as(&format!("SELECT {ROW} FROM restores WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The newest restores first, at most `limit`.
+pub async fn list(pool: &SqlitePool, limit: u32) -> Result<Vec<RestoreRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {ROW} FROM restores ORDER BY id DESC LIMIT ?"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
     .await
+}
+
+/// Marks the restore running again (a resume).
+pub async fn reopen(pool: &SqlitePool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE restores SET state = 'running', error = NULL, updated_at = ? WHERE id = ?")
+        .bind(now())
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Keeps the report of an ended restore, as JSON.
+pub async fn keep_report(pool: &SqlitePool, id: i64, report: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE restores SET report = ? WHERE id = ?")
+        .bind(report)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// The report kept when the restore ended, as its JSON text.
+pub async fn report(pool: &SqlitePool, id: i64) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(Option<String>,)> = sqlx::query_as("SELECT report FROM restores WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.and_then(|(r,)| r))
+}
+
+/// How far the restore got.
+pub async fn progress(pool: &SqlitePool, id: i64) -> Result<Progress, sqlx::Error> {
+    let mut p = Progress::default();
+    for (step, result) in steps(pool, id).await? {
+        if step.ends_with(":attempt") {
+            continue;
+        }
+        p.steps_done += 1;
+        if step.starts_with("leads:") {
+            p.lead_batches_done += 1;
+            p.leads_sent += result.get("sent").and_then(Value::as_u64).unwrap_or(0);
+        }
+        p.last_step = Some(step);
+    }
+    Ok(p)
 }
 
 /// What a step answered, if it is done.

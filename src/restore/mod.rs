@@ -11,9 +11,11 @@ pub mod ledger;
 pub mod plan;
 pub mod replay;
 pub mod report;
+pub mod run;
 pub mod source;
 pub mod undo;
 
 pub use plan::{LeadChoice, Plan};
+pub use run::{Job, RunError};
 pub use source::{Captured, SourceError};
 pub use undo::{Undo, UndoError};

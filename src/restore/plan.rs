@@ -18,13 +18,32 @@ pub const LEADS_PER_CALL: usize = 350;
 const REQUESTS_PER_MINUTE: u64 = 60;
 
 /// Which leads come back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LeadChoice {
     /// Everyone who may be emailed: not unsubscribed, bounced or blocked.
     Sendable,
     /// Every lead of the export.
     All,
+}
+
+impl LeadChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeadChoice::Sendable => "sendable",
+            LeadChoice::All => "all",
+        }
+    }
+
+    /// As recorded with a restore; anything but `all` is `sendable`, the
+    /// choice that never emails someone who opted out.
+    pub fn from_recorded(s: &str) -> LeadChoice {
+        if s == "all" {
+            LeadChoice::All
+        } else {
+            LeadChoice::Sendable
+        }
+    }
 }
 
 /// Why a lead is left out.
