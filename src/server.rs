@@ -189,6 +189,9 @@ pub async fn run(
             .map(String::from)
             .collect(),
         default_account: config.smartlead.default_account().map(|a| a.name.clone()),
+        identities: identities.clone(),
+        upstream: state.upstream.clone(),
+        restores: Default::default(),
     });
     let admin_task = tokio::spawn(admin_listener::serve(
         listeners.admin,

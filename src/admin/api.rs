@@ -18,7 +18,7 @@ use crate::snapshot::store::{self, SnapshotInfo};
 /// The query string as name/value pairs; a malformed one is a 400.
 pub type RawParams = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-fn params(raw: RawParams, known: &'static [&'static str]) -> Result<Params, ApiError> {
+pub fn params(raw: RawParams, known: &'static [&'static str]) -> Result<Params, ApiError> {
     let Query(pairs) = raw.map_err(|source| ApiError::Query { source })?;
     Params::new(pairs, known)
 }

@@ -1,5 +1,6 @@
 //! The admin API's errors and the one place they become HTTP responses:
-//! `{"error": "..."}` with 400, 404, 409 or 500, never internal detail.
+//! `{"error": "..."}` with 400, 404, 409, 500 or (SmartLead's refusal of
+//! an undo) 502, never internal detail.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +9,7 @@ use crate::audit::AuditError;
 use crate::guard::history::HistoryError;
 use crate::identity::keys::KeyError;
 use crate::identity::manage::KeyActionError;
+use crate::restore::{RunError, SourceError, UndoError};
 use crate::snapshot::store::{PartKind, StoreError};
 
 /// Why an admin API request failed.
@@ -60,9 +62,32 @@ pub enum ApiError {
     History(#[from] HistoryError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A restore request that asks for something that does not go together.
+    #[error("{0}")]
+    RestoreRequest(String),
+    /// No SmartLead key the gateway holds to restore with.
+    #[error("{0}")]
+    RestoreKey(String),
+    #[error("restore {id} is running in this gateway; follow it at /v1/restores/{id}")]
+    RestoreRunning { id: i64 },
+    #[error(transparent)]
+    Restore(#[from] RunError),
+    #[error(transparent)]
+    Source(SourceError),
+    #[error(transparent)]
+    Undo(UndoError),
+    #[error("cannot read the restores")]
+    RestoreDb {
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
 impl ApiError {
+    pub fn restore_db(source: sqlx::Error) -> ApiError {
+        ApiError::RestoreDb { source }
+    }
+
     pub fn bad(name: &str, expected: &'static str) -> ApiError {
         ApiError::BadParameter {
             name: name.to_string(),
@@ -78,7 +103,33 @@ impl ApiError {
             | ApiError::RepeatedParameter { .. }
             | ApiError::UnknownParameter { .. }
             | ApiError::Query { .. }
-            | ApiError::Body { .. } => (StatusCode::BAD_REQUEST, true),
+            | ApiError::Body { .. }
+            | ApiError::RestoreRequest(_) => (StatusCode::BAD_REQUEST, true),
+            ApiError::RestoreKey(_) | ApiError::RestoreRunning { .. } => {
+                (StatusCode::CONFLICT, true)
+            }
+            ApiError::RestoreDb { .. } => (StatusCode::INTERNAL_SERVER_ERROR, false),
+            ApiError::Restore(err) => match err {
+                RunError::NoSuchRestore { .. } => (StatusCode::NOT_FOUND, true),
+                RunError::Done { .. } => (StatusCode::CONFLICT, true),
+                RunError::Source(err) => source(err),
+                RunError::Db(_) | RunError::Stopped { .. } => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, false)
+                }
+            },
+            ApiError::Source(err) => source(err),
+            ApiError::Undo(err) => match err {
+                UndoError::Store(err) => store(err),
+                UndoError::Source(err) => source(err),
+                UndoError::NotComplete { .. }
+                | UndoError::CannotUndo { .. }
+                | UndoError::BadTarget { .. }
+                | UndoError::NoSuchWebhook { .. }
+                | UndoError::NotArchived { .. }
+                | UndoError::NoAccountLeft { .. } => (StatusCode::CONFLICT, true),
+                // SmartLead's answer, or why it could not be reached.
+                UndoError::Call(_) => (StatusCode::BAD_GATEWAY, true),
+            },
             ApiError::UnknownCampaign { .. } | ApiError::UnknownPartKind { .. } => {
                 (StatusCode::NOT_FOUND, true)
             }
@@ -103,22 +154,39 @@ impl ApiError {
                     (StatusCode::INTERNAL_SERVER_ERROR, false)
                 }
             },
-            ApiError::Store(err) => match err {
-                StoreError::NotFound { .. } | StoreError::NoSuchPart { .. } => {
-                    (StatusCode::NOT_FOUND, true)
-                }
-                StoreError::Incomplete { .. } => (StatusCode::CONFLICT, true),
-                StoreError::Db(_)
-                | StoreError::NotInProgress { .. }
-                | StoreError::UnknownPart { .. }
-                | StoreError::PartReset { .. }
-                | StoreError::Compress { .. }
-                | StoreError::Decompress { .. }
-                | StoreError::MissingChunk { .. }
-                | StoreError::ChecksumMismatch { .. }
-                | StoreError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, false),
-            },
+            ApiError::Store(err) => store(err),
         }
+    }
+}
+
+fn store(err: &StoreError) -> (StatusCode, bool) {
+    match err {
+        StoreError::NotFound { .. } | StoreError::NoSuchPart { .. } => {
+            (StatusCode::NOT_FOUND, true)
+        }
+        StoreError::Incomplete { .. } => (StatusCode::CONFLICT, true),
+        StoreError::Db(_)
+        | StoreError::NotInProgress { .. }
+        | StoreError::UnknownPart { .. }
+        | StoreError::PartReset { .. }
+        | StoreError::Compress { .. }
+        | StoreError::Decompress { .. }
+        | StoreError::MissingChunk { .. }
+        | StoreError::ChecksumMismatch { .. }
+        | StoreError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, false),
+    }
+}
+
+/// A snapshot that cannot be restored is the caller's to know about; a
+/// temporary file that cannot be written is the gateway's problem.
+fn source(err: &SourceError) -> (StatusCode, bool) {
+    match err {
+        SourceError::Store(err) => store(err),
+        SourceError::NotComplete { .. }
+        | SourceError::NotACampaign { .. }
+        | SourceError::BadPart { .. }
+        | SourceError::Csv { .. } => (StatusCode::CONFLICT, true),
+        SourceError::TempFile { .. } => (StatusCode::INTERNAL_SERVER_ERROR, false),
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`api`]: `/v1/audit`, `/v1/history/{campaign_id}`, `/v1/snapshots[/{id}]`.
 //! - [`part`]: `/v1/snapshots/{id}/parts/{kind}`, a part streamed back.
 //! - [`keys`]: `/v1/keys`, gateway keys listed, created, revoked, rotated.
+//! - [`restores`]: `/v1/restores`, restores started, resumed and followed.
 //! - [`params`]: strict query and path parameter parsing.
 //! - [`error`]: the API's errors and their one mapping to responses.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod keys;
 pub mod params;
 pub mod part;
+pub mod restores;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,6 +49,12 @@ pub struct AdminState {
     pub accounts: Vec<String>,
     /// The account a new key sends for when none is named.
     pub default_account: Option<String>,
+    /// The SmartLead accounts' keys and limiters (restores send with them).
+    pub identities: Arc<crate::identity::Identities>,
+    /// The upstream client restores send through.
+    pub upstream: crate::upstream::Upstream,
+    /// The restores this gateway runs now.
+    pub restores: Arc<restores::Running>,
 }
 
 /// The admin router.
@@ -61,6 +69,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{name}/revoke", post(keys::revoke))
         .route("/v1/keys/{name}/rotate", post(keys::rotate))
+        .route("/v1/restores", get(restores::list).post(restores::start))
+        .route("/v1/restores/{id}", get(restores::get))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
