@@ -29,6 +29,9 @@ pub struct Metrics {
     pub audit_written: AtomicU64,
     /// Upstream connections open now.
     pub upstream_connections: AtomicI64,
+    /// Client connections being served now (each holds one of
+    /// `max_connections`' slots).
+    pub client_connections: AtomicI64,
     /// Upstream connections opened since start.
     pub upstream_connects: AtomicU64,
     /// Upstream failures by kind: connect, connect timeout, timeout, reset, body.
@@ -287,6 +290,12 @@ impl Metrics {
                 self.upstream_errors[i].load(Ordering::Relaxed)
             );
         }
+        gauge(
+            &mut out,
+            "safedelete_client_connections",
+            "Client connections being served now (at most max_connections).",
+            self.client_connections.load(Ordering::Relaxed),
+        );
         gauge(
             &mut out,
             "safedelete_upstream_connections",

@@ -2,7 +2,9 @@
 //! let in-flight requests finish within the grace period, flush the audit
 //! writer, close the database.
 
+mod accept;
 mod admin_listener;
+mod listen;
 mod stall;
 mod workers;
 
@@ -13,10 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::task::JoinSet;
+use hyper_util::rt::TokioTimer;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState};
@@ -26,30 +27,19 @@ use crate::db::{self, DbError};
 use crate::guard::context::GuardContext;
 use crate::identity::Identities;
 use crate::metrics::Metrics;
-use crate::proxy::{ProxyService, ProxyState};
+use crate::proxy::ProxyState;
 use crate::tls::{self, TlsError};
 use crate::upstream::{client, Upstream};
-use stall::StallGuard;
+use listen::{ListenError, ListenLock};
 use tokio::sync::Semaphore;
 use workers::Workers;
 pub use workers::WorkersError;
 
-/// Connections the kernel queues for a listener before refusing more.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// How long a TLS handshake may take on the proxy listener.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A problem starting or running the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -63,40 +53,38 @@ pub enum ServeError {
 }
 
 /// Both listeners, bound before anything else starts (so tests can bind
-/// `127.0.0.1:0` and read the port).
+/// `127.0.0.1:0` and read the port): the proxy's, one socket per worker, and
+/// the admin listener.
 pub struct Listeners {
-    pub proxy: TcpListener,
+    proxy: Vec<std::net::TcpListener>,
+    proxy_addr: SocketAddr,
+    /// Keeps the proxy's address this gateway's alone while it runs.
+    lock: ListenLock,
     pub admin: TcpListener,
 }
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
-        // A deep backlog: connections past `max_connections` wait there (the
-        // kernel caps it at net.core.somaxconn).
-        let bind = |what, addr: SocketAddr| async move {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            };
-            socket
-                .and_then(|s| {
-                    s.set_reuseaddr(true)?;
-                    s.bind(addr)?;
-                    s.listen(LISTEN_BACKLOG)
-                })
-                .map_err(|source| ServeError::Bind { what, addr, source })
-        };
+        let (proxy, lock) = listen::bind_proxy(config.listen, workers::count(config.workers))?;
+        let proxy_addr = proxy[0]
+            .local_addr()
+            .expect("a bound listener has an address");
+        let admin = listen::bind("admin listener", config.admin.listen, false)?;
+        let admin = TcpListener::from_std(admin).map_err(|source| ListenError::Bind {
+            what: "admin listener",
+            addr: config.admin.listen,
+            source,
+        })?;
         Ok(Listeners {
-            proxy: bind("proxy listener", config.listen).await?,
-            admin: bind("admin listener", config.admin.listen).await?,
+            proxy,
+            proxy_addr,
+            lock,
+            admin,
         })
     }
 
     pub fn proxy_addr(&self) -> SocketAddr {
-        self.proxy
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.proxy_addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -123,6 +111,7 @@ pub async fn run(
 ) -> Result<RunSummary, ServeError> {
     let proxy_addr = listeners.proxy_addr();
     let admin_addr = listeners.admin_addr();
+    let _lock = listeners.lock;
     let pool = db::open(&config.database).await?;
     let metrics = Arc::new(Metrics::default());
     let (audit, writer) = AuditWriter::spawn(
@@ -133,7 +122,7 @@ pub async fn run(
     )?;
     // The guard pipeline's client; passthrough traffic uses the workers' own.
     let client = client::build(&config.upstream, metrics.clone())?;
-    let workers = Workers::start(config.workers, &config.upstream, &metrics)?;
+    let workers = Workers::start(listeners.proxy.len(), &config.upstream, &metrics)?;
     let tls = config
         .listen_tls
         .as_ref()
@@ -228,35 +217,62 @@ pub async fn run(
     }
     ready.store(true, Ordering::Release);
 
-    let graceful = GracefulShutdown::new();
-    let limits = ConnectionLimits {
-        max_connections: config.max_connections,
-        request_head_timeout: config.request_head_timeout,
-        max_request_head_bytes: config.max_request_head_bytes,
-        body_idle_timeout: config.body_idle_timeout,
-    };
-    let mut connections = accept_loop(
-        listeners.proxy,
-        state.clone(),
-        &workers,
+    // HTTP/1.1 only: it is what SmartLead clients speak, and hyper's header
+    // read timeout then bounds idle and slow connections from the first byte.
+    // A head past the buffer limit is answered 431 by hyper.
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.request_head_timeout)
+        .max_buf_size(config.max_request_head_bytes);
+    let shared = Arc::new(accept::Shared {
+        state: state.clone(),
         tls,
-        &limits,
-        &graceful,
-        &ready,
-        shutdown,
-    )
-    .await;
+        builder,
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        max_connections: config.max_connections,
+        body_idle_timeout: config.body_idle_timeout,
+    });
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_accepting, stopped) = tokio::sync::watch::channel(false);
+    let loops: Vec<_> = listeners
+        .proxy
+        .into_iter()
+        .zip(workers.iter())
+        .map(|(listener, worker)| {
+            worker.run(accept::accept_loop(
+                listener,
+                shared.clone(),
+                graceful.clone(),
+                worker.client.clone(),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    drop(shared);
+    shutdown.await;
+    // Readiness goes false before the listeners close, so health checks see
+    // the drain before connections are refused.
+    ready.store(false, Ordering::Release);
+    let _ = stop_accepting.send(true);
+    let mut sets = Vec::with_capacity(loops.len());
+    for accepting in loops {
+        match accepting.await {
+            Ok(set) => sets.push(set),
+            Err(err) => tracing::error!(error = %err, "an accept loop ended abnormally"),
+        }
+    }
+    let mut connections = accept::Connections(sets);
+    let graceful = Arc::into_inner(graceful).expect("the accept loops have ended");
 
-    // The listener is closed: let in-flight requests finish within the grace
-    // period, then cut what is left (its requests are recorded as cut).
-    while connections.try_join_next().is_some() {}
-    tracing::info!(open_connections = connections.len(), grace = ?config.shutdown_grace, "shutting down");
+    // The listeners are closed: let in-flight requests finish within the
+    // grace period, then cut what is left (its requests are recorded as cut).
+    tracing::info!(open_connections = connections.open(), grace = ?config.shutdown_grace, "shutting down");
     let connections_cut =
         match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
             Ok(()) => 0,
             Err(_) => {
-                while connections.try_join_next().is_some() {}
-                let open = connections.len();
+                let open = connections.open();
                 tracing::warn!(
                     open_connections = open,
                     "grace period over; cutting the remaining connections"
@@ -265,8 +281,7 @@ pub async fn run(
                 open
             }
         };
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
+    connections.cut().await;
     workers.stop().await;
     // Guard pipelines whose clients went away still run to the end (they may
     // be mid-snapshot or mid-archive); the database must outlive them.
@@ -421,155 +436,5 @@ async fn reload_on_sighup(mut running: Config, state: Arc<ProxyState>) {
         } else {
             tracing::warn!(applied = %list(&applied), needs_restart = %list(&restart), policy_revision = %revision, "config reloaded; some changed settings need a restart");
         }
-    }
-}
-
-/// What bounds a client connection's resources.
-struct ConnectionLimits {
-    max_connections: usize,
-    request_head_timeout: Duration,
-    max_request_head_bytes: usize,
-    body_idle_timeout: Duration,
-}
-
-/// Accepts connections until `shutdown` resolves, then turns readiness off and
-/// closes the listener. Returns the connection tasks still running.
-///
-/// At most `max_connections` are served at once: past that the loop stops
-/// accepting and new connections wait in the kernel's listen backlog, so a
-/// flood costs no memory here and never starves the admin listener of file
-/// descriptors.
-#[allow(clippy::too_many_arguments)]
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<ProxyState>,
-    workers: &Workers,
-    tls: Option<TlsAcceptor>,
-    limits: &ConnectionLimits,
-    graceful: &GracefulShutdown,
-    ready: &AtomicBool,
-    shutdown: impl Future<Output = ()>,
-) -> JoinSet<()> {
-    // HTTP/1.1 only: it is what SmartLead clients speak, and hyper's header
-    // read timeout then bounds idle and slow connections from the first byte.
-    // A head past the buffer limit is answered 431 by hyper.
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_head_timeout)
-        .max_buf_size(limits.max_request_head_bytes);
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut connections = JoinSet::new();
-    let mut full_since: Option<std::time::Instant> = None;
-    tokio::pin!(shutdown);
-    loop {
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                if full_since.is_none() {
-                    full_since = Some(std::time::Instant::now());
-                    tracing::warn!(
-                        max_connections = limits.max_connections,
-                        "connection limit reached; new connections wait in the backlog"
-                    );
-                }
-                tokio::select! {
-                    slot = slots.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => break,
-                    },
-                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                    _ = &mut shutdown => break,
-                }
-            }
-        };
-        if let Some(since) = full_since.take() {
-            tracing::info!(waited = ?since.elapsed(), "accepting connections again");
-        }
-        let (stream, client_addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(err) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        // The connection moves to a worker's event loop.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::debug!(client = %client_addr, error = %err, "cannot hand over a connection");
-                continue;
-            }
-        };
-        let worker = workers.least_busy();
-        let service = ProxyService::new(state.clone(), worker.client.clone(), client_addr, scheme);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        let idle = limits.body_idle_timeout;
-        worker.spawn(&mut connections, async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    let stream = StallGuard::new(stream, idle, service.stalled.clone());
-                    serve_connection(stream, tls, builder, watcher, service).await
-                }
-                Err(err) => {
-                    tracing::debug!(client = %client_addr, error = %err, "cannot register a connection");
-                }
-            }
-            drop(slot);
-        });
-    }
-    // Readiness goes false before the listener closes, so health checks see
-    // the drain before connections are refused.
-    ready.store(false, Ordering::Release);
-    drop(listener);
-    connections
-}
-
-async fn serve_connection(
-    stream: StallGuard<TcpStream>,
-    tls: Option<TlsAcceptor>,
-    builder: http1::Builder,
-    watcher: Watcher,
-    service: ProxyService,
-) {
-    let client_addr = service.client_addr;
-    let result = match tls {
-        None => {
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            watcher.watch(conn).await
-        }
-        Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(
-                TLS_HANDSHAKE_TIMEOUT,
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(err)) => {
-                    tracing::debug!(client = %client_addr, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(client = %client_addr, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-            watcher.watch(conn).await
-        }
-    };
-    if let Err(err) = result {
-        tracing::debug!(client = %client_addr, error = %err, "connection ended with an error");
     }
 }

@@ -75,6 +75,15 @@ async fn past_max_connections_new_ones_wait_and_the_admin_listener_still_answers
     for _ in 0..4 {
         held.push(half_open(gw.proxy).await);
     }
+    // Each worker accepts on its own socket: wait until the four are served,
+    // so the fifth is the one past the limit.
+    for _ in 0..100 {
+        if metric(&gw, "safedelete_client_connections").await == 4.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&gw, "safedelete_client_connections").await, 4.0);
     // The fifth connects (the kernel's backlog) but is not served...
     let mut fifth = TcpStream::connect(gw.proxy).await.unwrap();
     fifth
@@ -99,6 +108,7 @@ async fn past_max_connections_new_ones_wait_and_the_admin_listener_still_answers
         .unwrap();
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(metric(&gw, "safedelete_client_connections").await <= 4.0);
 }
 
 #[tokio::test]

@@ -817,3 +817,66 @@ async fn a_second_gateway_on_the_same_database_respects_a_live_claim() {
         .count();
     assert_eq!(archives, 1);
 }
+
+/// Each worker listens on its own socket with `SO_REUSEPORT`, which would
+/// let a second gateway share the port by mistake: the address's lock
+/// refuses it, and frees the address when the first stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_address_is_refused_and_the_first_keeps_all_traffic() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::with_leads(10))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _db) = write_config(dir.path(), &up.url(), Extra::default());
+    let mut first = Proc::start(&config, "info");
+    let addr = first.proxy.to_string();
+
+    let other = tempfile::tempdir().unwrap();
+    let (other_config, _) = write_config(other.path(), &up.url(), Extra::default());
+    let mut second = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&other_config)
+        .env("SAFEDELETE_LISTEN", &addr)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = second.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(status) = status else {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("a second gateway started on {addr}, the first's address");
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!(
+            "another safedelete gateway on this host is listening on {addr}"
+        )),
+        "{err}"
+    );
+
+    // Every connection still reaches the first.
+    for _ in 0..20 {
+        let r = get(&first.url("/api/v1/campaigns/101?api_key=sl_test_key")).await;
+        assert_eq!(r.status, 200);
+    }
+    assert!(first.terminate().success());
+
+    // Once it has stopped, the address is free again.
+    let mut command = Command::new(BIN);
+    command.env("SAFEDELETE_LISTEN", &addr);
+    let mut again = Proc::start_with(command, &other_config, "info");
+    assert_eq!(again.proxy.to_string(), addr);
+    let r = get(&again.url("/api/v1/campaigns/101?api_key=sl_test_key")).await;
+    assert_eq!(r.status, 200);
+    assert!(again.terminate().success());
+}

@@ -1,16 +1,15 @@
 //! The threads that serve proxy connections. Each runs a current-thread
 //! runtime with its own pool of upstream connections, so a request is parsed,
 //! forwarded and answered on one thread without touching another thread's
-//! scheduler or pool (DESIGN §8). The accept loop hands each new connection to
-//! the worker with the fewest open connections.
+//! scheduler or pool (DESIGN §8). Each worker accepts on its own socket
+//! (see `listen`), so a connection never crosses threads.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 use crate::config::Upstream;
 use crate::metrics::Metrics;
@@ -30,33 +29,32 @@ pub enum WorkersError {
 pub struct Worker {
     handle: Handle,
     pub client: UpstreamClient,
-    open: Arc<AtomicUsize>,
 }
 
 /// The running workers.
 pub struct Workers {
     workers: Vec<Worker>,
-    /// Where the next search for the least busy worker starts, so that ties
-    /// (all idle, say) rotate instead of piling onto the first worker.
-    next: AtomicUsize,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// How many workers `workers = N` means (0: one per CPU).
+pub fn count(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 impl Workers {
-    /// Starts `count` workers (0 means one per CPU).
+    /// Starts `count` workers.
     pub fn start(
         count: usize,
         upstream: &Upstream,
         metrics: &Arc<Metrics>,
     ) -> Result<Workers, WorkersError> {
-        let count = match count {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
         let mut workers = Workers {
             workers: Vec::with_capacity(count),
-            next: AtomicUsize::new(0),
             stops: Vec::with_capacity(count),
             threads: Vec::with_capacity(count),
         };
@@ -80,7 +78,6 @@ impl Workers {
             workers.workers.push(Worker {
                 handle,
                 client: client::build(upstream, metrics.clone())?,
-                open: Arc::default(),
             });
             workers.stops.push(stop);
             workers.threads.push(thread);
@@ -92,14 +89,8 @@ impl Workers {
         self.workers.len()
     }
 
-    /// The worker with the fewest open connections.
-    pub fn least_busy(&self) -> &Worker {
-        let n = self.workers.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        (0..n)
-            .map(|i| &self.workers[(start + i) % n])
-            .min_by_key(|w| w.open.load(Ordering::Relaxed))
-            .expect("at least one worker runs")
+    pub fn iter(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter()
     }
 
     /// Stops every worker thread and waits for it to end.
@@ -118,36 +109,12 @@ impl Workers {
 }
 
 impl Worker {
-    /// Runs a connection on this worker, tracked in `set` and counted as
-    /// open until it ends.
-    pub fn spawn(
-        &self,
-        set: &mut JoinSet<()>,
-        connection: impl Future<Output = ()> + Send + 'static,
-    ) {
-        let open = OpenConnection::new(self.open.clone());
-        set.spawn_on(
-            async move {
-                let _open = open;
-                connection.await;
-            },
-            &self.handle,
-        );
-    }
-}
-
-/// Counts a connection as open for as long as it lives.
-struct OpenConnection(Arc<AtomicUsize>);
-
-impl OpenConnection {
-    fn new(count: Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(count)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+    /// Runs `task` on this worker's thread.
+    pub fn run<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(task)
     }
 }
