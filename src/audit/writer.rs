@@ -278,6 +278,8 @@ fn run(
 ) -> u64 {
     let mut batch: Vec<Job> = Vec::with_capacity(batch_max);
     let mut written = 0u64;
+    // `open` starts every connection at `synchronous = FULL`.
+    let mut full = true;
     loop {
         let first = if health.failure().is_some() {
             // Failing: try again now and then even when nothing arrives, so
@@ -286,7 +288,7 @@ fn run(
                 Ok(job) => job,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     std::thread::sleep(PROBE_EVERY);
-                    written += write_batch(&mut conn, &mut batch, metrics, health, 1);
+                    written += write_batch(&mut conn, &mut full, &mut batch, metrics, health, 1);
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -323,7 +325,7 @@ fn run(
         } else {
             5
         };
-        written += write_batch(&mut conn, &mut batch, metrics, health, attempts);
+        written += write_batch(&mut conn, &mut full, &mut batch, metrics, health, attempts);
         batch.clear();
         if stopping && rx.is_empty() {
             break;
@@ -354,6 +356,7 @@ impl Job {
 /// gap record, and the callers waiting on its guarded records learn why.
 fn write_batch(
     conn: &mut Connection,
+    full: &mut bool,
     batch: &mut [Job],
     metrics: &Metrics,
     health: &AuditHealth,
@@ -365,6 +368,7 @@ fn write_batch(
         return 0;
     }
     let gap_record = gap.as_ref().map(Gap::record);
+    let want_full = needs_disk(batch) || gap_record.is_some();
     // The rows to insert, converted once for every attempt: the gap record
     // first, then the batch's records (their strings moved, not copied).
     let mut times = Vec::with_capacity(records);
@@ -382,7 +386,7 @@ fn write_batch(
     let mut delay = Duration::from_millis(50);
     let mut attempt = 1;
     let outcome = loop {
-        match insert_chained(conn, &mut rows) {
+        match synchronous(conn, full, want_full).and_then(|()| insert_chained(conn, &mut rows)) {
             Ok(first_id) => break Ok(first_id),
             Err(err) if attempt < attempts => {
                 tracing::warn!(error = %err, attempt, rows = records, "audit batch failed, retrying");
@@ -454,6 +458,41 @@ fn write_batch(
     }
 }
 
+/// Whether a batch's commit must reach the disk before it returns: any
+/// record but a passthrough one (a guarded operation, a gap, a key action)
+/// does. A batch of passthrough records only is already up to 20 ms from
+/// disk by design; committed with `synchronous = NORMAL`, it is in the WAL
+/// (which stays consistent) and reaches the disk with the next checkpoint or
+/// `FULL` commit, so a power cut, not a crash of the gateway, can lose it.
+fn needs_disk(batch: &[Job]) -> bool {
+    batch.iter().any(|job| match job {
+        Job::Record(r) => r.operation != OperationKind::Passthrough,
+        Job::Durable(..) => true,
+        Job::Stop => false,
+    })
+}
+
+/// Sets `synchronous` for the next commit when it changes. A batch that
+/// needs the disk is not written unless `FULL` is set; one that does not is
+/// written `FULL` when it cannot be lowered.
+fn synchronous(conn: &Connection, full: &mut bool, want_full: bool) -> rusqlite::Result<()> {
+    if *full == want_full {
+        return Ok(());
+    }
+    let value = if want_full { "FULL" } else { "NORMAL" };
+    match conn.pragma_update(None, "synchronous", value) {
+        Ok(()) => {
+            *full = want_full;
+            Ok(())
+        }
+        Err(err) if !want_full => {
+            tracing::warn!(error = %err, "cannot lower synchronous for a passthrough batch");
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// Appends one record to the trail of `database` from outside a gateway
 /// (`safedelete keys ...`), chained like the writer's own: the write lock
 /// taken by [`insert_chained`] makes it safe while gateways write too.
@@ -485,13 +524,25 @@ fn insert_chained(conn: &mut Connection, rows: &mut [StoredEvent]) -> rusqlite::
         })?;
     let first_id = seq.max(last_id) + 1;
     let mut prev_hash = last_hash.unwrap_or_else(|| chain::GENESIS.to_string());
-    {
-        let mut insert = tx.prepare_cached(insert_sql())?;
-        for (row, id) in rows.iter_mut().zip(first_id..) {
-            row.id = id;
-            let hash = chain::hash(&prev_hash, &row.hashed_values());
-            row.prev_hash = Some(std::mem::replace(&mut prev_hash, hash.clone()));
-            row.hash = Some(hash);
+    for (row, id) in rows.iter_mut().zip(first_id..) {
+        row.id = id;
+        let hash = chain::hash(&prev_hash, &row.hashed_values());
+        row.prev_hash = Some(std::mem::replace(&mut prev_hash, hash.clone()));
+        row.hash = Some(hash);
+    }
+    // Full chunks go in one statement of `ROWS_PER_INSERT` rows, prepared
+    // once; the rest row by row.
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    for chunk in chunks.by_ref() {
+        tx.prepare_cached(insert_sql(true))?
+            .execute(rusqlite::params_from_iter(
+                chunk.iter().flat_map(StoredEvent::values),
+            ))?;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut insert = tx.prepare_cached(insert_sql(false))?;
+        for row in rest {
             insert.execute(rusqlite::params_from_iter(row.values()))?;
         }
     }
@@ -499,18 +550,28 @@ fn insert_chained(conn: &mut Connection, rows: &mut [StoredEvent]) -> rusqlite::
     Ok(first_id)
 }
 
-/// `INSERT INTO audit_events (every column) VALUES (?1, ...)`, from the one
-/// column list.
-fn insert_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
+/// Rows a full chunk inserts in one statement.
+const ROWS_PER_INSERT: usize = 32;
+
+/// `INSERT INTO audit_events (every column) VALUES (?, ...), ...` for one
+/// row, or `many` ([`ROWS_PER_INSERT`]), from the one column list.
+fn insert_sql(many: bool) -> &'static str {
+    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let rows = if many { ROWS_PER_INSERT } else { 1 };
+    let build = || {
+        let row = format!("({})", vec!["?"; COLUMNS.len()].join(", "));
         format!(
-            "INSERT INTO audit_events ({}) VALUES ({})",
+            "INSERT INTO audit_events ({}) VALUES {}",
             COLUMNS.join(", "),
-            placeholders.join(", ")
+            vec![row; rows].join(", ")
         )
-    })
+    };
+    if many {
+        MANY.get_or_init(build)
+    } else {
+        ONE.get_or_init(build)
+    }
 }
 
 fn unix_secs() -> u64 {
@@ -518,4 +579,99 @@ fn unix_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous_now(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Passthrough batches are committed `NORMAL`; a batch with anything else
+    /// goes back to `FULL` before it is written, and every record is kept.
+    #[tokio::test]
+    async fn only_batches_of_passthrough_records_skip_the_disk_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        crate::db::open(&path).await.unwrap().close().await;
+        let mut conn = open(&path).unwrap();
+        let (metrics, health) = (Metrics::default(), AuditHealth::default());
+        let mut full = true;
+        let record = |op| Job::Record(AuditRecord::empty(op));
+
+        let mut batch = vec![
+            record(OperationKind::Passthrough),
+            record(OperationKind::Passthrough),
+        ];
+        assert_eq!(
+            write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1),
+            2
+        );
+        assert_eq!(synchronous_now(&conn), 1, "NORMAL");
+
+        let mut batch = vec![
+            record(OperationKind::Passthrough),
+            record(OperationKind::Guarded("campaign.delete")),
+        ];
+        assert_eq!(
+            write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1),
+            2
+        );
+        assert_eq!(synchronous_now(&conn), 2, "FULL");
+
+        let mut batch = vec![record(OperationKind::Passthrough)];
+        write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1);
+        assert_eq!(synchronous_now(&conn), 1);
+        let (tx, _rx) = oneshot::channel();
+        let mut batch = vec![Job::Durable(
+            AuditRecord::empty(OperationKind::Passthrough),
+            tx,
+        )];
+        write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1);
+        assert_eq!(synchronous_now(&conn), 2, "a caller waits for it: FULL");
+
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 6);
+    }
+
+    /// Batches of whole chunks and a remainder are stored in order, each
+    /// record chained to the one before, as the verifier reads them.
+    #[tokio::test]
+    async fn chunked_inserts_keep_every_record_in_order_and_chained() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let pool = crate::db::open(&path).await.unwrap();
+        let mut conn = open(&path).unwrap();
+        let (metrics, health) = (Metrics::default(), AuditHealth::default());
+        let mut full = true;
+        let mut written = 0;
+        for size in [ROWS_PER_INSERT * 2 + 5, 1, ROWS_PER_INSERT] {
+            let mut batch: Vec<Job> = (0..size)
+                .map(|i| {
+                    let mut r = AuditRecord::empty(OperationKind::Passthrough);
+                    r.path = format!("/api/v1/campaigns/{}", written + i);
+                    Job::Record(r)
+                })
+                .collect();
+            written += write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1) as usize;
+        }
+        assert_eq!(written, ROWS_PER_INSERT * 3 + 6);
+        let paths: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, path FROM audit_events ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        for (i, (id, path)) in paths.iter().enumerate() {
+            assert_eq!(*id, i as i64 + 1);
+            assert_eq!(path, &format!("/api/v1/campaigns/{i}"));
+        }
+        let report = chain::verify(&pool, None).await.unwrap();
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        assert_eq!(report.records, written as u64);
+    }
 }
