@@ -11,6 +11,8 @@
 #   - a run with 256 connections, after which peak RSS is read.
 #
 # Usage: bench/forward.sh   (ROUNDS=3 DURATION=8s CONNECTIONS=64 RATE=2000 by default)
+#   BASELINE=/path/to/safedelete adds that binary (audit on) as "baseline",
+#   so a change is measured against the code before it in the same run.
 # Installs nginx, haproxy and wrk from Debian and oha from crates.io when
 # missing. Everything runs on loopback and stops by itself.
 set -euo pipefail
@@ -34,10 +36,11 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep
 trap cleanup EXIT
 
 UP=127.0.0.1:19090; NGX=127.0.0.1:19091; HAP=127.0.0.1:19092; SD=127.0.0.1:19093; SDA=127.0.0.1:19094
-SDN=127.0.0.1:19095; SDNA=127.0.0.1:19096
+SDN=127.0.0.1:19095; SDNA=127.0.0.1:19096; SDB=127.0.0.1:19097; SDBA=127.0.0.1:19098
+BASELINE=${BASELINE:-}
 PATH_Q="/api/v1/campaigns/101?api_key=bench_key_0123456789"
 # A port already in use would silently measure something else: refuse.
-for a in "$UP" "$NGX" "$HAP" "$SD" "$SDA" "$SDN" "$SDNA"; do
+for a in "$UP" "$NGX" "$HAP" "$SD" "$SDA" "$SDN" "$SDNA" "$SDB" "$SDBA"; do
   if ss -ltnH "sport = :${a##*:}" | grep -q .; then
     echo "port ${a##*:} is already in use; stop whatever listens there first" >&2; exit 1
   fi
@@ -88,6 +91,11 @@ printf '[audit]\npassthrough = false\n' > "$WORK/noaudit.toml"
 SAFEDELETE_UPSTREAM=http://$UP SAFEDELETE_LISTEN=$SDN SAFEDELETE_ADMIN_LISTEN=$SDNA \
   SAFEDELETE_DATABASE=$WORK/sdn/safedelete.db SAFEDELETE_LOG=warn \
   target/release/safedelete serve --config "$WORK/noaudit.toml" >/dev/null 2>&1 & SDN_PID=$!; PIDS+=($SDN_PID)
+if [ -n "$BASELINE" ]; then
+  SAFEDELETE_UPSTREAM=http://$UP SAFEDELETE_LISTEN=$SDB SAFEDELETE_ADMIN_LISTEN=$SDBA \
+    SAFEDELETE_DATABASE=$WORK/sdb/safedelete.db SAFEDELETE_LOG=warn \
+    "$BASELINE" serve >/dev/null 2>&1 & SDB_PID=$!; PIDS+=($SDB_PID)
+fi
 sleep 1
 
 # CPU time (utime+stime, clock ticks) of a process and all its threads/children.
@@ -136,6 +144,7 @@ for r in $(seq 1 "$ROUNDS"); do
   run haproxy "$HAP" "$HAP_PID" >> "$RESULTS"
   run safedelete "$SD" "$SD_PID" >> "$RESULTS"
   run safedelete-noaudit "$SDN" "$SDN_PID" >> "$RESULTS"
+  if [ -n "$BASELINE" ]; then run baseline "$SDB" "$SDB_PID" >> "$RESULTS"; fi
 done
 
 # Fixed rate: latency at moderate load, corrected for coordinated omission.
@@ -157,11 +166,11 @@ for name in direct nginx haproxy safedelete; do
 done
 
 # 256 connections, then the peak RSS of each proxy over the whole run.
-for name in nginx haproxy safedelete; do
-  case $name in nginx) a=$NGX;; haproxy) a=$HAP;; safedelete) a=$SD;; esac
+for name in nginx haproxy safedelete baseline; do
+  case $name in nginx) a=$NGX;; haproxy) a=$HAP;; safedelete) a=$SD;; baseline) [ -n "$BASELINE" ] || continue; a=$SDB;; esac
   wrk -t"$THREADS" -c256 -d"$DURATION" "http://$a$PATH_Q" >/dev/null
 done
-echo "peak_rss nginx $(peak_kib "$NGX_PID") haproxy $(peak_kib "$HAP_PID") safedelete $(peak_kib "$SD_PID") safedelete-noaudit $(peak_kib "$SDN_PID")" >> "$RESULTS"
+echo "peak_rss nginx $(peak_kib "$NGX_PID") haproxy $(peak_kib "$HAP_PID") safedelete $(peak_kib "$SD_PID") safedelete-noaudit $(peak_kib "$SDN_PID")${BASELINE:+ baseline $(peak_kib "$SDB_PID")}" >> "$RESULTS"
 
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
@@ -187,7 +196,9 @@ for name, rs in rows.items():
         cpu=statistics.median(float(r[4]) for r in rs),
     )
 print(f"{'target':<19} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU us/req':>10} {'peak RSS':>9} {'req/s vs nginx':>14}")
-for name in ["direct", "nginx", "haproxy", "safedelete", "safedelete-noaudit"]:
+for name in ["direct", "nginx", "haproxy", "safedelete", "safedelete-noaudit", "baseline"]:
+    if name not in med:
+        continue
     m = med[name]
     r = f"{rss[name] / 1024:.1f} MB" if name in rss else "-"
     ratio = m["rps"] / med["nginx"]["rps"]
@@ -196,6 +207,17 @@ for name in ["direct", "nginx", "haproxy", "safedelete", "safedelete-noaudit"]:
 on, off = med["safedelete"], med["safedelete-noaudit"]
 print(f"\naudit on vs off: {on['rps']:.0f} vs {off['rps']:.0f} req/s ({(1 - on['rps'] / off['rps']) * 100:.1f}% less), "
       f"{on['cpu']:.1f} vs {off['cpu']:.1f} CPU us/req")
+print(f"\nratios (throughput: higher is better; p99 and CPU: lower is better):")
+print(f"{'target':<19} {'req/s vs nginx':>14} {'vs HAProxy':>10} {'p99 vs nginx':>12} {'vs HAProxy':>10} {'CPU vs nginx':>12} {'vs HAProxy':>10}")
+for name in ["safedelete", "safedelete-noaudit", "baseline"]:
+    if name not in med:
+        continue
+    m, n, h = med[name], med["nginx"], med["haproxy"]
+    print(f"{name:<19} {m['rps'] / n['rps']:>14.2f} {m['rps'] / h['rps']:>10.2f} {m['p99'] / n['p99']:>12.2f} "
+          f"{m['p99'] / h['p99']:>10.2f} {m['cpu'] / n['cpu']:>12.2f} {m['cpu'] / h['cpu']:>10.2f}")
+if "baseline" in med:
+    b = med["baseline"]
+    print(f"\nsafedelete vs baseline (both audit on): {on['rps'] / b['rps']:.2f}x req/s, {on['cpu']:.1f} vs {b['cpu']:.1f} CPU us/req")
 print(f"peak RSS after the 256-connection run (whole-run peak): " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in rss.items()))
 if rate:
     print(f"\nfixed rate (oha -q per run, latency corrected):")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # User-space instructions per forwarded request, counted by valgrind
-# (callgrind), for nginx as a reverse proxy and for safedelete with the audit
+# (callgrind), for nginx and HAProxy as reverse proxies and for safedelete with the audit
 # of passthrough requests on and off. Unlike req/s and CPU time, instruction
 # counts do not drift with the VM's speed, so this is the figure to compare
 # between commits. Kernel work (the loopback TCP stack) is not counted.
@@ -13,14 +13,14 @@
 #
 # Usage: bench/instructions.sh   (N1=1000 N2=3000 by default)
 #        SAFEDELETE_BIN=path/to/old/safedelete bench/instructions.sh   to measure another build
-# Installs nginx and valgrind from Debian when missing.
+# Installs nginx, HAProxy and valgrind from Debian when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N1=${N1:-1000}
 N2=${N2:-3000}
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx valgrind curl >/dev/null; }; }
-need nginx; need valgrind; need curl
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx haproxy valgrind curl >/dev/null; }; }
+need nginx; need haproxy; need valgrind; need curl
 if [ -z "${SAFEDELETE_BIN:-}" ]; then
   cargo build --release --locked --bin safedelete >/dev/null
   SAFEDELETE_BIN=target/release/safedelete
@@ -31,10 +31,10 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-UP=127.0.0.1:19190; NGX=127.0.0.1:19191; SD=127.0.0.1:19193; SDA=127.0.0.1:19194
+UP=127.0.0.1:19190; NGX=127.0.0.1:19191; HAP=127.0.0.1:19192; SD=127.0.0.1:19193; SDA=127.0.0.1:19194
 PATH_Q="/api/v1/campaigns/101?api_key=bench_key_0123456789"
 # A port already in use would silently measure something else: refuse.
-for a in "$UP" "$NGX" "$SD" "$SDA"; do
+for a in "$UP" "$NGX" "$HAP" "$SD" "$SDA"; do
   if ss -ltnH "sport = :${a##*:}" | grep -q .; then
     echo "port ${a##*:} is already in use; stop whatever listens there first" >&2; exit 1
   fi
@@ -56,6 +56,23 @@ http { access_log off; keepalive_requests 1000000;
   upstream up { server $UP; keepalive 16; }
   server { listen $NGX; location / { proxy_pass http://up; proxy_http_version 1.1;
     proxy_set_header Connection ""; proxy_set_header Host \$proxy_host; } } }
+CONF
+# One thread, as nginx's one process: the counts compare like for like.
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind $HAP
+  default_backend b
+backend b
+  http-reuse always
+  server s1 $UP
 CONF
 printf '[audit]\npassthrough = false\n' > "$WORK/noaudit.toml"
 printf '[audit]\npassthrough = true\n' > "$WORK/audit.toml"
@@ -87,6 +104,10 @@ count() { # kind n
       valgrind --tool=callgrind --callgrind-out-file="$out" \
         nginx -c "$WORK/px/nginx.conf" -p "$WORK/px" >/dev/null 2>&1 & pid=$!
       wait_port "$NGX"; addr=$NGX ;;
+    haproxy)
+      valgrind --tool=callgrind --callgrind-out-file="$out" \
+        haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & pid=$!
+      wait_port "$HAP"; addr=$HAP ;;
     safedelete|safedelete-noaudit)
       local cfg="$WORK/audit.toml"; [ "$kind" = safedelete-noaudit ] && cfg="$WORK/noaudit.toml"
       SAFEDELETE_UPSTREAM=http://$UP SAFEDELETE_LISTEN=$SD SAFEDELETE_ADMIN_LISTEN=$SDA \
@@ -104,12 +125,13 @@ count() { # kind n
 
 printf '%-20s %14s\n' target "instr/request"
 declare -A PER
-for kind in nginx safedelete-noaudit safedelete; do
+for kind in nginx haproxy safedelete-noaudit safedelete; do
   a=$(count "$kind" "$N1")
   b=$(count "$kind" "$N2")
   PER[$kind]=$(( (b - a) / (N2 - N1) ))
   printf '%-20s %14d\n' "$kind" "${PER[$kind]}"
 done
 echo
-awk -v n="${PER[nginx]}" -v s="${PER[safedelete]}" -v o="${PER[safedelete-noaudit]}" 'BEGIN {
-  printf "safedelete vs nginx: %.2fx (audit off %.2fx); the audit adds %d instructions per request\n", s/n, o/n, s-o }'
+awk -v n="${PER[nginx]}" -v h="${PER[haproxy]}" -v s="${PER[safedelete]}" -v o="${PER[safedelete-noaudit]}" 'BEGIN {
+  printf "safedelete vs nginx: %.2fx (audit off %.2fx); vs HAProxy: %.2fx (audit off %.2fx)\n", s/n, o/n, s/h, o/h
+  printf "the audit adds %d instructions per request\n", s-o }'
