@@ -263,24 +263,28 @@ pub async fn run(
         }
     }
     let mut connections = accept::Connections(sets);
-    let graceful = Arc::into_inner(graceful).expect("the accept loops have ended");
 
     // The listeners are closed: let in-flight requests finish within the
     // grace period, then cut what is left (its requests are recorded as cut).
+    // The accept loops have ended, so theirs were the last other handles.
     tracing::info!(open_connections = connections.open(), grace = ?config.shutdown_grace, "shutting down");
-    let connections_cut =
-        match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
-            Ok(()) => 0,
-            Err(_) => {
-                let open = connections.open();
-                tracing::warn!(
-                    open_connections = open,
-                    "grace period over; cutting the remaining connections"
-                );
-                state.cutting.store(true, Ordering::Relaxed);
-                open
-            }
-        };
+    let drained = async {
+        if let Some(graceful) = Arc::into_inner(graceful) {
+            graceful.shutdown().await;
+        }
+    };
+    let connections_cut = match tokio::time::timeout(config.shutdown_grace, drained).await {
+        Ok(()) => 0,
+        Err(_) => {
+            let open = connections.open();
+            tracing::warn!(
+                open_connections = open,
+                "grace period over; cutting the remaining connections"
+            );
+            state.cutting.store(true, Ordering::Relaxed);
+            open
+        }
+    };
     connections.cut().await;
     workers.stop().await;
     // Guard pipelines whose clients went away still run to the end (they may

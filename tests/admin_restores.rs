@@ -17,8 +17,16 @@ use serde_json::{json, Value};
 
 const TOKEN: &str = "admin-token-0123456789";
 
-/// A gateway that allows deletes, holds the SmartLead key as the account
-/// `default` (in `dir`), and guards its admin API with [`TOKEN`].
+/// The fake, and a gateway in front of it that allows deletes, holds the
+/// SmartLead key as the account `default` (in the returned dir) with
+/// `smartlead` settings, and guards its admin API with [`TOKEN`].
+async fn setup(fake: FakeConfig, smartlead: &str) -> (FakeHandle, tempfile::TempDir, Gateway) {
+    let fake = fake_smartlead::start(fake).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&fake, dir.path(), smartlead).await;
+    (fake, dir, gw)
+}
+
 async fn gateway(fake: &FakeHandle, dir: &std::path::Path, smartlead: &str) -> Gateway {
     let key_file = dir.join("smartlead.key");
     std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
@@ -82,33 +90,12 @@ async fn settled(gw: &Gateway, id: i64) -> Value {
     panic!("restore {id} still running after 30 s");
 }
 
-/// A read of the fake's own state (waiting out its rate limit).
-async fn read(fake: &FakeHandle, path: &str) -> Reply {
-    let url = format!("{}/api/v1{path}?api_key={KEY}", fake.url());
-    loop {
-        let r = common::get(&url).await;
-        if r.status != 429 {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// The fake's campaigns with this name.
 async fn named(fake: &FakeHandle, name: &str) -> Vec<i64> {
-    read(fake, "/campaigns")
-        .await
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["name"] == name)
-        .map(|c| c["id"].as_i64().unwrap())
-        .collect()
+    common::campaigns_named(&fake.url(), name).await
 }
 
 async fn lead_count(fake: &FakeHandle, campaign: i64) -> usize {
-    let body = read(fake, &format!("/campaigns/{campaign}/leads-export"))
+    let body = common::fake_read(&fake.url(), &format!("/campaigns/{campaign}/leads-export"))
         .await
         .body;
     csv::Reader::from_reader(body.as_ref()).records().count()
@@ -116,22 +103,20 @@ async fn lead_count(fake: &FakeHandle, campaign: i64) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_restores_a_campaign_within_the_accounts_limit_and_reports_it() {
-    let fake = fake_smartlead::start(FakeConfig {
+    let fake = FakeConfig {
         rate_limit: Some(RateLimit {
             requests: 4,
             per: Duration::from_secs(1),
         }),
         ..FakeConfig::with_leads(1000)
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let gw = gateway(&fake, dir.path(), "rate_limit = \"4/1s\"\n").await;
-    let url = format!(
-        "{}/api/v1/campaigns/101/email-accounts?api_key={KEY}",
-        fake.url()
-    );
-    let accounts = common::get(&url).await.json().as_array().unwrap().len() as i64;
+    };
+    let (fake, _dir, gw) = setup(fake, "rate_limit = \"4/1s\"\n").await;
+    let accounts = common::fake_read(&fake.url(), "/campaigns/101/email-accounts")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .len() as i64;
     let snapshot = delete(&gw, &format!("/api/v1/campaigns/101?api_key={KEY}")).await;
 
     let refused = post(&gw, json!({ "snapshot_id": snapshot }), None).await;
@@ -229,11 +214,7 @@ async fn the_gateway_restores_a_campaign_within_the_accounts_limit_and_reports_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_that_stopped_is_resumed_over_the_api_without_a_second_campaign() {
-    let fake = fake_smartlead::start(FakeConfig::with_leads(1000))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let gw = gateway(&fake, dir.path(), "").await;
+    let (fake, _dir, gw) = setup(FakeConfig::with_leads(1000), "").await;
     let snapshot = delete(&gw, &format!("/api/v1/campaigns/101?api_key={KEY}")).await;
     fake.fault(FaultRule {
         method: Some("POST".into()),
@@ -271,11 +252,7 @@ async fn a_restore_that_stopped_is_resumed_over_the_api_without_a_second_campaig
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_lead_is_undone_over_the_api() {
-    let fake = fake_smartlead::start(FakeConfig::with_leads(1000))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let gw = gateway(&fake, dir.path(), "").await;
+    let (fake, _dir, gw) = setup(FakeConfig::with_leads(1000), "").await;
     let leads = lead_count(&fake, 102).await;
     let snapshot = delete(
         &gw,
@@ -311,11 +288,7 @@ async fn a_deleted_lead_is_undone_over_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_requests_that_do_not_go_together_are_refused_naming_the_field() {
-    let fake = fake_smartlead::start(FakeConfig::with_leads(100))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let gw = gateway(&fake, dir.path(), "").await;
+    let (fake, _dir, gw) = setup(FakeConfig::with_leads(100), "").await;
     let snapshot = delete(&gw, &format!("/api/v1/campaigns/101?api_key={KEY}")).await;
     let before = fake.requests().len();
     for (body, status, says) in [

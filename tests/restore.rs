@@ -237,20 +237,11 @@ async fn leads_of(fake: &FakeHandle, campaign: i64) -> BTreeMap<String, (String,
 }
 
 async fn get_json(fake: &FakeHandle, path: &str) -> serde_json::Value {
-    let url = format!("{}/api/v1{path}?api_key={KEY}", fake.url());
-    common::get(&url).await.json()
+    common::fake_read(&fake.url(), path).await.json()
 }
 
-/// The campaigns the fake has with this name.
 async fn named(fake: &FakeHandle, name: &str) -> Vec<i64> {
-    get_json(fake, "/campaigns")
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["name"] == name)
-        .map(|c| c["id"].as_i64().unwrap())
-        .collect()
+    common::campaigns_named(&fake.url(), name).await
 }
 
 /// A 10,000-lead campaign deleted through the gateway and restored, compared

@@ -244,68 +244,16 @@ pub async fn list(
 pub async fn start(State(state): State<AdminState>, bytes: Bytes) -> Result<Response, ApiError> {
     let body: StartBody =
         serde_json::from_slice(&bytes).map_err(|source| ApiError::Body { source })?;
-    let asked = body.asked()?;
-    let undo = match asked {
-        Asked::Unarchive(campaign_id) => Some(Undo::unarchive(campaign_id)),
-        Asked::Snapshot(snapshot_id) => restore::undo::from_snapshot(&state.pool, snapshot_id)
-            .await
-            .map_err(ApiError::Undo)?,
-        Asked::Resume(_) => None,
-    };
-    if let Some(undo) = undo {
-        if body.name.is_some() || body.leads.is_some() {
-            return Err(ApiError::RestoreRequest(
-                "`name` and `leads` do not apply here: this snapshot is undone by one call that re-creates what was deleted".into(),
-            ));
-        }
-        if body.dry_run {
-            return Ok(Json(Answer {
-                dry_run: true,
-                undo: Some(&undo),
-                ..Answer::default()
-            })
-            .into_response());
-        }
-        let account = account(&state, body.account.as_deref())?;
-        let caller = caller(&state, &account, None);
-        let audit = Audit {
-            trail: Trail::Writer(&state.audit),
-            operator: OPERATOR,
-            account: Some(&account.name),
-        };
-        let done = undo.run(&caller, &audit).await.map_err(ApiError::Undo)?;
-        return Ok(Json(Answer {
-            undo: Some(&undo),
-            done: Some(&done),
-            ..Answer::default()
-        })
-        .into_response());
-    }
-    match asked {
+    match body.asked()? {
+        Asked::Unarchive(campaign_id) => undo(&state, &body, Undo::unarchive(campaign_id)).await,
         Asked::Snapshot(snapshot_id) => {
-            let captured = restore::source::read(&state.pool, snapshot_id)
+            match restore::undo::from_snapshot(&state.pool, snapshot_id)
                 .await
-                .map_err(ApiError::Source)?;
-            let name = body.name.as_deref().map(str::trim).map(str::to_string);
-            let choice = body.leads.unwrap_or(LeadChoice::Sendable);
-            let (captured, plan) = run::plan(captured, name, choice)
-                .await
-                .map_err(ApiError::Source)?;
-            if body.dry_run {
-                return Ok(Json(Answer {
-                    dry_run: true,
-                    plan: Some(&plan),
-                    ..Answer::default()
-                })
-                .into_response());
+                .map_err(ApiError::Undo)?
+            {
+                Some(plan) => undo(&state, &body, plan).await,
+                None => campaign(state, &body, snapshot_id).await,
             }
-            let account = account(&state, body.account.as_deref())?;
-            let job = run::start(&state.pool, captured, plan, OPERATOR).await?;
-            let claim = state
-                .restores
-                .claim(job.id)
-                .expect("a new restore's id is not running yet");
-            Ok(launch(state, job, account, claim).await)
         }
         Asked::Resume(id) => {
             let account = account(&state, body.account.as_deref())?;
@@ -316,8 +264,70 @@ pub async fn start(State(state): State<AdminState>, bytes: Bytes) -> Result<Resp
             let job = run::reopen(&state.pool, id).await?;
             Ok(launch(state, job, account, claim).await)
         }
-        Asked::Unarchive(_) => unreachable!("an unarchive is an undo, answered above"),
     }
+}
+
+/// A smaller delete undone (or a campaign unarchived) in the request.
+async fn undo(state: &AdminState, body: &StartBody, undo: Undo) -> Result<Response, ApiError> {
+    if body.name.is_some() || body.leads.is_some() {
+        return Err(ApiError::RestoreRequest(
+            "`name` and `leads` do not apply here: this snapshot is undone by one call that re-creates what was deleted".into(),
+        ));
+    }
+    if body.dry_run {
+        return Ok(Json(Answer {
+            dry_run: true,
+            undo: Some(&undo),
+            ..Answer::default()
+        })
+        .into_response());
+    }
+    let account = account(state, body.account.as_deref())?;
+    let caller = caller(state, &account, None);
+    let audit = Audit {
+        trail: Trail::Writer(&state.audit),
+        operator: OPERATOR,
+        account: Some(&account.name),
+    };
+    let done = undo.run(&caller, &audit).await.map_err(ApiError::Undo)?;
+    Ok(Json(Answer {
+        undo: Some(&undo),
+        done: Some(&done),
+        ..Answer::default()
+    })
+    .into_response())
+}
+
+/// A campaign snapshot: its plan for a dry run, else a new restore started.
+async fn campaign(
+    state: AdminState,
+    body: &StartBody,
+    snapshot_id: i64,
+) -> Result<Response, ApiError> {
+    let captured = restore::source::read(&state.pool, snapshot_id)
+        .await
+        .map_err(ApiError::Source)?;
+    let name = body.name.as_deref().map(str::trim).map(str::to_string);
+    let choice = body.leads.unwrap_or(LeadChoice::Sendable);
+    let (captured, plan) = run::plan(captured, name, choice)
+        .await
+        .map_err(ApiError::Source)?;
+    if body.dry_run {
+        return Ok(Json(Answer {
+            dry_run: true,
+            plan: Some(&plan),
+            ..Answer::default()
+        })
+        .into_response());
+    }
+    let account = account(&state, body.account.as_deref())?;
+    let job = run::start(&state.pool, captured, plan, OPERATOR).await?;
+    // A new id: no one runs it yet.
+    let claim = state
+        .restores
+        .claim(job.id)
+        .ok_or(ApiError::RestoreRunning { id: job.id })?;
+    Ok(launch(state, job, account, claim).await)
 }
 
 /// Runs the restore in the background; answers 202 with where to follow it.

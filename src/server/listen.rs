@@ -76,19 +76,22 @@ pub fn bind_proxy(
 ) -> Result<(Vec<std::net::TcpListener>, ListenLock), ListenError> {
     // A fixed address is locked before it is bound; port 0 is the kernel's
     // choice, which no other gateway can know before it is bound.
-    let mut lock = match addr.port() {
-        0 => None,
-        _ => Some(ListenLock::take(addr)?),
+    let bound_addr = |l: &std::net::TcpListener| {
+        l.local_addr().map_err(|source| ListenError::Bind {
+            what: "proxy listener",
+            addr,
+            source,
+        })
     };
-    let first = bind("proxy listener", addr, true)?;
-    let bound = first.local_addr().map_err(|source| ListenError::Bind {
-        what: "proxy listener",
-        addr,
-        source,
-    })?;
-    if lock.is_none() {
-        lock = Some(ListenLock::take(bound)?);
-    }
+    let (first, lock) = if addr.port() == 0 {
+        let first = bind("proxy listener", addr, true)?;
+        let lock = ListenLock::take(bound_addr(&first)?)?;
+        (first, lock)
+    } else {
+        let lock = ListenLock::take(addr)?;
+        (bind("proxy listener", addr, true)?, lock)
+    };
+    let bound = bound_addr(&first)?;
     let mut sockets = vec![first];
     for _ in 1..count.max(1) {
         sockets.push(if cfg!(target_os = "linux") {
@@ -101,7 +104,7 @@ pub fn bind_proxy(
             })?
         });
     }
-    Ok((sockets, lock.expect("taken above")))
+    Ok((sockets, lock))
 }
 
 /// One listening socket (with `SO_REUSEPORT` on Linux when `shared`), not

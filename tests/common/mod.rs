@@ -231,6 +231,33 @@ pub async fn get(url: &str) -> Reply {
     send(Request::get(url).body(Full::default()).unwrap()).await
 }
 
+/// A read of the fake SmartLead's own state at `path` (under `/api/v1`), with
+/// the test key, waiting out the fake's rate limit when it has one.
+pub async fn fake_read(fake_url: &str, path: &str) -> Reply {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let url = format!("{fake_url}/api/v1{path}{sep}api_key={KEY}");
+    loop {
+        let r = get(&url).await;
+        if r.status != StatusCode::TOO_MANY_REQUESTS {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The ids of the fake's campaigns with this name.
+pub async fn campaigns_named(fake_url: &str, name: &str) -> Vec<i64> {
+    fake_read(fake_url, "/campaigns")
+        .await
+        .json()
+        .as_array()
+        .expect("the fake lists campaigns as an array")
+        .iter()
+        .filter(|c| c["name"] == name)
+        .map(|c| c["id"].as_i64().expect("a campaign id"))
+        .collect()
+}
+
 /// Writes raw bytes to `addr` and reads until the server closes or 5 s pass.
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
