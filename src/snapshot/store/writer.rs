@@ -1,12 +1,14 @@
-//! Writing one part: bytes are hashed, buffered to [`CHUNK_SIZE`], compressed
-//! and stored one chunk row per short transaction.
+//! Writing one part: bytes are buffered to [`CHUNK_SIZE`], then hashed,
+//! compressed and stored one chunk row per short transaction, in the
+//! background while the next chunk is read.
 
 use sqlx::SqlitePool;
+use tokio::task::JoinHandle;
 
 use super::{not_in_progress, PartKind, StoreError, CHUNK_SIZE};
 
 /// zstd level: fast, and CSV/JSON compress well at it anyway.
-const ZSTD_LEVEL: i32 = 3;
+const ZSTD_LEVEL: i32 = 1;
 
 /// What [`PartWriter::finish`] stored.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -21,24 +23,51 @@ pub struct PartSummary {
     pub sha256: String,
 }
 
-/// Streams one part into chunk rows. Bytes are hashed as they arrive and
-/// buffered up to [`CHUNK_SIZE`]; each full buffer becomes one zstd frame in
-/// one chunk row, inserted in its own short transaction so a large export
-/// never holds the write lock for long. Memory stays O(`CHUNK_SIZE`).
+/// Streams one part into chunk rows. Bytes are buffered up to
+/// [`CHUNK_SIZE`]; each full buffer is hashed, compressed into one zstd frame
+/// and inserted as one chunk row in its own short transaction, so a large
+/// export never holds the write lock for long.
+///
+/// Storing a chunk overlaps with reading the next: one full chunk at a time
+/// is hashed, compressed and committed in the background while the caller
+/// fills the other buffer, so a capture runs at the speed of the download
+/// rather than of download + compression + commit. Memory stays
+/// O(`CHUNK_SIZE`): two buffers and one frame.
 ///
 /// A writer dropped without [`finish`](PartWriter::finish) or
-/// [`fail`](PartWriter::fail) leaves its part `in_progress`;
-/// [`fail_snapshot`](super::fail_snapshot) or [`mark_interrupted`](super::mark_interrupted) settle it.
+/// [`fail`](PartWriter::fail) leaves its part `in_progress` (a chunk in
+/// flight is abandoned); [`fail_snapshot`](super::fail_snapshot) or
+/// [`mark_interrupted`](super::mark_interrupted) settle it.
 pub struct PartWriter {
+    part: Part,
+    /// The running hash; `None` while the chunk in flight holds it (chunks
+    /// are hashed in order, so one holds it at a time).
+    hasher: Option<crate::digest::Context>,
+    /// The chunk being stored in the background.
+    in_flight: Option<JoinHandle<Result<Stored, StoreError>>>,
+    /// The buffer being filled.
+    buf: Vec<u8>,
+    /// Totals of the chunks committed so far.
+    bytes: u64,
+    stored_bytes: u64,
+    chunks: u64,
+}
+
+/// Which part a chunk belongs to: what a background chunk needs.
+#[derive(Clone)]
+struct Part {
     pool: SqlitePool,
     snapshot_id: i64,
     kind: PartKind,
     part_id: i64,
-    hasher: crate::digest::Context,
+}
+
+/// A chunk committed in the background: its buffer (to be filled again),
+/// the hash carried past it, and its sizes.
+struct Stored {
     buf: Vec<u8>,
-    bytes: u64,
+    hasher: crate::digest::Context,
     stored_bytes: u64,
-    chunks: u64,
 }
 
 impl PartWriter {
@@ -79,11 +108,14 @@ impl PartWriter {
             .await?;
         tx.commit().await?;
         Ok(PartWriter {
-            pool: pool.clone(),
-            snapshot_id,
-            kind,
-            part_id,
-            hasher: crate::digest::sha256_stream(),
+            part: Part {
+                pool: pool.clone(),
+                snapshot_id,
+                kind,
+                part_id,
+            },
+            hasher: Some(crate::digest::sha256_stream()),
+            in_flight: None,
             buf: Vec::with_capacity(CHUNK_SIZE),
             bytes: 0,
             stored_bytes: 0,
@@ -91,30 +123,34 @@ impl PartWriter {
         })
     }
 
-    /// Adds bytes to the part, storing a chunk each time [`CHUNK_SIZE`] raw
-    /// bytes have accumulated.
+    /// Adds bytes to the part, handing a chunk to the background each time
+    /// [`CHUNK_SIZE`] raw bytes have accumulated. An error is the chunk
+    /// before's, reported here or by [`finish`](PartWriter::finish).
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), StoreError> {
-        self.hasher.update(data);
         while !data.is_empty() {
             let take = (CHUNK_SIZE - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buf.len() == CHUNK_SIZE {
-                self.store_chunk().await?;
+                self.send_chunk().await?;
             }
         }
         Ok(())
     }
 
-    /// Stores the last chunk and marks the part `complete` with its sizes and
-    /// SHA-256.
+    /// Stores the last chunk, waits for every chunk to be committed, and
+    /// marks the part `complete` with its sizes and SHA-256.
     pub async fn finish(mut self) -> Result<PartSummary, StoreError> {
         if !self.buf.is_empty() {
-            self.store_chunk().await?;
+            self.send_chunk().await?;
         }
-        let hasher = std::mem::replace(&mut self.hasher, crate::digest::sha256_stream());
+        self.settle().await?;
+        let hasher = self
+            .hasher
+            .take()
+            .expect("settled: no chunk holds the hash");
         let sha256 = crate::digest::hex(hasher.finish().as_ref());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.part.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE snapshot_parts SET state = 'complete', byte_count = ?, stored_bytes = ?, \
              chunk_count = ?, sha256 = ? WHERE id = ? AND state = 'in_progress' AND chunk_count = ?",
@@ -123,16 +159,16 @@ impl PartWriter {
         .bind(self.stored_bytes as i64)
         .bind(self.chunks as i64)
         .bind(&sha256)
-        .bind(self.part_id)
+        .bind(self.part.part_id)
         .bind(self.chunks as i64)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(self.reset());
+            return Err(self.part.reset());
         }
         tx.commit().await?;
         Ok(PartSummary {
-            kind: self.kind,
+            kind: self.part.kind,
             bytes: self.bytes,
             stored_bytes: self.stored_bytes,
             chunks: self.chunks,
@@ -142,37 +178,94 @@ impl PartWriter {
 
     /// Marks the part `failed` (its partial chunks stay) and logs why; the
     /// snapshot's own error is set with [`fail_snapshot`](super::fail_snapshot).
-    pub async fn fail(self, error: &str) -> Result<(), StoreError> {
+    pub async fn fail(mut self, error: &str) -> Result<(), StoreError> {
+        // The chunk in flight settles first, so nothing lands after `failed`.
+        let _ = self.settle().await;
         tracing::warn!(
-            snapshot_id = self.snapshot_id,
-            part = %self.kind,
+            snapshot_id = self.part.snapshot_id,
+            part = %self.part.kind,
             error,
             "snapshot part failed"
         );
         sqlx::query(
             "UPDATE snapshot_parts SET state = 'failed' WHERE id = ? AND state = 'in_progress'",
         )
-        .bind(self.part_id)
-        .execute(&self.pool)
+        .bind(self.part.part_id)
+        .execute(&self.part.pool)
         .await?;
         Ok(())
     }
 
-    /// Compresses the buffer into one chunk row and empties it.
-    async fn store_chunk(&mut self) -> Result<(), StoreError> {
-        // The buffer moves to the blocking pool and back, so its allocation is reused.
-        let buf = std::mem::take(&mut self.buf);
-        let (mut buf, frame) = tokio::task::spawn_blocking(move || {
+    /// Hands the full buffer to the background once the chunk before it is
+    /// committed (at most one chunk in flight), and takes that chunk's
+    /// buffer to fill next.
+    async fn send_chunk(&mut self) -> Result<(), StoreError> {
+        let spare = self.settle().await?;
+        let buf = std::mem::replace(&mut self.buf, spare);
+        let hasher = self
+            .hasher
+            .take()
+            .expect("settled: no chunk holds the hash");
+        let seq = self.chunks;
+        self.in_flight = Some(tokio::spawn(
+            self.part.clone().store_chunk(seq, buf, hasher),
+        ));
+        Ok(())
+    }
+
+    /// Waits for the chunk in flight, if any, and counts it; returns an
+    /// empty buffer to fill.
+    async fn settle(&mut self) -> Result<Vec<u8>, StoreError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(Vec::with_capacity(CHUNK_SIZE));
+        };
+        let stored = in_flight
+            .await
+            .map_err(|err| self.part.compress_error(err.into()))??;
+        let Stored {
+            mut buf,
+            hasher,
+            stored_bytes,
+        } = stored;
+        self.bytes += buf.len() as u64;
+        self.stored_bytes += stored_bytes;
+        self.chunks += 1;
+        self.hasher = Some(hasher);
+        buf.clear();
+        Ok(buf)
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.abort();
+        }
+    }
+}
+
+impl Part {
+    /// Hashes and compresses one chunk (on the blocking pool) and commits it
+    /// as chunk `seq`.
+    async fn store_chunk(
+        self,
+        seq: u64,
+        buf: Vec<u8>,
+        mut hasher: crate::digest::Context,
+    ) -> Result<Stored, StoreError> {
+        let (buf, hasher, frame) = tokio::task::spawn_blocking(move || {
+            hasher.update(&buf);
             let frame = zstd::bulk::compress(&buf, ZSTD_LEVEL);
-            (buf, frame)
+            (buf, hasher, frame)
         })
         .await
         .map_err(|err| self.compress_error(err.into()))?;
         let frame = frame.map_err(|err| self.compress_error(err))?;
 
         let mut tx = self.pool.begin().await?;
-        // The running totals make a part's progress visible, and the state
-        // check stops a writer whose part was reset or failed meanwhile.
+        // The running totals make a part's progress visible, and the
+        // sequence check stops a writer whose part was reset or failed
+        // meanwhile.
         let done = sqlx::query(
             "UPDATE snapshot_parts SET byte_count = byte_count + ?, \
              stored_bytes = stored_bytes + ?, chunk_count = chunk_count + 1 \
@@ -181,7 +274,7 @@ impl PartWriter {
         .bind(buf.len() as i64)
         .bind(frame.len() as i64)
         .bind(self.part_id)
-        .bind(self.chunks as i64)
+        .bind(seq as i64)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -189,18 +282,16 @@ impl PartWriter {
         }
         sqlx::query("INSERT INTO snapshot_chunks (part_id, seq, data) VALUES (?, ?, ?)")
             .bind(self.part_id)
-            .bind(self.chunks as i64)
+            .bind(seq as i64)
             .bind(&frame)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-
-        self.bytes += buf.len() as u64;
-        self.stored_bytes += frame.len() as u64;
-        self.chunks += 1;
-        buf.clear();
-        self.buf = buf;
-        Ok(())
+        Ok(Stored {
+            buf,
+            hasher,
+            stored_bytes: frame.len() as u64,
+        })
     }
 
     fn compress_error(&self, source: std::io::Error) -> StoreError {
