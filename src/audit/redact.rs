@@ -60,10 +60,17 @@ impl Secrets {
     /// Adds a value as sent, with its decoded and fully encoded forms.
     pub fn add(&mut self, raw: &str) {
         let decoded = decode(raw);
-        let encoded = utf8_percent_encode(&decoded, NON_ALPHANUMERIC).to_string();
-        for form in [raw, decoded.as_ref(), encoded.as_str()] {
-            if form.len() >= MIN_SCRUB_LEN && !self.0.iter().any(|s| s == form) {
-                self.0.push(form.to_string());
+        let encoded = if decoded.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            decoded.clone()
+        } else {
+            let mut encoded = String::with_capacity(decoded.len() * 3);
+            encoded.extend(utf8_percent_encode(&decoded, NON_ALPHANUMERIC));
+            Cow::Owned(encoded)
+        };
+        self.0.reserve(3);
+        for form in [Cow::Borrowed(raw), decoded, encoded] {
+            if form.len() >= MIN_SCRUB_LEN && !self.0.iter().any(|s| *s == *form) {
+                self.0.push(form.into_owned());
             }
         }
         // Longest first, so a value is never half-replaced by a shorter form
@@ -121,8 +128,23 @@ impl Redactor {
 
     /// Whether a parameter with this name (as sent) carries a secret.
     pub fn is_secret_name(&self, name: &str) -> bool {
-        let n = normalize_name(name);
-        is_secret_normalized(&n) || self.extra.contains(&n)
+        let judge = |n: &str| is_secret_normalized(n) || self.extra.iter().any(|e| e == n);
+        // Most names are short and plain (`api_key`, `offset`): normalised
+        // on the stack, as `normalize_name` would.
+        let mut buf = [0u8; 64];
+        let plain = name.len() <= buf.len()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii() && !matches!(b, b'%' | b'+' | b'['));
+        if !plain {
+            return judge(&normalize_name(name));
+        }
+        let mut len = 0;
+        for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+            buf[len] = b.to_ascii_lowercase();
+            len += 1;
+        }
+        judge(std::str::from_utf8(&buf[..len]).expect("ASCII is UTF-8"))
     }
 
     /// Redacts every secret in a query string. Parameter order, separators

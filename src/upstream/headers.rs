@@ -100,8 +100,9 @@ pub fn request_id(headers: &HeaderMap, secrets: Option<&Secrets>) -> HeaderValue
             return v.clone();
         }
     }
-    let id = crate::digest::hex(&fastrand::u128(..).to_be_bytes());
-    HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+    let mut id = [0u8; 32];
+    crate::digest::hex_into(&fastrand::u128(..).to_be_bytes(), &mut id);
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
 }
 
 /// `Retry-After` as seconds or an HTTP date.
