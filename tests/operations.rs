@@ -355,7 +355,11 @@ async fn every_operation_is_captured_before_it_is_forwarded_once() {
         let (op, target, state, parts) = snapshot(&gw, snapshot_id).await;
         assert_eq!(op, case.op);
         assert_eq!(state, "complete", "{}", case.op);
-        assert_eq!(parts, case.parts, "{}", case.op);
+        // Captured at once: which part was stored first does not matter.
+        let (mut parts, mut expected) = (parts, case.parts.to_vec());
+        parts.sort();
+        expected.sort();
+        assert_eq!(parts, expected, "{}", case.op);
         assert!(!target.is_empty());
         let (audit_op, action, audit_target) = last_audit(&gw).await;
         assert_eq!(audit_op, case.op);

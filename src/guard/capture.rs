@@ -217,19 +217,28 @@ async fn capture(job: &Job) -> Result<(), CaptureError> {
                 .store_bytes(id, *kind, content_type.as_deref(), &bytes)
                 .await?;
         }
-        for step in job.op.spec().capture {
-            let path = job.target.render(step.path);
-            let bytes = match step.how {
-                How::Stream => source.capture(id, step.part, &path).await?.bytes,
-                How::Redacted => redacted(&source, id, step.part, &path).await?,
-                How::Paged => paged(&source, id, step.part, &path).await?,
-                How::AccountCampaigns => {
-                    let account = job.target.id.unwrap_or_default();
-                    account_campaigns(&source, id, step.part, account).await?
-                }
-            };
-            tracing::info!(target = %job.key, snapshot_id = id, kind = %step.part, bytes, "snapshot part stored");
-        }
+        // Every part is read at once: the small ones while the export
+        // streams, so a capture takes about as long as its largest part. The
+        // first failure ends the capture (the other parts are dropped and
+        // settled with the snapshot).
+        let steps = job.op.spec().capture.iter().map(|step| {
+            let source = &source;
+            async move {
+                let path = job.target.render(step.path);
+                let bytes = match step.how {
+                    How::Stream => source.capture(id, step.part, &path).await?.bytes,
+                    How::Redacted => redacted(source, id, step.part, &path).await?,
+                    How::Paged => paged(source, id, step.part, &path).await?,
+                    How::AccountCampaigns => {
+                        let account = job.target.id.unwrap_or_default();
+                        account_campaigns(source, id, step.part, account).await?
+                    }
+                };
+                tracing::info!(target = %job.key, snapshot_id = id, kind = %step.part, bytes, "snapshot part stored");
+                Ok::<(), FetchError>(())
+            }
+        });
+        futures_util::future::try_join_all(steps).await?;
         Ok::<(), FetchError>(())
     }
     .await;

@@ -119,13 +119,21 @@ pub async fn get_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<Snapsho
 }
 
 async fn parts_of(pool: &SqlitePool, snapshot_id: i64) -> Result<Vec<PartInfo>, StoreError> {
-    let parts = sqlx::query_as(
+    let mut parts: Vec<PartInfo> = sqlx::query_as(
         "SELECT kind, content_type, upstream_status, state, byte_count AS bytes, stored_bytes, \
          chunk_count AS chunks, sha256 FROM snapshot_parts WHERE snapshot_id = ? ORDER BY id",
     )
     .bind(snapshot_id)
     .fetch_all(pool)
     .await?;
+    // Parts are captured at once, so their ids follow whichever answered
+    // first: they are listed in the one order of the part kinds.
+    parts.sort_by_key(|p| {
+        PartKind::ALL
+            .iter()
+            .position(|k| k.as_str() == p.kind)
+            .unwrap_or(usize::MAX)
+    });
     Ok(parts)
 }
 
