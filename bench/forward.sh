@@ -172,11 +172,25 @@ for name in nginx haproxy safedelete baseline; do
 done
 echo "peak_rss nginx $(peak_kib "$NGX_PID") haproxy $(peak_kib "$HAP_PID") safedelete $(peak_kib "$SD_PID") safedelete-noaudit $(peak_kib "$SDN_PID")${BASELINE:+ baseline $(peak_kib "$SDB_PID")}" >> "$RESULTS"
 
+# A gateway that keeps up only by dropping audit records is not audited:
+# every record must have been written (the queue drains within a second).
+sleep 1
+audit_counts() { # name admin_addr
+  curl -s "http://$2/metrics" | awk -v n="$1" '
+    /^safedelete_audit_written_total /{w=$2} /^safedelete_audit_dropped_total /{d=$2}
+    END {print "audit", n, w+0, d+0}'
+}
+audit_counts safedelete "$SDA" >> "$RESULTS"
+if [ -n "$BASELINE" ]; then audit_counts baseline "$SDBA" >> "$RESULTS"; fi
+
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
-rows, rss, rate = {}, {}, {}
+rows, rss, rate, audit = {}, {}, {}, {}
 for line in open(sys.argv[1]):
     f = line.split()
+    if f[0] == "audit":
+        audit[f[1]] = (int(float(f[2])), int(float(f[3])))
+        continue
     if f[0] == "peak_rss":
         rss = {f[i]: int(f[i + 1]) for i in range(1, len(f), 2)}
         continue
@@ -218,6 +232,9 @@ for name in ["safedelete", "safedelete-noaudit", "baseline"]:
 if "baseline" in med:
     b = med["baseline"]
     print(f"\nsafedelete vs baseline (both audit on): {on['rps'] / b['rps']:.2f}x req/s, {on['cpu']:.1f} vs {b['cpu']:.1f} CPU us/req")
+for name, (written, dropped) in audit.items():
+    verdict = "every request recorded" if dropped == 0 else "RECORDS DROPPED: its audit-on figures do not count"
+    print(f"audit records of {name}: {written} written, {dropped} dropped ({verdict})")
 print(f"peak RSS after the 256-connection run (whole-run peak): " + ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in rss.items()))
 if rate:
     print(f"\nfixed rate (oha -q per run, latency corrected):")

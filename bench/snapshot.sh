@@ -39,6 +39,12 @@ cd "$(dirname "$0")/.."
 LEADS=${LEADS:-500000}
 ROUNDS=${ROUNDS:-1}
 RSS_POLL=${RSS_POLL:-0}
+# PIN=1: the fake on CPU 0, the gateway and curl on CPU 1, as if SmartLead
+# ran on another machine (it does): the capture's CPU then does not come out
+# of the upstream's share.
+PIN=${PIN:-0}
+PIN_UP=""; PIN_GW=""
+if [ "$PIN" = 1 ]; then PIN_UP="taskset -c 0"; PIN_GW="taskset -c 1"; fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 KEY=sl_test_key
 CAMPAIGN=101
@@ -158,7 +164,7 @@ for round in $(seq 1 "$ROUNDS"); do
   R=$WORK/r$round; mkdir -p "$R"
   echo "round $round/$ROUNDS: fake-smartlead with $LEADS leads, gateway with policy allow" >&2
 
-  "$BIN_FAKE" --listen "$UP" --leads "$LEADS" --api-key "$KEY" > "$R/fake.log" 2>&1 &
+  $PIN_UP "$BIN_FAKE" --listen "$UP" --leads "$LEADS" --api-key "$KEY" > "$R/fake.log" 2>&1 &
   FAKE_PID=$!; PIDS+=("$FAKE_PID")
   wait_http "http://$UP/api/v1/campaigns/$CAMPAIGN?api_key=$KEY" fake-smartlead 20
 
@@ -181,7 +187,7 @@ default = "allow"
 filter = "warn"
 CONF
   "$BIN_SD" check-config --config "$R/safedelete.toml" > /dev/null
-  "$BIN_SD" serve --config "$R/safedelete.toml" > "$R/gateway.log" 2>&1 &
+  $PIN_GW "$BIN_SD" serve --config "$R/safedelete.toml" > "$R/gateway.log" 2>&1 &
   GW_PID=$!; PIDS+=("$GW_PID")
   wait_http "http://$SDA/readyz" "the gateway's /readyz" 30
   # One small request so the upstream pool and the audit writer are warm.
@@ -191,7 +197,7 @@ CONF
 
   # 1. Passthrough download of the export.
   phase_start pass
-  read -r pass_code pass_bytes pass_s < <(curl -sS -o "$R/export.csv" \
+  read -r pass_code pass_bytes pass_s < <($PIN_GW curl -sS -o "$R/export.csv" \
     -w '%{http_code} %{size_download} %{time_total}\n' \
     "http://$SD/api/v1/campaigns/$CAMPAIGN/leads-export?api_key=$KEY") || true
   phase_end pass
@@ -206,7 +212,7 @@ print(h.hexdigest())" "$R/export.csv")
   # 2. The guarded DELETE.
   read -r db_before wal_before ckpt_before < <(db_size "$R/db/safedelete.db")
   phase_start del
-  read -r del_code del_s < <(curl -sS -X DELETE -D "$R/del.headers" -o "$R/del.body" \
+  read -r del_code del_s < <($PIN_GW curl -sS -X DELETE -D "$R/del.headers" -o "$R/del.body" \
     -w '%{http_code} %{time_total}\n' "http://$SD/api/v1/campaigns/$CAMPAIGN?api_key=$KEY") || true
   phase_end del
   header() { awk -v h="$1:" 'tolower($1) == h {sub(/\r$/, "", $2); print $2}' "$R/del.headers"; }
