@@ -303,3 +303,78 @@ fn is_access_error(err: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{chain, AuditRecord, AuditWriter, OperationKind};
+
+    /// Migrations convert a database that already holds a trail, and the
+    /// chain still verifies: a trail written before migration 13 (the
+    /// partial audit indexes) is migrated, verified, and its campaign
+    /// lookups use the new index.
+    #[tokio::test]
+    async fn a_trail_written_before_the_partial_indexes_verifies_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("safedelete.db");
+        let before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 13)
+                    .cloned()
+                    .collect(),
+            ),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        };
+        let conn = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options(&path, true).foreign_keys(false))
+            .await
+            .unwrap();
+        before.run(&conn).await.unwrap();
+        conn.close().await;
+
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let (sink, writer) = AuditWriter::spawn(&path, 1024, 64, metrics).unwrap();
+        for i in 0..200 {
+            let mut r = AuditRecord::empty(OperationKind::Passthrough);
+            r.path = format!("/api/v1/campaigns/{}", i % 7);
+            r.campaign_id = Some(i % 7);
+            r.actor_label = (i % 3 == 0).then(|| "alice".to_string());
+            sink.submit(r);
+        }
+        assert_eq!(writer.close().await, 200);
+
+        let pool = open(&path).await.unwrap();
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(versions.contains(&13), "{versions:?}");
+        let report = chain::verify(&pool, None).await.unwrap();
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        assert_eq!(report.records, 200);
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT id FROM audit_events WHERE campaign_id = 3 ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(
+            plan.iter()
+                .any(|(.., d)| d.contains("audit_events_campaign")),
+            "{plan:?}"
+        );
+        let in_campaign: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE campaign_id = 3")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(in_campaign, 29);
+        pool.close().await;
+    }
+}
