@@ -60,15 +60,15 @@ impl Secrets {
     /// Adds a value as sent, with its decoded and fully encoded forms.
     pub fn add(&mut self, raw: &str) {
         let decoded = decode(raw);
-        let encoded = if decoded.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            decoded.clone()
-        } else {
+        // A plain key has no other encoded spelling.
+        let encoded = (!decoded.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| {
             let mut encoded = String::with_capacity(decoded.len() * 3);
             encoded.extend(utf8_percent_encode(&decoded, NON_ALPHANUMERIC));
             Cow::Owned(encoded)
-        };
+        });
         self.0.reserve(3);
-        for form in [Cow::Borrowed(raw), decoded, encoded] {
+        let forms = [Some(Cow::Borrowed(raw)), Some(decoded), encoded];
+        for form in forms.into_iter().flatten() {
             if form.len() >= MIN_SCRUB_LEN && !self.0.iter().any(|s| *s == *form) {
                 self.0.push(form.into_owned());
             }

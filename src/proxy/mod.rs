@@ -493,7 +493,6 @@ impl ProxyService {
     }
 }
 
-/// The request target to forward: origin-form path and query exactly as sent.
 /// The audit record a request starts with: what it asked for, secrets
 /// scrubbed, and who sent it (the key's fingerprint, hashed once per
 /// connection).
@@ -581,6 +580,7 @@ fn upstream_head(
     parts.version = http::Version::HTTP_11;
 }
 
+/// The request target to forward: origin-form path and query exactly as sent.
 fn target(parts: &http::request::Parts) -> Result<PathAndQuery, ProxyError> {
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest(
