@@ -5,7 +5,8 @@
 //! Usage: audit_writer [RECORDS] [RATE]   (defaults 200000 records at 20000/s)
 //!
 //! Records are shaped like the forwarding benchmark's (a campaign GET with a
-//! redacted key); the database is a fresh file in a temporary directory.
+//! redacted key); the database is a fresh file in a temporary directory, or
+//! the PostgreSQL database `SAFEDELETE_DATABASE` names (it should be empty).
 //! Reported: records/s written, and the writer thread's CPU time per record
 //! from /proc/self/task/TID/schedstat (nanoseconds on the CPU).
 
@@ -27,7 +28,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let dir = tempfile::tempdir()?;
-    let database = dir.path().join("safedelete.db");
+    let database = match std::env::var("SAFEDELETE_DATABASE") {
+        Ok(url) => url.parse()?,
+        Err(_) => safedelete::db::Location::Sqlite(dir.path().join("safedelete.db")),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

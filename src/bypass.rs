@@ -17,10 +17,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::db::Pool;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
-use sqlx::SqlitePool;
 
 use crate::audit::{format_time, AuditError, AuditRecord, AuditSink, OperationKind};
 use crate::identity::AccountKey;
@@ -41,7 +41,7 @@ pub const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
 /// What the watch works with; the accounts are passed to [`watch`].
 pub struct Watch {
     pub upstream: Upstream,
-    pub pool: SqlitePool,
+    pub pool: Pool,
     pub audit: AuditSink,
     pub metrics: Arc<Metrics>,
     /// `bypass.interval` (not zero).
@@ -338,12 +338,9 @@ pub fn parse_listing(body: &[u8]) -> Option<Vec<Listed>> {
 
 /// The account's stored listing and when it was taken; `None` before the
 /// first listing.
-async fn load(
-    pool: &SqlitePool,
-    account: &str,
-) -> Result<Option<(String, Vec<Listed>)>, sqlx::Error> {
+async fn load(pool: &Pool, account: &str) -> Result<Option<(String, Vec<Listed>)>, sqlx::Error> {
     let listed_at: Option<String> =
-        sqlx::query_scalar("SELECT listed_at FROM bypass_accounts WHERE account = ?")
+        sqlx::query_scalar("SELECT listed_at FROM bypass_accounts WHERE account = $1")
             .bind(account)
             .fetch_optional(pool)
             .await?;
@@ -351,7 +348,7 @@ async fn load(
         return Ok(None);
     };
     let rows: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT campaign_id, name, status FROM bypass_campaigns WHERE account = ? ORDER BY campaign_id",
+        "SELECT campaign_id, name, status FROM bypass_campaigns WHERE account = $1 ORDER BY campaign_id",
     )
     .bind(account)
     .fetch_all(pool)
@@ -365,21 +362,22 @@ async fn load(
 
 /// Replaces the account's stored listing, in one transaction.
 async fn replace(
-    pool: &SqlitePool,
+    pool: &Pool,
     account: &str,
     current: &[Listed],
     now: &str,
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM bypass_campaigns WHERE account = ?")
+    sqlx::query("DELETE FROM bypass_campaigns WHERE account = $1")
         .bind(account)
         .execute(&mut *tx)
         .await?;
     for c in current {
         // A listing that names a campaign twice keeps its last entry.
         sqlx::query(
-            "INSERT OR REPLACE INTO bypass_campaigns (account, campaign_id, name, status, seen_at) \
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO bypass_campaigns (account, campaign_id, name, status, seen_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account, campaign_id) DO UPDATE \
+             SET name = excluded.name, status = excluded.status, seen_at = excluded.seen_at",
         )
         .bind(account)
         .bind(c.id)
@@ -390,7 +388,7 @@ async fn replace(
         .await?;
     }
     sqlx::query(
-        "INSERT INTO bypass_accounts (account, listed_at) VALUES (?, ?) \
+        "INSERT INTO bypass_accounts (account, listed_at) VALUES ($1, $2) \
          ON CONFLICT (account) DO UPDATE SET listed_at = excluded.listed_at",
     )
     .bind(account)
@@ -405,9 +403,9 @@ async fn replace(
 /// or is still on its way. Conservative: one whose outcome is unknown
 /// (interrupted, failed upstream) counts, so the watch never blames a
 /// delete the gateway itself sent.
-async fn deleted_through_gateway(pool: &SqlitePool, campaign_id: i64) -> Result<bool, sqlx::Error> {
+async fn deleted_through_gateway(pool: &Pool, campaign_id: i64) -> Result<bool, sqlx::Error> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM operations WHERE kind = 'campaign.delete' AND campaign_id = ? \
+        "SELECT COUNT(*) FROM operations WHERE kind = 'campaign.delete' AND campaign_id = $1 \
          AND (state IN ('received', 'deciding', 'snapshotting', 'acting') \
               OR (action = 'allow' AND state IN ('done', 'upstream_failed', 'interrupted')))",
     )
@@ -418,9 +416,9 @@ async fn deleted_through_gateway(pool: &SqlitePool, campaign_id: i64) -> Result<
 }
 
 /// The campaign's newest snapshot, a complete one first.
-async fn newest_snapshot(pool: &SqlitePool, campaign_id: i64) -> Result<Option<i64>, sqlx::Error> {
+async fn newest_snapshot(pool: &Pool, campaign_id: i64) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT id FROM snapshots WHERE campaign_id = ? \
+        "SELECT id FROM snapshots WHERE campaign_id = $1 \
          ORDER BY state = 'complete' DESC, id DESC LIMIT 1",
     )
     .bind(campaign_id)

@@ -195,7 +195,7 @@ pub enum CliError {
         done: &'static str,
         name: String,
         #[source]
-        source: rusqlite::Error,
+        source: crate::audit::writer::WriteError,
     },
     /// `policy explain` was given a fact the operation cannot have.
     #[error("{flag} does not apply to {operation} (its facts: {facts})")]

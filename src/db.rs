@@ -1,27 +1,87 @@
-//! The one SQLite pool: opened with explicit pragmas (WAL, `synchronous=FULL`,
-//! a busy timeout) and migrated with the migrations embedded in the binary;
-//! [`open`] for the gateway, [`open_existing`] for the operator commands that
-//! write. Commands that only read use [`open_read_only`]: no write, no
-//! migration, so they also work on a read-only copy of the database.
+//! The store: one pool of connections, to an embedded SQLite file or to a
+//! PostgreSQL database several gateways share ([`Location`]). Both are
+//! reached through sqlx's `Any` driver, so the guard, audit, snapshot, key
+//! and restore code run the same SQL on either ([`Pool`]); where the two
+//! dialects differ, [`Backend`] says which one a pool talks to.
 //!
-//! `access` keeps the files private (directory 0700, database 0600) and
-//! explains a permission failure by the path, owner and mode in the way;
-//! `schema` checks a read-only database has the binary's migrations.
+//! [`open`] is for the gateway, [`open_existing`] for the operator commands
+//! that write; both migrate, with the migrations of the store's kind
+//! embedded in the binary, and refuse a schema newer than the binary's.
+//! Commands that only read use [`open_read_only`]: no write, no migration,
+//! so they also work on a read-only copy of a SQLite file.
+//!
+//! `sqlite` and `postgres` open each kind; `access` keeps SQLite files
+//! private (directory 0700, database 0600) and explains a permission failure
+//! by the path, owner and mode in the way; `schema` compares the migrations a
+//! database records with the binary's.
 
 mod access;
+mod flag;
+mod location;
+mod postgres;
 mod schema;
+mod sqlite;
+mod statement;
+#[cfg(test)]
+pub mod testing;
 
 use std::collections::BTreeSet;
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use sqlx::migrate::MigrateError;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::migrate::{MigrateError, Migrator};
 
 pub use access::{exposed_mode, Blocked, Owner};
+pub use flag::Flag;
+pub use location::{BadLocation, Location, PostgresUrl};
 pub use schema::Mismatch;
+pub use statement::Statement;
+
+/// A pool of connections to the store, whichever kind it is.
+pub type Pool = sqlx::AnyPool;
+
+/// The kind of database a pool talks to, for the few statements whose SQL
+/// differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(pool: &Pool) -> Backend {
+        match pool.connect_options().database_url.scheme() {
+            "postgres" | "postgresql" => Backend::Postgres,
+            _ => Backend::Sqlite,
+        }
+    }
+}
+
+/// How many connections a pool keeps and how long it waits for one
+/// (`[database]` settings; SQLite uses at most four, its one writer at a
+/// time makes more pointless).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a query waits for a connection (including connecting)
+    /// before it fails: a guarded call is then refused, not held.
+    pub acquire_timeout: Duration,
+    /// A connection unused for this long is closed.
+    pub idle_timeout: Duration,
+    /// PostgreSQL cancels a statement that runs longer.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> PoolSettings {
+        PoolSettings {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            statement_timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// A problem opening or migrating the database.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +100,9 @@ pub enum DbError {
     },
     #[error("no database at {path} (has `safedelete serve` run with this config?)")]
     Missing { path: PathBuf },
-    #[error("cannot open the database {path}: {source}")]
+    #[error("cannot open the database {store}: {source}")]
     Open {
-        path: PathBuf,
+        store: Location,
         #[source]
         source: sqlx::Error,
     },
@@ -60,248 +120,98 @@ pub enum DbError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("cannot migrate the database {path}: {source}")]
+    #[error("cannot migrate the database {store}: {source}")]
     Migrate {
-        path: PathBuf,
+        store: Location,
         #[source]
         source: MigrateError,
     },
-    #[error("cannot read the database {path}: {mismatch}")]
-    Schema { path: PathBuf, mismatch: Mismatch },
+    #[error("cannot use the database {store}: {mismatch}")]
+    Schema { store: Location, mismatch: Mismatch },
 }
 
-/// How long a connection waits for another writer's lock before failing.
+/// How long a SQLite connection waits for another writer's lock before
+/// failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-fn options(path: &Path, create: bool) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(create)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true)
-}
-
-/// Opens (creating it 0600 and its directory 0700 if needed) and migrates
-/// the database the gateway writes to; warns when an existing database is
-/// readable by other users.
-pub async fn open(path: &Path) -> Result<SqlitePool, DbError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        access::create_private_dir(dir).map_err(|source| DbError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    match access::create_private_file(path) {
-        // SQLite, refused the same way, then says by whom.
-        Err(err) if err.kind() == ErrorKind::PermissionDenied => {}
-        Err(source) => {
-            return Err(DbError::CreateFile {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-        Ok(()) => warn_if_exposed(path),
-    }
-    connect(path, true).await
-}
-
-fn warn_if_exposed(path: &Path) {
-    if let Some(mode) = access::exposed_mode(path) {
-        let path = path.display();
-        tracing::warn!(
-            path = %path,
-            mode = %format_args!("{mode:04o}"),
-            "the database {path} has mode {mode:04o}: other users can read it, and its \
-             snapshots hold every lead's personal data; fix it with `chmod 600 {path}`"
-        );
+/// The migrations of a store's kind.
+pub fn migrator(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &sqlite::MIGRATOR,
+        Backend::Postgres => &postgres::MIGRATOR,
     }
 }
 
-/// Opens an existing database for the operator commands that write (`snapshots
-/// pin | unpin | prune`); a missing file is an error rather than a new empty
-/// database.
-pub async fn open_existing(path: &Path) -> Result<SqlitePool, DbError> {
-    require_file(path)?;
-    connect(path, false).await
+/// Opens and migrates the store the gateway writes to. A SQLite file is
+/// created (0600, its directory 0700) if needed, and a warning names an
+/// existing one that other users can read.
+pub async fn open(store: impl Into<Location>) -> Result<Pool, DbError> {
+    open_with(&store.into(), &PoolSettings::default()).await
 }
 
-/// Opens an existing database read-only for the commands that only read
+/// [`open`] with the `[database]` pool settings.
+pub async fn open_with(store: &Location, settings: &PoolSettings) -> Result<Pool, DbError> {
+    match store {
+        Location::Sqlite(path) => sqlite::open(path, settings).await,
+        Location::Postgres(url) => postgres::open(url, settings).await,
+    }
+}
+
+/// Opens an existing store for the operator commands that write (`snapshots
+/// pin | unpin | prune`, `keys`); a missing SQLite file is an error rather
+/// than a new empty database.
+pub async fn open_existing(store: impl Into<Location>) -> Result<Pool, DbError> {
+    let settings = PoolSettings::default();
+    match store.into() {
+        Location::Sqlite(path) => sqlite::open_existing(&path, &settings).await,
+        Location::Postgres(url) => postgres::open(&url, &settings).await,
+    }
+}
+
+/// Opens an existing store read-only for the commands that only read
 /// (`audit`, `history`, `snapshots list | show | export | verify`): nothing is
 /// written or migrated, and a schema other than the binary's is refused with
 /// what to run.
-///
-/// A read-only copy (in a directory this user may not write, with no `-wal`
-/// or `-shm` beside it) is opened as immutable: SQLite needs a `-shm` to read
-/// a WAL database and cannot create one there. That is only safe while
-/// nobody writes the file, which holds here: a gateway keeps a `-wal` beside
-/// the database for as long as it has it open.
-pub async fn open_read_only(path: &Path) -> Result<SqlitePool, DbError> {
-    require_file(path)?;
-    let (pool, applied) = match read(path, false).await {
-        Ok(read) => read,
-        Err(err) if is_access_error(&err) && !has_wal_files(path) => read(path, true)
-            .await
-            .map_err(|source| open_error(path, source, false))?,
-        Err(source) => return Err(open_error(path, source, false)),
+pub async fn open_read_only(store: impl Into<Location>) -> Result<Pool, DbError> {
+    let store = store.into();
+    let (pool, applied) = match &store {
+        Location::Sqlite(path) => sqlite::open_read_only(path).await?,
+        Location::Postgres(url) => postgres::open_read_only(url, &PoolSettings::default()).await?,
     };
-    let known: BTreeSet<i64> = MIGRATOR
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration())
-        .map(|m| m.version)
-        .collect();
-    if let Some(mismatch) = schema::compare(&applied, &known) {
+    if let Some(mismatch) = schema::compare(&applied, &known(migrator(Backend::of(&pool)))) {
         pool.close().await;
-        return Err(DbError::Schema {
-            path: path.to_path_buf(),
-            mismatch,
-        });
+        return Err(DbError::Schema { store, mismatch });
     }
     Ok(pool)
 }
 
-/// A read-only pool and the migrations the database records (its first read).
-async fn read(path: &Path, immutable: bool) -> Result<(SqlitePool, Vec<(i64, bool)>), sqlx::Error> {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .immutable(immutable)
-        .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await?;
-    match schema::applied(&pool).await {
-        Ok(applied) => Ok((pool, applied)),
-        Err(err) => {
-            pool.close().await;
-            Err(err)
-        }
-    }
-}
-
-fn has_wal_files(path: &Path) -> bool {
-    ["-wal", "-shm"]
+fn known(migrator: &Migrator) -> BTreeSet<i64> {
+    migrator
         .iter()
-        .any(|suffix| access::sibling(path, suffix).exists())
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect()
 }
 
-/// A missing file is [`DbError::Missing`]; anything else (a file this user
-/// may not see, say) is left for SQLite to report, explained.
-fn require_file(path: &Path) -> Result<(), DbError> {
-    let missing = || DbError::Missing {
-        path: path.to_path_buf(),
-    };
-    match std::fs::metadata(path) {
-        Err(err) if err.kind() == ErrorKind::NotFound => Err(missing()),
-        Ok(meta) if !meta.is_file() => Err(missing()),
-        _ => Ok(()),
-    }
-}
-
-async fn connect(path: &Path, create: bool) -> Result<SqlitePool, DbError> {
-    migrate(path, create).await?;
-    SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options(path, false))
+/// Applies `migrator`'s migrations, after refusing a database that a newer
+/// binary migrated (sqlx would only say a migration is missing).
+async fn run_migrations(migrator: &Migrator, pool: &Pool, store: &Location) -> Result<(), DbError> {
+    let applied = schema::applied(pool)
         .await
-        .map_err(|source| open_error(path, source, true))
-}
-
-/// Applies the embedded migrations on a connection of its own with foreign
-/// keys off: a migration that rebuilds a table (SQLite's way to change a
-/// column) must drop the old one while other tables still reference it.
-/// SQLite can only switch foreign keys outside a transaction, and each
-/// migration runs in one, hence the connection. Afterwards every reference
-/// is checked: a migration that broke one is refused.
-async fn migrate(path: &Path, create: bool) -> Result<(), DbError> {
-    // A pool of one: the migrator's futures over a bare connection are not
-    // `Send` for every lifetime, which a spawned gateway needs.
-    let conn = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options(path, create).foreign_keys(false))
-        .await
-        .map_err(|source| open_error(path, source, true))?;
-    let migrated = MIGRATOR.run(&conn).await;
-    let broken: Result<Vec<(String,)>, _> = match &migrated {
-        Ok(()) => {
-            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
-                .fetch_all(&conn)
-                .await
-        }
-        Err(_) => Ok(Vec::new()),
-    };
-    conn.close().await;
-    match (migrated, broken) {
-        (Ok(()), Ok(broken)) if broken.is_empty() => Ok(()),
-        (Ok(()), Ok(broken)) => Err(DbError::Migrate {
-            path: path.to_path_buf(),
-            source: MigrateError::Execute(sqlx::Error::Protocol(format!(
-                "the migrated database has {} broken reference(s), first in table {}",
-                broken.len(),
-                broken[0].0
-            ))),
-        }),
-        (Ok(()), Err(source)) => Err(open_error(path, source, true)),
-        (Err(err), _) => {
-            Err(match err {
-                // Migrating is the first write: a read-only file fails here.
-                MigrateError::Execute(source) if is_access_error(&source) => {
-                    open_error(path, source, true)
-                }
-                source => DbError::Migrate {
-                    path: path.to_path_buf(),
-                    source,
-                },
-            })
-        }
-    }
-}
-
-/// [`DbError::Denied`] naming the file in the way when SQLite failed for
-/// lack of permission, else [`DbError::Open`].
-fn open_error(path: &Path, source: sqlx::Error, write: bool) -> DbError {
-    let blocked = is_access_error(&source)
-        .then(|| access::find_blocked(path, write))
-        .flatten()
-        .map(Box::new);
-    match blocked {
-        Some(blocked) => DbError::Denied {
-            path: path.to_path_buf(),
-            blocked,
+        .map_err(|source| DbError::Open {
+            store: store.clone(),
             source,
-        },
-        None => DbError::Open {
-            path: path.to_path_buf(),
-            source,
-        },
+        })?;
+    if let Some(mismatch) = schema::newer(&applied, &known(migrator)) {
+        return Err(DbError::Schema {
+            store: store.clone(),
+            mismatch,
+        });
     }
-}
-
-/// SQLite's "cannot open" (14), "read-only" (8) and "permission" (3) codes,
-/// extended codes included, or an I/O permission error.
-fn is_access_error(err: &sqlx::Error) -> bool {
-    const SQLITE_PERM: i32 = 3;
-    const SQLITE_READONLY: i32 = 8;
-    const SQLITE_CANTOPEN: i32 = 14;
-    match err {
-        sqlx::Error::Io(io) => io.kind() == ErrorKind::PermissionDenied,
-        sqlx::Error::Database(db) => {
-            let primary = db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map(|c| c & 0xff);
-            matches!(
-                primary,
-                Some(SQLITE_PERM | SQLITE_READONLY | SQLITE_CANTOPEN)
-            )
-        }
-        _ => false,
-    }
+    migrator.run(pool).await.map_err(|source| DbError::Migrate {
+        store: store.clone(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -319,7 +229,7 @@ mod tests {
         let path = dir.path().join("safedelete.db");
         let before = sqlx::migrate::Migrator {
             migrations: std::borrow::Cow::Owned(
-                MIGRATOR
+                sqlite::MIGRATOR
                     .migrations
                     .iter()
                     .filter(|m| m.version < 13)
@@ -330,16 +240,13 @@ mod tests {
             locking: true,
             no_tx: false,
         };
-        let conn = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options(&path, true).foreign_keys(false))
-            .await
-            .unwrap();
+        let conn = sqlite::migration_pool(&path, true).await.unwrap();
         before.run(&conn).await.unwrap();
         conn.close().await;
 
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
-        let (sink, writer) = AuditWriter::spawn(&path, 1024, 64, metrics).unwrap();
+        let (sink, writer) =
+            AuditWriter::spawn(&Location::Sqlite(path.clone()), 1024, 64, metrics).unwrap();
         for i in 0..200 {
             let mut r = AuditRecord::empty(OperationKind::Passthrough);
             r.path = format!("/api/v1/campaigns/{}", i % 7);
@@ -376,5 +283,38 @@ mod tests {
                 .unwrap();
         assert_eq!(in_campaign, 29);
         pool.close().await;
+    }
+
+    crate::db::testing::store_tests! {
+        /// A store that a newer binary migrated is refused, by the gateway
+        /// and by the read-only commands alike, naming the unknown version.
+        async fn a_schema_newer_than_the_binary_is_refused(pool, store) {
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations \
+                 (version, description, success, checksum, execution_time) \
+                 VALUES (9999, 'from the future', TRUE, $1, 0)",
+            )
+            .bind(vec![0_u8; 48])
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+            for opened in [open(&store.location).await, open_read_only(&store.location).await] {
+                let err = opened.expect_err("refused");
+                assert!(
+                    matches!(err, DbError::Schema { mismatch: Mismatch::Newer { unknown: 9999 }, .. }),
+                    "{err}"
+                );
+                assert!(err.to_string().contains("a newer safedelete migrated it"), "{err}");
+            }
+        }
+
+        /// Opening twice (a second gateway, a restart) applies nothing twice.
+        async fn opening_a_migrated_store_again_changes_nothing(pool, store) {
+            let before: Vec<(i64, bool)> = schema::applied(&pool).await.unwrap();
+            let again = open(&store.location).await.unwrap();
+            assert_eq!(schema::applied(&again).await.unwrap(), before);
+            assert_eq!(before.last().map(|v| v.0), known(migrator(Backend::of(&pool))).last().copied());
+        }
     }
 }

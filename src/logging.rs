@@ -19,7 +19,12 @@ pub fn init(log: &Log) -> WorkerGuard {
         .finish(std::io::stdout());
     let _ = DROPPED.set(writer.error_counter());
     // Checked when the config was loaded (`LogFilter`), so nothing is lost here.
-    let filter = EnvFilter::new(log.filter.as_str());
+    // PostgreSQL's notices ("relation ... already exists, skipping" from
+    // every migration check) are not news: shown from warnings up.
+    let filter = EnvFilter::new(format!(
+        "{},sqlx::postgres::notice=warn",
+        log.filter.as_str()
+    ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

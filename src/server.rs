@@ -112,10 +112,10 @@ pub async fn run(
     let proxy_addr = listeners.proxy_addr();
     let admin_addr = listeners.admin_addr();
     let _lock = listeners.lock;
-    let pool = db::open(&config.database).await?;
+    let pool = db::open_with(&config.database.store, &config.database.pool).await?;
     let metrics = Arc::new(Metrics::default());
     let (audit, writer) = AuditWriter::spawn(
-        &config.database,
+        &config.database.store,
         config.audit.queue_capacity,
         config.audit.batch_max,
         metrics.clone(),
@@ -195,7 +195,7 @@ pub async fn run(
         proxy = %proxy_addr,
         admin = %admin_addr,
         upstream = %state.upstream.url,
-        database = %config.database.display(),
+        database = %config.database.store,
         tls = tls.is_some(),
         workers = workers.count(),
         config = config
@@ -323,7 +323,7 @@ pub async fn run(
 
 /// Operations and snapshots a crash left unfinished are marked, never
 /// reported as complete.
-async fn recover_unfinished(pool: &sqlx::SqlitePool) {
+async fn recover_unfinished(pool: &crate::db::Pool) {
     match crate::guard::ledger::recover_stale(pool).await {
         Ok((0, 0)) => {}
         Ok((operations, snapshots)) => tracing::warn!(
@@ -337,7 +337,7 @@ async fn recover_unfinished(pool: &sqlx::SqlitePool) {
 
 /// Operations a stopped gateway left interrupted get the audit record their
 /// request never wrote, so the trail shows how each ended.
-async fn record_interrupted(pool: &sqlx::SqlitePool, audit: &crate::audit::AuditSink) {
+async fn record_interrupted(pool: &crate::db::Pool, audit: &crate::audit::AuditSink) {
     use crate::guard::ledger;
     let ops = match ledger::unrecorded_interrupted(pool).await {
         Ok(ops) => ops,

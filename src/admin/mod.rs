@@ -44,7 +44,7 @@ pub struct AdminState {
     /// Bearer token required for everything but the health endpoints.
     pub token: Option<Secret>,
     /// The gateway's database, read by the `/v1` API.
-    pub pool: sqlx::SqlitePool,
+    pub pool: crate::db::Pool,
     /// The SmartLead accounts a new gateway key may send for.
     pub accounts: Vec<String>,
     /// The account a new key sends for when none is named.

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use super::event::{Value, OPTIONAL_TAIL};
 use super::query::{list, Filter, Page};
@@ -123,7 +123,7 @@ impl FromStr for Checkpoint {
 }
 
 /// The newest chained record.
-pub async fn checkpoint(pool: &SqlitePool) -> Result<Option<Checkpoint>, sqlx::Error> {
+pub async fn checkpoint(pool: &Pool) -> Result<Option<Checkpoint>, sqlx::Error> {
     let row: Option<(i64, String)> = sqlx::query_as(
         "SELECT id, hash FROM audit_events WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
     )
@@ -192,7 +192,7 @@ pub struct VerifyReport {
 
 /// Walks the whole chain, oldest first, in pages.
 pub async fn verify(
-    pool: &SqlitePool,
+    pool: &Pool,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<VerifyReport, sqlx::Error> {
     let mut report = VerifyReport {

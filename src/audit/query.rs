@@ -1,6 +1,6 @@
 //! Reading the audit trail back, for `safedelete audit` and the admin API.
 
-use sqlx::SqlitePool;
+use crate::db::{Pool, Statement};
 
 pub use super::event::StoredEvent;
 
@@ -56,60 +56,63 @@ pub enum Page {
 
 /// Records matching `filter`, one page of at most `limit`.
 pub async fn list(
-    pool: &SqlitePool,
+    pool: &Pool,
     filter: &Filter,
     page: Page,
     limit: u32,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(format!(
+    let mut q = Statement::new(format!(
         "SELECT {} FROM audit_events WHERE 1=1",
         super::event::COLUMNS.join(", ")
     ));
     if let Some(c) = filter.campaign_id {
-        q.push(" AND campaign_id = ").push_bind(c);
+        q.push(" AND campaign_id = ").bind(c);
     }
     if let Some(a) = &filter.actor {
         q.push(" AND (actor_label = ")
-            .push_bind(a.clone())
+            .bind(a.clone())
             .push(" OR actor_fingerprint = ")
-            .push_bind(a.clone())
+            .bind(a.clone())
             .push(")");
     }
     if let Some(a) = &filter.action {
-        q.push(" AND action = ").push_bind(a.clone());
+        q.push(" AND action = ").bind(a.clone());
     }
     if let Some(m) = &filter.method {
-        q.push(" AND method = ").push_bind(m.to_ascii_uppercase());
+        q.push(" AND method = ").bind(m.to_ascii_uppercase());
     }
     if let Some(s) = filter.status {
-        q.push(" AND status = ").push_bind(s);
+        q.push(" AND status = ").bind(s);
     }
     if let Some(t) = &filter.since {
-        q.push(" AND time >= ").push_bind(t.clone());
+        q.push(" AND time >= ").bind(t.clone());
     }
     if let Some(t) = &filter.until {
-        q.push(" AND time < ").push_bind(t.clone());
+        q.push(" AND time < ").bind(t.clone());
     }
     match page {
         Page::NewestFirst { before } => {
             if let Some(b) = before {
-                q.push(" AND id < ").push_bind(b);
+                q.push(" AND id < ").bind(b);
             }
             q.push(" ORDER BY id DESC");
         }
         Page::OldestFirst { after } => {
             if let Some(a) = after {
-                q.push(" AND id > ").push_bind(a);
+                q.push(" AND id > ").bind(a);
             }
             q.push(" ORDER BY id ASC");
         }
     }
-    q.push(" LIMIT ").push_bind(i64::from(limit));
-    q.build_query_as::<StoredEvent>().fetch_all(pool).await
+    q.push(" LIMIT ").bind(i64::from(limit));
+    let (sql, args) = q.finish();
+    sqlx::query_as_with::<_, StoredEvent, _>(&sql, args)
+        .fetch_all(pool)
+        .await
 }
 
 /// The most recent `limit` records, newest first.
-pub async fn recent(pool: &SqlitePool, limit: u32) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub async fn recent(pool: &Pool, limit: u32) -> Result<Vec<StoredEvent>, sqlx::Error> {
     list(
         pool,
         &Filter::default(),

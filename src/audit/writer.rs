@@ -4,24 +4,30 @@
 //! (a full queue drops the record, counts it and logs it); a guarded record is
 //! waited for until it is committed.
 //!
-//! The writer is a plain thread with its own connection and one cached
-//! `INSERT` statement rather than a task on the async pool: at tens of
-//! thousands of records a second, a round trip to the pool's worker per
-//! statement cost more than the insert itself.
+//! The writer is a plain thread with its own connection rather than a task
+//! on the async pool: at tens of thousands of records a second, a round trip
+//! to the pool's worker per statement cost more than the insert itself.
+//! `sqlite` and `postgres` hold the connection of each kind of store; both
+//! chain a batch to the newest record under the store's write lock, so the
+//! gateways and commands sharing a store extend one chain.
+
+mod postgres;
+mod sqlite;
 
 use crate::sync::lock;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain;
-use super::event::{StoredEvent, COLUMNS};
+use super::event::StoredEvent;
 use super::{format_time, AuditRecord, ErrorKind, OperationKind};
+use crate::db::Location;
 use crate::metrics::Metrics;
+
+pub use postgres::CHAIN_LOCK;
 
 /// How long the writer waits for more records before committing a batch
 /// that is not full, in steps after which it commits at once if the batch is
@@ -129,7 +135,7 @@ enum Job {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("cannot open the audit writer's connection: {0}")]
-    Open(#[source] rusqlite::Error),
+    Open(#[source] WriteError),
     #[error("cannot start the audit writer thread: {0}")]
     Thread(#[source] std::io::Error),
     #[error("the audit writer has stopped")]
@@ -218,12 +224,12 @@ impl AuditWriter {
     /// Opens the writer's connection to `database` (already migrated) and
     /// starts the thread; returns both ends.
     pub fn spawn(
-        database: &Path,
+        store: &Location,
         capacity: usize,
         batch_max: usize,
         metrics: Arc<Metrics>,
     ) -> Result<(AuditSink, AuditWriter), AuditError> {
-        let conn = open(database).map_err(AuditError::Open)?;
+        let conn = Connection::open(store).map_err(AuditError::Open)?;
         let (tx, rx) = mpsc::channel(capacity);
         let health = Arc::new(AuditHealth::default());
         let thread = {
@@ -259,14 +265,50 @@ impl AuditWriter {
     }
 }
 
-/// The writer's own connection: same file and pragmas as the pool
-/// (`db::open` has already created and migrated it).
-fn open(database: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(database)?;
-    conn.busy_timeout(crate::db::BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(conn)
+/// Why a batch could not be written, from either kind of store.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Postgres(#[from] sqlx::Error),
+    #[error("cannot wait for the write: {0}")]
+    Join(String),
+}
+
+/// The writer's connection to the store.
+enum Connection {
+    Sqlite(sqlite::Writer),
+    Postgres(Box<postgres::Writer>),
+}
+
+impl Connection {
+    fn open(store: &Location) -> Result<Connection, WriteError> {
+        Ok(match store {
+            Location::Sqlite(path) => Connection::Sqlite(sqlite::Writer::open(path)?),
+            Location::Postgres(url) => Connection::Postgres(Box::new(postgres::Writer::open(url)?)),
+        })
+    }
+
+    /// Inserts the rows chained after the newest record; `durable`: the
+    /// commit must reach the disk before it returns. Returns the first id.
+    fn insert(&mut self, rows: &mut [StoredEvent], durable: bool) -> Result<i64, WriteError> {
+        match self {
+            Connection::Sqlite(w) => Ok(w.insert(rows, durable)?),
+            Connection::Postgres(w) => Ok(w.insert(rows, durable)?),
+        }
+    }
+}
+
+/// Gives the rows their ids from `first_id` on and links each to the one
+/// before, the first to `prev_hash` (the newest stored record's hash).
+fn chain_rows(rows: &mut [StoredEvent], first_id: i64, mut prev_hash: String) {
+    for (row, id) in rows.iter_mut().zip(first_id..) {
+        row.id = id;
+        let hash = chain::hash(&prev_hash, &row.hashed_values());
+        row.prev_hash = Some(std::mem::replace(&mut prev_hash, hash.clone()));
+        row.hash = Some(hash);
+    }
 }
 
 fn run(
@@ -278,8 +320,6 @@ fn run(
 ) -> u64 {
     let mut batch: Vec<Job> = Vec::with_capacity(batch_max);
     let mut written = 0u64;
-    // `open` starts every connection at `synchronous = FULL`.
-    let mut full = true;
     loop {
         let first = if health.failure().is_some() {
             // Failing: try again now and then even when nothing arrives, so
@@ -288,7 +328,7 @@ fn run(
                 Ok(job) => job,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     std::thread::sleep(PROBE_EVERY);
-                    written += write_batch(&mut conn, &mut full, &mut batch, metrics, health, 1);
+                    written += write_batch(&mut conn, &mut batch, metrics, health, 1);
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -325,7 +365,7 @@ fn run(
         } else {
             5
         };
-        written += write_batch(&mut conn, &mut full, &mut batch, metrics, health, attempts);
+        written += write_batch(&mut conn, &mut batch, metrics, health, attempts);
         batch.clear();
         if stopping && rx.is_empty() {
             break;
@@ -356,7 +396,6 @@ impl Job {
 /// gap record, and the callers waiting on its guarded records learn why.
 fn write_batch(
     conn: &mut Connection,
-    full: &mut bool,
     batch: &mut [Job],
     metrics: &Metrics,
     health: &AuditHealth,
@@ -368,7 +407,7 @@ fn write_batch(
         return 0;
     }
     let gap_record = gap.as_ref().map(Gap::record);
-    let want_full = needs_disk(batch) || gap_record.is_some();
+    let durable = needs_disk(batch) || gap_record.is_some();
     // The rows to insert, converted once for every attempt: the gap record
     // first, then the batch's records (their strings moved, not copied).
     let mut times = Vec::with_capacity(records);
@@ -386,7 +425,7 @@ fn write_batch(
     let mut delay = Duration::from_millis(50);
     let mut attempt = 1;
     let outcome = loop {
-        match synchronous(conn, full, want_full).and_then(|()| insert_chained(conn, &mut rows)) {
+        match conn.insert(&mut rows, durable) {
             Ok(first_id) => break Ok(first_id),
             Err(err) if attempt < attempts => {
                 tracing::warn!(error = %err, attempt, rows = records, "audit batch failed, retrying");
@@ -472,105 +511,33 @@ fn needs_disk(batch: &[Job]) -> bool {
     })
 }
 
-/// Sets `synchronous` for the next commit when it changes. A batch that
-/// needs the disk is not written unless `FULL` is set; one that does not is
-/// written `FULL` when it cannot be lowered.
-fn synchronous(conn: &Connection, full: &mut bool, want_full: bool) -> rusqlite::Result<()> {
-    if *full == want_full {
-        return Ok(());
-    }
-    let value = if want_full { "FULL" } else { "NORMAL" };
-    match conn.pragma_update(None, "synchronous", value) {
-        Ok(()) => {
-            *full = want_full;
-            Ok(())
+/// Appends one record to the trail from outside a gateway (`safedelete
+/// keys ...`, a command-line restore), chained like the writer's own: the
+/// store's write lock makes it safe while gateways write too. Returns the
+/// record's id.
+pub async fn append(store: &Location, mut record: AuditRecord) -> Result<i64, WriteError> {
+    let mut rows = [StoredEvent::from_record(&mut record)];
+    match store {
+        Location::Sqlite(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                sqlite::Writer::open(&path)?.insert(&mut rows, true)
+            })
+            .await
+            .map_err(|e| WriteError::Join(e.to_string()))?
+            .map_err(WriteError::from)
         }
-        Err(err) if !want_full => {
-            tracing::warn!(error = %err, "cannot lower synchronous for a passthrough batch");
-            Ok(())
+        Location::Postgres(url) => {
+            use sqlx::{ConnectOptions, Connection as _};
+            let mut conn = url
+                .expose()
+                .parse::<sqlx::postgres::PgConnectOptions>()?
+                .connect()
+                .await?;
+            let id = postgres::insert_chained(&mut conn, &mut rows, true).await;
+            let _ = conn.close().await;
+            Ok(id?)
         }
-        Err(err) => Err(err),
-    }
-}
-
-/// Appends one record to the trail of `database` from outside a gateway
-/// (`safedelete keys ...`), chained like the writer's own: the write lock
-/// taken by [`insert_chained`] makes it safe while gateways write too.
-/// Blocks; returns the record's id.
-pub fn append(database: &Path, mut record: AuditRecord) -> rusqlite::Result<i64> {
-    let mut conn = open(database)?;
-    insert_chained(&mut conn, &mut [StoredEvent::from_record(&mut record)])
-}
-
-/// Inserts the rows with explicit ids, each chained to the one before
-/// (`prev_hash`, `hash`), in one `BEGIN IMMEDIATE` transaction: the write
-/// lock is held from the first read, so every writer on the file (this one,
-/// another gateway's) extends one chain. Returns the first row's id.
-fn insert_chained(conn: &mut Connection, rows: &mut [StoredEvent]) -> rusqlite::Result<i64> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (last_id, last_hash): (i64, Option<String>) = tx
-        .prepare_cached("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok((0, None)),
-            e => Err(e),
-        })?;
-    let seq: i64 = tx
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'")?
-        .query_row([], |row| row.get(0))
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(0),
-            e => Err(e),
-        })?;
-    let first_id = seq.max(last_id) + 1;
-    let mut prev_hash = last_hash.unwrap_or_else(|| chain::GENESIS.to_string());
-    for (row, id) in rows.iter_mut().zip(first_id..) {
-        row.id = id;
-        let hash = chain::hash(&prev_hash, &row.hashed_values());
-        row.prev_hash = Some(std::mem::replace(&mut prev_hash, hash.clone()));
-        row.hash = Some(hash);
-    }
-    // Full chunks go in one statement of `ROWS_PER_INSERT` rows, prepared
-    // once; the rest row by row.
-    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
-    for chunk in chunks.by_ref() {
-        tx.prepare_cached(insert_sql(true))?
-            .execute(rusqlite::params_from_iter(
-                chunk.iter().flat_map(StoredEvent::values),
-            ))?;
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut insert = tx.prepare_cached(insert_sql(false))?;
-        for row in rest {
-            insert.execute(rusqlite::params_from_iter(row.values()))?;
-        }
-    }
-    tx.commit()?;
-    Ok(first_id)
-}
-
-/// Rows a full chunk inserts in one statement.
-const ROWS_PER_INSERT: usize = 32;
-
-/// `INSERT INTO audit_events (every column) VALUES (?, ...), ...` for one
-/// row, or `many` ([`ROWS_PER_INSERT`]), from the one column list.
-fn insert_sql(many: bool) -> &'static str {
-    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let rows = if many { ROWS_PER_INSERT } else { 1 };
-    let build = || {
-        let row = format!("({})", vec!["?"; COLUMNS.len()].join(", "));
-        format!(
-            "INSERT INTO audit_events ({}) VALUES {}",
-            COLUMNS.join(", "),
-            vec![row; rows].join(", ")
-        )
-    };
-    if many {
-        MANY.get_or_init(build)
-    } else {
-        ONE.get_or_init(build)
     }
 }
 
@@ -586,8 +553,10 @@ mod tests {
     use super::*;
 
     fn synchronous_now(conn: &Connection) -> i64 {
-        conn.pragma_query_value(None, "synchronous", |r| r.get(0))
-            .unwrap()
+        match conn {
+            Connection::Sqlite(w) => w.synchronous_now(),
+            Connection::Postgres(_) => unreachable!("a SQLite test"),
+        }
     }
 
     /// Passthrough batches are committed `NORMAL`; a batch with anything else
@@ -597,81 +566,139 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         crate::db::open(&path).await.unwrap().close().await;
-        let mut conn = open(&path).unwrap();
+        let mut conn = Connection::open(&Location::Sqlite(path.clone())).unwrap();
         let (metrics, health) = (Metrics::default(), AuditHealth::default());
-        let mut full = true;
         let record = |op| Job::Record(AuditRecord::empty(op));
 
         let mut batch = vec![
             record(OperationKind::Passthrough),
             record(OperationKind::Passthrough),
         ];
-        assert_eq!(
-            write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1),
-            2
-        );
+        assert_eq!(write_batch(&mut conn, &mut batch, &metrics, &health, 1), 2);
         assert_eq!(synchronous_now(&conn), 1, "NORMAL");
 
         let mut batch = vec![
             record(OperationKind::Passthrough),
             record(OperationKind::Guarded("campaign.delete")),
         ];
-        assert_eq!(
-            write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1),
-            2
-        );
+        assert_eq!(write_batch(&mut conn, &mut batch, &metrics, &health, 1), 2);
         assert_eq!(synchronous_now(&conn), 2, "FULL");
 
         let mut batch = vec![record(OperationKind::Passthrough)];
-        write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1);
+        write_batch(&mut conn, &mut batch, &metrics, &health, 1);
         assert_eq!(synchronous_now(&conn), 1);
         let (tx, _rx) = oneshot::channel();
         let mut batch = vec![Job::Durable(
             AuditRecord::empty(OperationKind::Passthrough),
             tx,
         )];
-        write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1);
+        write_batch(&mut conn, &mut batch, &metrics, &health, 1);
         assert_eq!(synchronous_now(&conn), 2, "a caller waits for it: FULL");
 
-        let rows: i64 = conn
-            .query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+        let pool = crate::db::open(&path).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+            .fetch_one(&pool)
+            .await
             .unwrap();
         assert_eq!(rows, 6);
     }
 
-    /// Batches of whole chunks and a remainder are stored in order, each
-    /// record chained to the one before, as the verifier reads them.
-    #[tokio::test]
-    async fn chunked_inserts_keep_every_record_in_order_and_chained() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.db");
-        let pool = crate::db::open(&path).await.unwrap();
-        let mut conn = open(&path).unwrap();
-        let (metrics, health) = (Metrics::default(), AuditHealth::default());
-        let mut full = true;
-        let mut written = 0;
-        for size in [ROWS_PER_INSERT * 2 + 5, 1, ROWS_PER_INSERT] {
-            let mut batch: Vec<Job> = (0..size)
-                .map(|i| {
-                    let mut r = AuditRecord::empty(OperationKind::Passthrough);
-                    r.path = format!("/api/v1/campaigns/{}", written + i);
-                    Job::Record(r)
+    /// Batches written on a thread of their own, as the writer thread
+    /// writes them (the PostgreSQL connection drives its own runtime
+    /// there), each tried once: a batch that collides with another
+    /// writer's is lost, not retried into success. The thread starts
+    /// writing when `start` lets it.
+    fn writer_thread(
+        location: &Location,
+        batches: Vec<Vec<Job>>,
+        start: Arc<std::sync::Barrier>,
+    ) -> std::thread::JoinHandle<u64> {
+        let location = location.clone();
+        std::thread::spawn(move || {
+            let mut conn = Connection::open(&location).unwrap();
+            let (metrics, health) = (Metrics::default(), AuditHealth::default());
+            start.wait();
+            batches
+                .into_iter()
+                .map(|mut batch| write_batch(&mut conn, &mut batch, &metrics, &health, 1))
+                .sum()
+        })
+    }
+
+    fn write_on_a_thread(location: &Location, batches: Vec<Vec<Job>>) -> u64 {
+        let start = Arc::new(std::sync::Barrier::new(1));
+        writer_thread(location, batches, start).join().unwrap()
+    }
+
+    fn passthrough(path: String) -> Job {
+        let mut r = AuditRecord::empty(OperationKind::Passthrough);
+        r.path = path;
+        Job::Record(r)
+    }
+
+    crate::db::testing::store_tests! {
+        /// Batches of whole chunks and a remainder are stored in order, each
+        /// record chained to the one before, as the verifier reads them.
+        async fn chunked_inserts_keep_every_record_in_order_and_chained(pool, store) {
+            let mut batches = Vec::new();
+            let mut n = 0;
+            for size in [sqlite::ROWS_PER_INSERT * 2 + 5, 1, sqlite::ROWS_PER_INSERT] {
+                batches.push((n..n + size).map(|i| passthrough(format!("/api/v1/campaigns/{i}"))).collect());
+                n += size;
+            }
+            let written = write_on_a_thread(&store.location, batches);
+            assert_eq!(written as usize, sqlite::ROWS_PER_INSERT * 3 + 6);
+            let paths: Vec<(i64, String)> =
+                sqlx::query_as("SELECT id, path FROM audit_events ORDER BY id")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(paths.len() as u64, written);
+            for (i, (id, path)) in paths.iter().enumerate() {
+                assert_eq!(*id, i as i64 + 1);
+                assert_eq!(path, &format!("/api/v1/campaigns/{i}"));
+            }
+            let report = chain::verify(&pool, None).await.unwrap();
+            assert!(report.problem.is_none(), "{:?}", report.problem);
+            assert_eq!(report.records, written);
+        }
+
+        /// Three writers on one store (three gateways' worth) writing at
+        /// once: every record lands once, and one chain covers them all.
+        async fn writers_of_several_gateways_extend_one_chain(pool, store) {
+            let start = Arc::new(std::sync::Barrier::new(3));
+            let writers: Vec<_> = (0..3)
+                .map(|w| {
+                    let batches = (0..100)
+                        .map(|round| (0..5).map(|i| passthrough(format!("/gw{w}/{round}/{i}"))).collect())
+                        .collect();
+                    writer_thread(&store.location, batches, start.clone())
                 })
                 .collect();
-            written += write_batch(&mut conn, &mut full, &mut batch, &metrics, &health, 1) as usize;
-        }
-        assert_eq!(written, ROWS_PER_INSERT * 3 + 6);
-        let paths: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, path FROM audit_events ORDER BY id")
-                .fetch_all(&pool)
+            let written: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+            assert_eq!(written, 3 * 100 * 5);
+            let distinct: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT path) FROM audit_events")
+                .fetch_one(&pool)
                 .await
                 .unwrap();
-        for (i, (id, path)) in paths.iter().enumerate() {
-            assert_eq!(*id, i as i64 + 1);
-            assert_eq!(path, &format!("/api/v1/campaigns/{i}"));
+            assert_eq!(distinct as u64, written);
+            let report = chain::verify(&pool, None).await.unwrap();
+            assert!(report.problem.is_none(), "{:?}", report.problem);
+            assert_eq!(report.records, written);
         }
-        let report = chain::verify(&pool, None).await.unwrap();
-        assert!(report.problem.is_none(), "{:?}", report.problem);
-        assert_eq!(report.records, written as u64);
+
+        /// A record appended from outside a gateway (`safedelete keys`)
+        /// extends the same chain as the gateway's writer.
+        async fn an_appended_record_extends_the_writers_chain(pool, store) {
+            write_on_a_thread(&store.location, vec![vec![passthrough("/a".into())]]);
+            let id = append(&store.location, AuditRecord::empty(OperationKind::Passthrough))
+                .await
+                .unwrap();
+            assert_eq!(id, 2);
+            write_on_a_thread(&store.location, vec![vec![passthrough("/b".into())]]);
+            let report = chain::verify(&pool, None).await.unwrap();
+            assert!(report.problem.is_none(), "{:?}", report.problem);
+            assert_eq!(report.records, 3);
+        }
     }
 }

@@ -216,9 +216,9 @@ pub async fn run(args: AuditArgs) -> Result<(), CliError> {
 }
 
 /// Every `audit` command only reads, so each works on a read-only copy.
-async fn open(arg: &ConfigArg) -> Result<sqlx::SqlitePool, CliError> {
+async fn open(arg: &ConfigArg) -> Result<crate::db::Pool, CliError> {
     let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
-    Ok(db::open_read_only(&config.database).await?)
+    Ok(db::open_read_only(&config.database.store).await?)
 }
 
 async fn list(
@@ -252,7 +252,7 @@ async fn list(
 
 /// Streams the whole trail, oldest first, one page at a time.
 async fn export(
-    pool: &sqlx::SqlitePool,
+    pool: &crate::db::Pool,
     format: Format,
     path: Option<&std::path::Path>,
 ) -> Result<(), ExportError> {
@@ -267,7 +267,7 @@ async fn export(
 }
 
 async fn write_pages(
-    pool: &sqlx::SqlitePool,
+    pool: &crate::db::Pool,
     format: Format,
     sink: &mut Sink,
 ) -> Result<(), ExportError> {

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use crate::snapshot::store::{self, PartKind};
 
@@ -16,7 +16,7 @@ use super::CliError;
 /// complete and verified; on stdout the bytes go out as they are verified
 /// chunk by chunk, so a checksum failure can only be reported after the fact.
 pub async fn export_one(
-    pool: &SqlitePool,
+    pool: &Pool,
     snapshot_id: i64,
     kind: PartKind,
     path: Option<&Path>,
@@ -45,7 +45,7 @@ pub async fn export_one(
 }
 
 async fn export_to_file(
-    pool: &SqlitePool,
+    pool: &Pool,
     snapshot_id: i64,
     kind: PartKind,
     path: &Path,
@@ -74,7 +74,7 @@ const EXPORT_DIR_MODE: u32 = 0o700;
 /// Every complete part into `dir` (created 0700 if missing), each under
 /// [`PartKind::file_name`] and each through its own temporary file, 0600;
 /// parts that are not complete are named on stderr and skipped.
-pub async fn export_all(pool: &SqlitePool, snapshot_id: i64, dir: &Path) -> Result<(), CliError> {
+pub async fn export_all(pool: &Pool, snapshot_id: i64, dir: &Path) -> Result<(), CliError> {
     if dir.is_file() {
         return Err(CliError::ExportDirIsFile {
             path: dir.to_path_buf(),

@@ -32,7 +32,7 @@ pub struct HistoryArgs {
 /// Runs `history`; a campaign the gateway never saw is an error.
 pub async fn run(args: HistoryArgs) -> Result<(), CliError> {
     let config = Config::load(args.config.config.as_deref(), &ProcessEnv)?;
-    let pool = db::open_read_only(&config.database).await?;
+    let pool = db::open_read_only(&config.database.store).await?;
     let subject = match (args.campaign, args.lead, args.email_account) {
         (Some(id), _, _) => Subject::Campaign(id),
         (_, Some(id), _) => Subject::Lead(id),

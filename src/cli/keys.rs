@@ -5,10 +5,9 @@
 //! the OS user's name.
 
 use std::io::Write as _;
-use std::path::Path;
 use std::time::SystemTime;
 
-use sqlx::SqlitePool;
+use crate::db::{Location, Pool};
 
 use crate::audit::{writer, AuditRecord};
 use crate::config::{Config, IdentityMode, ProcessEnv};
@@ -83,13 +82,13 @@ pub async fn run(command: KeysCommand) -> Result<(), CliError> {
     let config = Config::load(config_arg.config.as_deref(), &ProcessEnv)?;
     // Created and migrated if need be, so keys can be made before the
     // gateway first runs.
-    let pool = db::open(&config.database).await?;
+    let pool = db::open_with(&config.database.store, &config.database.pool).await?;
     let result = run_on(&pool, &config, command).await;
     pool.close().await;
     result
 }
 
-async fn run_on(pool: &SqlitePool, config: &Config, command: KeysCommand) -> Result<(), CliError> {
+async fn run_on(pool: &Pool, config: &Config, command: KeysCommand) -> Result<(), CliError> {
     let via = |path: &str| Via {
         method: "CLI".to_string(),
         path: path.to_string(),
@@ -124,7 +123,7 @@ async fn run_on(pool: &SqlitePool, config: &Config, command: KeysCommand) -> Res
             };
             let (created, record) =
                 manage::create(pool, &accounts, request, &via("keys create")).await?;
-            audit(&config.database, record, "created", &name)?;
+            audit(&config.database.store, record, "created", &name).await?;
             let row = &created.row;
             if json {
                 writeln!(out, "{}", to_json(&Shown::created(&created))?)?;
@@ -165,7 +164,7 @@ async fn run_on(pool: &SqlitePool, config: &Config, command: KeysCommand) -> Res
         }
         KeysCommand::Revoke { name, .. } => {
             let (revoked, record) = manage::revoke(pool, &name, &via("keys revoke")).await?;
-            audit(&config.database, record, "revoked", &name)?;
+            audit(&config.database.store, record, "revoked", &name).await?;
             writeln!(
                 out,
                 "Revoked {revoked} key{} named {name:?}; {} working within a second on every gateway sharing this database.",
@@ -178,7 +177,7 @@ async fn run_on(pool: &SqlitePool, config: &Config, command: KeysCommand) -> Res
         } => {
             let grace = manage::parse_grace(&grace)?;
             let (rotated, record) = manage::rotate(pool, &name, grace, &via("keys rotate")).await?;
-            audit(&config.database, record, "rotated", &name)?;
+            audit(&config.database.store, record, "rotated", &name).await?;
             let row = &rotated.new.row;
             if json {
                 writeln!(out, "{}", to_json(&Shown::rotated(&rotated))?)?;
@@ -203,13 +202,14 @@ async fn run_on(pool: &SqlitePool, config: &Config, command: KeysCommand) -> Res
 }
 
 /// Appends the action's record to the trail; the action itself is done by then.
-fn audit(
-    database: &Path,
+async fn audit(
+    store: &Location,
     record: AuditRecord,
     done: &'static str,
     name: &str,
 ) -> Result<(), CliError> {
-    writer::append(database, record)
+    writer::append(store, record)
+        .await
         .map(drop)
         .map_err(|source| CliError::KeyAudit {
             done,

@@ -101,7 +101,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         return undo(&config, &args, Undo::unarchive(campaign_id)).await;
     }
     if let (Some(snapshot_id), None) = (args.snapshot_id, args.resume) {
-        let pool = db::open_read_only(&config.database).await?;
+        let pool = db::open_read_only(&config.database.store).await?;
         let found = restore::undo::from_snapshot(&pool, snapshot_id).await;
         pool.close().await;
         if let Some(plan) = found? {
@@ -116,7 +116,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
     }
     if args.dry_run {
         let snapshot_id = args.snapshot_id.ok_or(CliError::RestoreResumeDryRun)?;
-        let pool = db::open_read_only(&config.database).await?;
+        let pool = db::open_read_only(&config.database.store).await?;
         let captured = restore::source::read(&pool, snapshot_id).await;
         pool.close().await;
         let plan = Plan::new(&captured?, name, leads(&args))?;
@@ -130,7 +130,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let (key_query, account) = key(&config, &args)?;
-    let pool = db::open(&config.database).await?;
+    let pool = db::open_with(&config.database.store, &config.database.pool).await?;
     let result = real_run(&config, &pool, &args, name, key_query, account).await;
     pool.close().await;
     result
@@ -138,7 +138,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), CliError> {
 
 async fn real_run(
     config: &Config,
-    pool: &sqlx::SqlitePool,
+    pool: &crate::db::Pool,
     args: &RestoreArgs,
     name: Option<&str>,
     key_query: String,
@@ -170,7 +170,7 @@ async fn real_run(
         println!("\nRestore {restore_id}:");
     }
     let audit = Audit {
-        trail: Trail::File(&config.database),
+        trail: Trail::File(&config.database.store),
         operator: &operator,
         account: account.as_deref(),
     };
@@ -252,7 +252,7 @@ async fn undo(config: &Config, args: &RestoreArgs, undo: Undo) -> Result<(), Cli
     let caller = caller(config, key_query, args.json)?;
     let operator = super::keys::os_user();
     let audit = Audit {
-        trail: Trail::File(&config.database),
+        trail: Trail::File(&config.database.store),
         operator: &operator,
         account: account.as_deref(),
     };

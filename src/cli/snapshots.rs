@@ -5,8 +5,8 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
+use crate::db::Pool;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use sqlx::SqlitePool;
 
 use crate::config::{Config, ProcessEnv};
 use crate::db;
@@ -221,7 +221,7 @@ fn split(command: SnapshotsCommand) -> (ConfigArg, Action) {
     }
 }
 
-async fn run_on(pool: &SqlitePool, action: Action) -> Result<(), CliError> {
+async fn run_on(pool: &Pool, action: Action) -> Result<(), CliError> {
     match action {
         Action::List {
             campaign,
@@ -274,18 +274,18 @@ async fn run_on(pool: &SqlitePool, action: Action) -> Result<(), CliError> {
     }
 }
 
-async fn open(arg: ConfigArg, writes: bool) -> Result<SqlitePool, CliError> {
+async fn open(arg: ConfigArg, writes: bool) -> Result<Pool, CliError> {
     let config = Config::load(arg.config.as_deref(), &ProcessEnv)?;
     let pool = if writes {
-        db::open_existing(&config.database).await?
+        db::open_existing(&config.database.store).await?
     } else {
-        db::open_read_only(&config.database).await?
+        db::open_read_only(&config.database.store).await?
     };
     Ok(pool)
 }
 
 async fn list(
-    pool: &SqlitePool,
+    pool: &Pool,
     filter: &SnapshotFilter<'_>,
     limit: u32,
     json: bool,
@@ -335,7 +335,7 @@ fn write_table(out: &mut impl std::io::Write, snapshots: &[SnapshotInfo]) -> std
     Ok(())
 }
 
-async fn show(pool: &SqlitePool, id: i64, json: bool) -> Result<(), CliError> {
+async fn show(pool: &Pool, id: i64, json: bool) -> Result<(), CliError> {
     let s = store::get_snapshot(pool, id)
         .await
         .map_err(CliError::Snapshots)?;

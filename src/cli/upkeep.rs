@@ -2,7 +2,7 @@
 //! stored snapshots. The database work is in `snapshot::store::manage`; this
 //! file prints it.
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use crate::snapshot::store::{self, PartOutcome};
 
@@ -11,7 +11,7 @@ use super::CliError;
 
 /// Verifies one snapshot or all, one line per part; any failure makes the
 /// command fail after every part has been checked.
-pub async fn verify(pool: &SqlitePool, id: Option<i64>) -> Result<(), CliError> {
+pub async fn verify(pool: &Pool, id: Option<i64>) -> Result<(), CliError> {
     let ids = match id {
         Some(id) => vec![id],
         None => store::all_snapshot_ids(pool)
@@ -48,7 +48,7 @@ pub async fn verify(pool: &SqlitePool, id: Option<i64>) -> Result<(), CliError> 
 }
 
 /// Pins or unpins a snapshot.
-pub async fn pin(pool: &SqlitePool, id: i64, pinned: bool) -> Result<(), CliError> {
+pub async fn pin(pool: &Pool, id: i64, pinned: bool) -> Result<(), CliError> {
     let changed = store::set_pinned(pool, id, pinned)
         .await
         .map_err(CliError::Snapshots)?;
@@ -63,7 +63,7 @@ pub async fn pin(pool: &SqlitePool, id: i64, pinned: bool) -> Result<(), CliErro
 
 /// Lists (dry run) or removes the snapshots older than `older_than` that
 /// may go; both use the same selection.
-pub async fn prune(pool: &SqlitePool, older_than: Age, dry_run: bool) -> Result<(), CliError> {
+pub async fn prune(pool: &Pool, older_than: Age, dry_run: bool) -> Result<(), CliError> {
     let cutoff = ago(older_than.0);
     let selected = if dry_run {
         store::prune_candidates(pool, &cutoff).await

@@ -24,6 +24,9 @@ pub mod var {
     /// The `smartlead` client the tests run through a gateway (`.ci/run`
     /// sets it); the gateway ignores it, but it is in CI's environment.
     pub const TEST_SMARTLEAD_CLI: &str = "SAFEDELETE_TEST_SMARTLEAD_CLI";
+    /// The PostgreSQL server the store's tests create databases on
+    /// (`.ci/run` sets it); the gateway ignores it.
+    pub const TEST_POSTGRES_URL: &str = "SAFEDELETE_TEST_POSTGRES_URL";
 
     /// What [`super::unknown_variables`] compares against.
     pub const KNOWN: &[&str] = &[
@@ -38,6 +41,7 @@ pub mod var {
         IDENTITY_MODE,
         BENCH_BIN,
         TEST_SMARTLEAD_CLI,
+        TEST_POSTGRES_URL,
     ];
 
     /// Names with this prefix are ours: an unknown one is probably a typo.

@@ -137,7 +137,14 @@ pub struct FileUpstream {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDatabase {
+    /// A SQLite file (as `url = "sqlite://PATH"`).
     pub path: Option<PathBuf>,
+    /// A path, `sqlite://PATH` or `postgres://...` (see `db::Location`).
+    pub url: Option<String>,
+    pub pool_size: Option<i64>,
+    pub acquire_timeout: Option<RawDuration>,
+    pub idle_timeout: Option<RawDuration>,
+    pub statement_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

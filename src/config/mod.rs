@@ -6,12 +6,13 @@
 //! Loading never creates files and never exits the process: every problem comes
 //! back as a [`ConfigError`] that names the key and what is wrong with it.
 
-mod env;
+pub(crate) mod env;
 mod file;
 mod identity;
 mod render;
 pub(crate) mod suggest;
 
+use crate::db::{Location, PoolSettings};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -130,7 +131,7 @@ pub struct Config {
     /// send; a larger one is answered 431.
     pub max_request_head_bytes: usize,
     pub upstream: Upstream,
-    pub database: PathBuf,
+    pub database: Database,
     pub audit: Audit,
     pub admin: Admin,
     pub log: Log,
@@ -218,6 +219,13 @@ impl fmt::Debug for ListenTls {
             .field("key_file", &self.key_file)
             .finish_non_exhaustive()
     }
+}
+
+/// `[database]`: where the store is and how many connections to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    pub store: Location,
+    pub pool: PoolSettings,
 }
 
 /// The SmartLead origin and how to talk to it.
@@ -400,19 +408,7 @@ impl Config {
         let upstream_url = pick(env, var::UPSTREAM, file.upstream.url, "upstream.url")?
             .unwrap_or_else(|| ("upstream.url".into(), DEFAULT_UPSTREAM.into()));
         let (scheme, authority) = parse_upstream(&upstream_url.0, &upstream_url.1)?;
-        let database = match env.get(var::DATABASE) {
-            Some(v) if v.is_empty() => {
-                return Err(ConfigError::invalid(var::DATABASE, "must not be empty"))
-            }
-            Some(v) => PathBuf::from(v),
-            None => file
-                .database
-                .path
-                .unwrap_or_else(|| PathBuf::from("data/safedelete.db")),
-        };
-        if database.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("database.path", "must not be empty"));
-        }
+        let database = database(env, file.database)?;
         let token = match env.get(var::ADMIN_TOKEN) {
             Some(v) => Some(v),
             None => file.admin.token,
@@ -825,6 +821,77 @@ fn parse_upstream(key: &str, value: &str) -> Result<(Scheme, Authority), ConfigE
         ));
     }
     Ok((scheme, authority))
+}
+
+/// The store and its pool: `SAFEDELETE_DATABASE` over `[database] url` or
+/// `path` (one of the two), then the pool settings.
+fn database(env: &dyn Env, file: file::FileDatabase) -> Result<Database, ConfigError> {
+    let file::FileDatabase {
+        path,
+        url,
+        pool_size,
+        acquire_timeout,
+        idle_timeout,
+        statement_timeout,
+    } = file;
+    let store = match (env.get(var::DATABASE), url, path) {
+        (Some(v), ..) => location(var::DATABASE, &v)?,
+        (None, Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "database.url",
+                "and database.path are both set; keep one (url takes a path, sqlite://PATH \
+                 or postgres://...)",
+            ))
+        }
+        (None, Some(url), None) => location("database.url", &url)?,
+        (None, None, Some(path)) if path.as_os_str().is_empty() => {
+            return Err(ConfigError::invalid("database.path", "must not be empty"))
+        }
+        (None, None, Some(path)) => Location::Sqlite(path),
+        (None, None, None) => Location::Sqlite(PathBuf::from("data/safedelete.db")),
+    };
+    let defaults = PoolSettings::default();
+    let max_connections = match pool_size {
+        None => defaults.max_connections,
+        Some(n @ 1..=1000) => n as u32,
+        Some(n) => {
+            return Err(ConfigError::invalid(
+                "database.pool_size",
+                format!(
+                    "{n} is out of range; give the most connections a gateway opens, 1 to 1000"
+                ),
+            ))
+        }
+    };
+    let pool = PoolSettings {
+        max_connections,
+        acquire_timeout: positive(
+            "database.acquire_timeout",
+            acquire_timeout,
+            defaults.acquire_timeout,
+        )?,
+        idle_timeout: positive("database.idle_timeout", idle_timeout, defaults.idle_timeout)?,
+        statement_timeout: positive(
+            "database.statement_timeout",
+            statement_timeout,
+            defaults.statement_timeout,
+        )?,
+    };
+    Ok(Database { store, pool })
+}
+
+fn location(key: &str, written: &str) -> Result<Location, ConfigError> {
+    written.parse().map_err(|e| {
+        // The URL's password stays out of the message: it is shown redacted.
+        let shown = match written.parse::<url::Url>() {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("REDACTED"));
+                u.to_string()
+            }
+            _ => written.to_string(),
+        };
+        ConfigError::invalid(key, format!("`{shown}` {e}"))
+    })
 }
 
 /// A duration key: `value` as written, or `default` when absent.

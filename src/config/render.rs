@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Config, LogFormat, Secret};
+use crate::db::Location;
 use crate::guard::operations::Op;
 use crate::guard::policy::Policy;
 
@@ -119,7 +120,40 @@ impl Config {
                 "upstream.max_idle_per_host",
                 n(u.max_idle_per_host),
             ),
-            set("database", "database.path", p(&self.database)),
+            set(
+                "database",
+                "database.path",
+                self.database.store.sqlite_path().map_or(Value::Unset, p),
+            ),
+            set(
+                "database",
+                "database.url",
+                match &self.database.store {
+                    // Shown without its password.
+                    Location::Postgres(url) => s(&url.to_string()),
+                    Location::Sqlite(_) => Value::Unset,
+                },
+            ),
+            set(
+                "database",
+                "database.pool_size",
+                n(self.database.pool.max_connections as usize),
+            ),
+            set(
+                "database",
+                "database.acquire_timeout",
+                d(self.database.pool.acquire_timeout),
+            ),
+            set(
+                "database",
+                "database.idle_timeout",
+                d(self.database.pool.idle_timeout),
+            ),
+            set(
+                "database",
+                "database.statement_timeout",
+                d(self.database.pool.statement_timeout),
+            ),
         ]);
         let a = &self.audit;
         let params: Vec<String> = a

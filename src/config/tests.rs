@@ -1,4 +1,5 @@
 use super::*;
+use crate::db::Location;
 
 fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let file = Config::parse(text).map_err(|source| ConfigError::Parse {
@@ -18,7 +19,10 @@ fn built_in_defaults_point_at_smartlead() {
     assert_eq!(c.upstream.url(), "https://server.smartlead.ai");
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8081");
-    assert_eq!(c.database, PathBuf::from("data/safedelete.db"));
+    assert_eq!(
+        c.database.store,
+        Location::Sqlite(PathBuf::from("data/safedelete.db"))
+    );
     assert_eq!(c.audit.redact_params, vec!["api_key".to_string()]);
     assert_eq!(c.log.format, LogFormat::Pretty);
 }
@@ -41,7 +45,10 @@ fn environment_overrides_the_file() {
     assert_eq!(c.listen.to_string(), "127.0.0.1:2000");
     assert_eq!(c.upstream.url(), "http://127.0.0.1:9");
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:3000");
-    assert_eq!(c.database, PathBuf::from("/tmp/x.db"));
+    assert_eq!(
+        c.database.store,
+        Location::Sqlite(PathBuf::from("/tmp/x.db"))
+    );
     assert_eq!(c.log.format, LogFormat::Json);
     assert_eq!(c.log.filter.as_str(), "debug");
     assert_eq!(c.admin.token.unwrap().expose(), "0123456789abcdef0123");
@@ -715,4 +722,88 @@ fn the_gateway_keys_example_is_valid_with_the_account_key_in_the_environment() {
     assert_eq!(c.smartlead.names(), ["default"]);
     let err = load(text, &[]).unwrap_err().to_string();
     assert!(err.contains("SAFEDELETE_SMARTLEAD_API_KEY"), "{err}");
+}
+
+#[test]
+fn the_store_is_a_sqlite_path_or_a_postgres_url_with_its_pool() {
+    let c = load(
+        "[database]\nurl = \"postgres://gw:pw@db.internal:5432/safedelete?sslmode=verify-full&sslrootcert=/etc/ca.pem\"\n\
+         pool_size = 20\nacquire_timeout = \"2s\"\nstatement_timeout = \"30s\"\n",
+        &[],
+    )
+    .unwrap();
+    assert!(c.database.store.is_postgres());
+    assert_eq!(c.database.pool.max_connections, 20);
+    assert_eq!(c.database.pool.acquire_timeout, Duration::from_secs(2));
+    assert_eq!(c.database.pool.statement_timeout, Duration::from_secs(30));
+    assert_eq!(
+        c.database.pool.idle_timeout,
+        crate::db::PoolSettings::default().idle_timeout
+    );
+    let shown = c.render_masked();
+    assert!(
+        shown.contains("url = \"postgres://gw:REDACTED@db.internal:5432/safedelete"),
+        "{shown}"
+    );
+    assert!(!shown.contains(":pw@"), "{shown}");
+
+    let c = load("[database]\nurl = \"sqlite:///var/lib/sd.db\"\n", &[]).unwrap();
+    assert_eq!(c.database.store, Location::Sqlite("/var/lib/sd.db".into()));
+    let c = load(
+        "[database]\npath = \"a.db\"\n",
+        &[("SAFEDELETE_DATABASE", "postgres://127.0.0.1/sd")],
+    )
+    .unwrap();
+    assert!(c.database.store.is_postgres(), "the variable wins");
+}
+
+#[test]
+fn a_wrong_store_setting_names_its_key_and_what_to_write() {
+    for (text, env, key, says) in [
+        (
+            "[database]\nurl = \"x.db\"\npath = \"y.db\"\n",
+            None,
+            "database.url",
+            "keep one",
+        ),
+        (
+            "[database]\nurl = \"mysql://h/db\"\n",
+            None,
+            "database.url",
+            "postgres://",
+        ),
+        (
+            "[database]\nurl = \"postgres://u:hunter2@h/db?sslmode=verify-full\"\n",
+            None,
+            "database.url",
+            "sslrootcert",
+        ),
+        (
+            "[database]\npool_size = 0\n",
+            None,
+            "database.pool_size",
+            "1 to 1000",
+        ),
+        (
+            "[database]\nacquire_timeout = \"5\"\n",
+            None,
+            "database.acquire_timeout",
+            "unit",
+        ),
+        ("", Some("postgres://h"), "SAFEDELETE_DATABASE", "/DATABASE"),
+        (
+            "[database]\npoolsize = 3\n",
+            None,
+            "poolsize",
+            "unknown field",
+        ),
+    ] {
+        let env: Vec<(&str, &str)> = env
+            .map(|v| ("SAFEDELETE_DATABASE", v))
+            .into_iter()
+            .collect();
+        let err = load(text, &env).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(says), "{text}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }

@@ -1,12 +1,13 @@
-//! Whether a database opened read-only has the schema this binary knows.
-//! Read-only commands cannot migrate, so they compare the migrations the
-//! database records (`_sqlx_migrations`) with the ones embedded in the
-//! binary, and refuse, saying what to run, when the two differ.
+//! Whether a database has the schema this binary knows. Read-only commands
+//! cannot migrate, so they compare the migrations the database records
+//! (`_sqlx_migrations`) with the ones embedded in the binary, and refuse,
+//! saying what to run, when the two differ; a gateway refuses a database
+//! that a newer binary migrated.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use sqlx::SqlitePool;
+use crate::db::{Backend, Pool};
 
 /// How the database's schema differs from the binary's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,19 +55,40 @@ impl fmt::Display for Mismatch {
 /// Reads the migrations recorded in the database: `(version, success)`.
 /// Also the first read of the file, so it is where a database that cannot
 /// be opened fails.
-pub async fn applied(pool: &SqlitePool) -> Result<Vec<(i64, bool)>, sqlx::Error> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master \
-         WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(pool)
-    .await?;
-    if !exists {
+pub async fn applied(pool: &Pool) -> Result<Vec<(i64, bool)>, sqlx::Error> {
+    let tables = match Backend::of(pool) {
+        Backend::Sqlite => {
+            "SELECT count(*) FROM sqlite_master \
+             WHERE type = 'table' AND name = '_sqlx_migrations'"
+        }
+        Backend::Postgres => {
+            "SELECT count(*) FROM pg_catalog.pg_tables \
+             WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'"
+        }
+    };
+    let exists: i64 = sqlx::query_scalar(tables).fetch_one(pool).await?;
+    if exists == 0 {
         return Ok(Vec::new());
     }
-    sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
-        .fetch_all(pool)
-        .await
+    // `success` is a BOOLEAN column: read as an integer, which both stores
+    // convert it to.
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT version, CAST(success AS INTEGER) FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(v, ok)| (v, ok != 0)).collect())
+}
+
+/// [`Mismatch::Newer`] when the database records a migration the binary
+/// does not know, whatever else differs: a binary must not write a schema
+/// it does not understand.
+pub fn newer(applied: &[(i64, bool)], known: &BTreeSet<i64>) -> Option<Mismatch> {
+    applied
+        .iter()
+        .map(|&(v, _)| v)
+        .find(|v| !known.contains(v))
+        .map(|unknown| Mismatch::Newer { unknown })
 }
 
 /// Compares what the database records with the versions the binary knows.

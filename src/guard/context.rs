@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use super::capture::Captures;
 use super::tasks::TaskCount;
@@ -16,7 +16,7 @@ use crate::upstream::Upstream;
 pub struct GuardContext {
     pub upstream: Upstream,
     /// Operations, snapshots, guarded audit records.
-    pub pool: SqlitePool,
+    pub pool: Pool,
     pub audit: AuditSink,
     /// The deletion policy and actors; swapped whole on SIGHUP.
     policy: RwLock<Arc<GuardPolicy>>,
@@ -32,7 +32,7 @@ pub struct GuardContext {
 }
 
 impl GuardContext {
-    pub fn new(config: &Config, upstream: Upstream, pool: SqlitePool, audit: AuditSink) -> Self {
+    pub fn new(config: &Config, upstream: Upstream, pool: Pool, audit: AuditSink) -> Self {
         GuardContext {
             upstream,
             pool,

@@ -4,8 +4,8 @@
 //! many passthrough requests touched it, and whether the bypass watch saw
 //! it deleted outside the gateway.
 
+use crate::db::Pool;
 use serde::Serialize;
-use sqlx::SqlitePool;
 
 use super::operations::{Op, Seg, Verb};
 use crate::audit::OperationKind;
@@ -135,18 +135,19 @@ pub enum HistoryError {
 /// Which operations are about the subject: a campaign's by its column; a
 /// lead's by the target object id of the operations whose routes name a
 /// lead (from the table); an account's by its deletion's id, and the
-/// removals from campaigns that named it (`email_accounts:1,2`).
+/// removals from campaigns that named it (the list in
+/// `campaign:5/email_accounts:1,2`, read as `,campaign:5,1,2,`).
 fn operations_of() -> String {
     let lead_ops: Vec<String> = Op::all()
         .filter(|op| op.spec().routes.iter().any(|r| r.path.contains(&Seg::Lead)))
         .map(|op| format!("'{}'", op.name()))
         .collect();
     format!(
-        "(?1 = 'campaign' AND campaign_id = ?2) \
-         OR (?1 = 'lead' AND target_id = ?2 AND kind IN ({})) \
-         OR (?1 = 'email_account' AND ((kind = '{}' AND target_id = ?2) \
-             OR (kind = '{}' AND ',' || \
-                 substr(target, instr(target, 'email_accounts:') + 15) || ',' LIKE '%,' || ?2 || ',%')))",
+        "($1 = 'campaign' AND campaign_id = $2) \
+         OR ($1 = 'lead' AND target_id = $2 AND kind IN ({})) \
+         OR ($1 = 'email_account' AND ((kind = '{}' AND target_id = $2) \
+             OR (kind = '{}' AND ',' || replace(target, '/email_accounts:', ',') || ',' \
+                 LIKE '%,' || CAST($2 AS TEXT) || ',%')))",
         lead_ops.join(", "),
         Op::EmailAccountDelete.name(),
         Op::CampaignEmailAccountsRemove.name(),
@@ -154,12 +155,12 @@ fn operations_of() -> String {
 }
 
 /// Everything the gateway knows about `campaign_id`, oldest first.
-pub async fn campaign(pool: &SqlitePool, campaign_id: i64) -> Result<History, HistoryError> {
+pub async fn campaign(pool: &Pool, campaign_id: i64) -> Result<History, HistoryError> {
     of(pool, Subject::Campaign(campaign_id)).await
 }
 
 /// Everything the gateway knows about the subject, oldest first.
-pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryError> {
+pub async fn of(pool: &Pool, subject: Subject) -> Result<History, HistoryError> {
     let db = |source| HistoryError::Db { subject, source };
     let (what, id) = match subject {
         Subject::Campaign(id) => ("campaign", id),
@@ -197,7 +198,7 @@ pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryE
         match campaign_id {
             Some(id) => sqlx::query_as(
                 "SELECT COUNT(*) FILTER (WHERE operation = 'passthrough'), MIN(time), MAX(time) \
-                 FROM audit_events WHERE campaign_id = ?",
+                 FROM audit_events WHERE campaign_id = $1",
             )
             .bind(id)
             .fetch_one(pool)
@@ -219,7 +220,7 @@ pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryE
     let bypasses = match campaign_id {
         Some(id) => sqlx::query_as::<_, Bypass>(
             "SELECT id AS audit_id, time, account, snapshot_id, detail FROM audit_events \
-             WHERE operation = ? AND campaign_id = ? ORDER BY id",
+             WHERE operation = $1 AND campaign_id = $2 ORDER BY id",
         )
         .bind(OperationKind::BypassDetected.as_str())
         .bind(id)
@@ -232,7 +233,7 @@ pub async fn of(pool: &SqlitePool, subject: Subject) -> Result<History, HistoryE
         Some(id) => sqlx::query_as::<_, Restored>(
             "SELECT r.id AS restore_id, r.snapshot_id, r.state, r.new_campaign_id, r.name, \
              r.operator, r.created_at FROM restores r JOIN snapshots s ON s.id = r.snapshot_id \
-             WHERE s.campaign_id = ? ORDER BY r.id",
+             WHERE s.campaign_id = $1 ORDER BY r.id",
         )
         .bind(id)
         .fetch_all(pool)

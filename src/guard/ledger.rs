@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use crate::audit::format_time;
 
@@ -131,14 +131,14 @@ fn now() -> String {
 
 /// Inserts the durable intent (`received`). Fails with `InFlight` when an
 /// unfinished operation for the same campaign exists.
-pub async fn begin(pool: &SqlitePool, op: &NewOperation<'_>) -> Result<i64, BeginError> {
+pub async fn begin(pool: &Pool, op: &NewOperation<'_>) -> Result<i64, BeginError> {
     let now = now();
     let mut recovered = false;
     loop {
-        let result = sqlx::query(
+        let result = sqlx::query_scalar(
             "INSERT INTO operations (kind, campaign_id, target, target_id, state, request_id, \
              actor_fingerprint, actor_label, created_at, updated_at, owner, heartbeat_at) \
-             VALUES (?, ?, ?, ?, 'received', ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(op.kind)
         .bind(op.campaign_id.map(|c| c as i64))
@@ -151,10 +151,10 @@ pub async fn begin(pool: &SqlitePool, op: &NewOperation<'_>) -> Result<i64, Begi
         .bind(&now)
         .bind(owner())
         .bind(&now)
-        .execute(pool)
+        .fetch_one(pool)
         .await;
         match result {
-            Ok(done) => return Ok(done.last_insert_rowid()),
+            Ok(id) => return Ok(id),
             // The claim may belong to a gateway that died without a restart
             // here: take it over once if so, else it is really in flight.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() && !recovered => {
@@ -170,8 +170,8 @@ pub async fn begin(pool: &SqlitePool, op: &NewOperation<'_>) -> Result<i64, Begi
 }
 
 /// Refreshes a running operation's heartbeat.
-pub async fn heartbeat(pool: &SqlitePool, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE operations SET heartbeat_at = ? WHERE id = ?")
+pub async fn heartbeat(pool: &Pool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET heartbeat_at = $1 WHERE id = $2")
         .bind(now())
         .bind(id)
         .execute(pool)
@@ -182,7 +182,7 @@ pub async fn heartbeat(pool: &SqlitePool, id: i64) -> Result<(), sqlx::Error> {
 /// Marks unfinished operations whose gateway is gone as `interrupted`, and
 /// their unfinished snapshots `incomplete` (never complete). Operations that
 /// a live gateway runs are left alone. Returns (operations, snapshots).
-pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), RecoverError> {
+pub async fn recover_stale(pool: &Pool) -> Result<(u64, u64), RecoverError> {
     let stale_before = format_time(SystemTime::now() - STALE_AFTER);
     let unfinished: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT id, owner, heartbeat_at FROM operations \
@@ -196,7 +196,7 @@ pub async fn recover_stale(pool: &SqlitePool) -> Result<(u64, u64), RecoverError
             operations += sqlx::query(
                 "UPDATE operations SET state = 'interrupted', \
                  error = COALESCE(error, 'interrupted in state ' || state || ': the gateway stopped before this operation finished'), \
-                 updated_at = ? WHERE id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
+                 updated_at = $1 WHERE id = $2 AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
             )
             .bind(now())
             .bind(id)
@@ -228,7 +228,7 @@ pub struct Interrupted {
 
 /// Interrupted operations without an audit record yet (their request never
 /// got to write one: the gateway stopped first).
-pub async fn unrecorded_interrupted(pool: &SqlitePool) -> Result<Vec<Interrupted>, sqlx::Error> {
+pub async fn unrecorded_interrupted(pool: &Pool) -> Result<Vec<Interrupted>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, kind, campaign_id, target, request_id, actor_fingerprint, actor_label, rule, \
          policy_revision, snapshot_id, error, created_at FROM operations \
@@ -239,8 +239,8 @@ pub async fn unrecorded_interrupted(pool: &SqlitePool) -> Result<Vec<Interrupted
 }
 
 /// Links an operation to the audit record that tells its end.
-pub async fn set_audit_id(pool: &SqlitePool, id: i64, audit_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE operations SET audit_id = ? WHERE id = ?")
+pub async fn set_audit_id(pool: &Pool, id: i64, audit_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET audit_id = $1 WHERE id = $2")
         .bind(audit_id)
         .bind(id)
         .execute(pool)
@@ -258,8 +258,8 @@ pub enum RecoverError {
 }
 
 /// Moves an operation to `state`.
-pub async fn set_state(pool: &SqlitePool, id: i64, state: State) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE operations SET state = ?, updated_at = ? WHERE id = ?")
+pub async fn set_state(pool: &Pool, id: i64, state: State) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET state = $1, updated_at = $2 WHERE id = $3")
         .bind(state.as_str())
         .bind(now())
         .bind(id)
@@ -276,14 +276,10 @@ pub struct DecisionRow<'a> {
     pub policy_revision: &'a str,
 }
 
-pub async fn record_decision(
-    pool: &SqlitePool,
-    id: i64,
-    d: &DecisionRow<'_>,
-) -> Result<(), sqlx::Error> {
+pub async fn record_decision(pool: &Pool, id: i64, d: &DecisionRow<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE operations SET action = ?, would_action = ?, rule = ?, policy_revision = ?, \
-         updated_at = ? WHERE id = ?",
+        "UPDATE operations SET action = $1, would_action = $2, rule = $3, policy_revision = $4, \
+         updated_at = $5 WHERE id = $6",
     )
     .bind(d.action)
     .bind(d.would_action)
@@ -296,8 +292,8 @@ pub async fn record_decision(
     .map(|_| ())
 }
 
-pub async fn set_snapshot(pool: &SqlitePool, id: i64, snapshot_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE operations SET snapshot_id = ?, updated_at = ? WHERE id = ?")
+pub async fn set_snapshot(pool: &Pool, id: i64, snapshot_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET snapshot_id = $1, updated_at = $2 WHERE id = $3")
         .bind(snapshot_id)
         .bind(now())
         .bind(id)
@@ -308,14 +304,14 @@ pub async fn set_snapshot(pool: &SqlitePool, id: i64, snapshot_id: i64) -> Resul
 
 /// Ends an operation in a final state.
 pub async fn finish(
-    pool: &SqlitePool,
+    pool: &Pool,
     id: i64,
     state: State,
     upstream_status: Option<u16>,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE operations SET state = ?, upstream_status = ?, error = ?, updated_at = ? WHERE id = ?",
+        "UPDATE operations SET state = $1, upstream_status = $2, error = $3, updated_at = $4 WHERE id = $5",
     )
     .bind(state.as_str())
     .bind(upstream_status.map(i64::from))
@@ -330,7 +326,7 @@ pub async fn finish(
 /// [`finish`], retried with backoff: an unfinished row keeps the campaign
 /// claimed (409) until it is recovered.
 pub async fn finish_retrying(
-    pool: &SqlitePool,
+    pool: &Pool,
     id: i64,
     state: State,
     upstream_status: Option<u16>,
@@ -351,14 +347,14 @@ pub async fn finish_retrying(
 
 /// Closes the unfinished operation of a request whose pipeline died.
 pub async fn fail_by_request(
-    pool: &SqlitePool,
+    pool: &Pool,
     request_id: &str,
     error: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE operations SET state = 'interrupted', \
-         error = ? || ' (interrupted in state ' || state || ')', updated_at = ? \
-         WHERE request_id = ? AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
+         error = $1 || ' (interrupted in state ' || state || ')', updated_at = $2 \
+         WHERE request_id = $3 AND state IN ('received', 'deciding', 'snapshotting', 'acting')",
     )
     .bind(error)
     .bind(now())
@@ -366,4 +362,44 @@ pub async fn fail_by_request(
     .execute(pool)
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delete_of(campaign: u64, request_id: &str) -> NewOperation<'_> {
+        NewOperation {
+            kind: "campaign.delete",
+            campaign_id: Some(campaign),
+            target: "campaign:7",
+            target_id: None,
+            request_id,
+            actor_fingerprint: None,
+            actor_label: "alice",
+        }
+    }
+
+    crate::db::testing::store_tests! {
+        /// Two gateways (two pools) claim the same target at the same
+        /// moment: the database lets exactly one have it, the other is told
+        /// it is in flight; once the first finishes, the target is free.
+        async fn one_claim_per_target_across_gateways(pool, store) {
+            let other = store.open().await;
+            for round in 0..20 {
+                let (first, second) = (delete_of(7, "a"), delete_of(7, "b"));
+                let (a, b) = tokio::join!(begin(&pool, &first), begin(&other, &second));
+                let won: Vec<i64> = [&a, &b].iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+                assert_eq!(won.len(), 1, "round {round}: {a:?} {b:?}");
+                let lost = if a.is_ok() { b } else { a };
+                assert!(matches!(lost, Err(BeginError::InFlight)), "{lost:?}");
+                set_state(&pool, won[0], State::Done).await.unwrap();
+            }
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM operations")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(rows, 20);
+        }
+    }
 }

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::db::Pool;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
-use sqlx::SqlitePool;
 
 use super::KEY_PREFIX;
 use crate::audit::format_time;
@@ -68,13 +68,13 @@ struct Insert<'a> {
 }
 
 async fn insert<'e>(
-    db: impl sqlx::SqliteExecutor<'e>,
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
     row: Insert<'_>,
 ) -> Result<KeyRow, sqlx::Error> {
     sqlx::query_as::<_, KeyRow>(&format!(
         "INSERT INTO gateway_keys \
          (name, key_sha256, account, rate_limit, created_at, created_by, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {ROW}"
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ROW}"
     ))
     .bind(row.name)
     .bind(row.key_sha256)
@@ -152,6 +152,7 @@ pub struct KnownKey {
     pub account: String,
     pub rate_limit: Option<String>,
     pub expires_at: Option<String>,
+    #[sqlx(try_from = "crate::db::Flag")]
     pub revoked: bool,
 }
 
@@ -198,7 +199,7 @@ pub fn hash(key: &str) -> String {
 }
 
 /// Makes a key for `new.name`, refused when that name has a current key.
-pub async fn create(pool: &SqlitePool, new: NewKey<'_>) -> Result<Created, KeyError> {
+pub async fn create(pool: &Pool, new: NewKey<'_>) -> Result<Created, KeyError> {
     check_name(new.name)?;
     let key = generate()?;
     let now = format_time(SystemTime::now());
@@ -227,7 +228,7 @@ pub async fn create(pool: &SqlitePool, new: NewKey<'_>) -> Result<Created, KeyEr
 }
 
 /// Every key, newest first.
-pub async fn list(pool: &SqlitePool) -> Result<Vec<KeyRow>, KeyError> {
+pub async fn list(pool: &Pool) -> Result<Vec<KeyRow>, KeyError> {
     Ok(sqlx::query_as::<_, KeyRow>(&format!(
         "SELECT {ROW} FROM gateway_keys ORDER BY name, id DESC"
     ))
@@ -237,11 +238,11 @@ pub async fn list(pool: &SqlitePool) -> Result<Vec<KeyRow>, KeyError> {
 
 /// Revokes every key of `name` still valid (the current one and any in a
 /// rotation's grace period); returns how many.
-pub async fn revoke(pool: &SqlitePool, name: &str, by: &str) -> Result<u64, KeyError> {
+pub async fn revoke(pool: &Pool, name: &str, by: &str) -> Result<u64, KeyError> {
     let now = format_time(SystemTime::now());
     let done = sqlx::query(
-        "UPDATE gateway_keys SET revoked_at = ?, revoked_by = ? \
-         WHERE name = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        "UPDATE gateway_keys SET revoked_at = $1, revoked_by = $2 \
+         WHERE name = $3 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $4)",
     )
     .bind(&now)
     .bind(by)
@@ -259,7 +260,7 @@ pub async fn revoke(pool: &SqlitePool, name: &str, by: &str) -> Result<u64, KeyE
 /// A new key for `name` (same account, rate limit and lifetime); the old one
 /// keeps working for `grace`, then expires.
 pub async fn rotate(
-    pool: &SqlitePool,
+    pool: &Pool,
     name: &str,
     grace: Duration,
     by: &str,
@@ -268,8 +269,8 @@ pub async fn rotate(
     let now_t = SystemTime::now();
     let now = format_time(now_t);
     let current: Option<KeyRow> = sqlx::query_as(&format!(
-        "SELECT {ROW} FROM gateway_keys WHERE name = ? AND replaced_at IS NULL \
-         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
+        "SELECT {ROW} FROM gateway_keys WHERE name = $1 AND replaced_at IS NULL \
+         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)"
     ))
     .bind(name)
     .bind(&now)
@@ -277,8 +278,8 @@ pub async fn rotate(
     .await?;
     let current = current.ok_or_else(|| KeyError::NotFound(name.to_string()))?;
     let in_grace: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM gateway_keys WHERE name = ? AND replaced_at IS NOT NULL \
-         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        "SELECT count(*) FROM gateway_keys WHERE name = $1 AND replaced_at IS NOT NULL \
+         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
     )
     .bind(name)
     .bind(&now)
@@ -293,7 +294,7 @@ pub async fn rotate(
         Some(e) if *e < grace_end => e.clone(),
         _ => grace_end,
     };
-    sqlx::query("UPDATE gateway_keys SET replaced_at = ?, expires_at = ? WHERE id = ?")
+    sqlx::query("UPDATE gateway_keys SET replaced_at = $1, expires_at = $2 WHERE id = $3")
         .bind(&now)
         .bind(&old_end)
         .bind(current.id)
@@ -328,7 +329,7 @@ pub async fn rotate(
 
 /// Every key a gateway checks callers against (revoked and expired ones
 /// too, so their 401 can say so).
-pub async fn known(pool: &SqlitePool) -> Result<Vec<KnownKey>, sqlx::Error> {
+pub async fn known(pool: &Pool) -> Result<Vec<KnownKey>, sqlx::Error> {
     sqlx::query_as::<_, KnownKey>(
         "SELECT key_sha256, name, account, rate_limit, expires_at, \
          revoked_at IS NOT NULL AS revoked FROM gateway_keys",
@@ -338,15 +339,15 @@ pub async fn known(pool: &SqlitePool) -> Result<Vec<KnownKey>, sqlx::Error> {
 }
 
 /// Records when keys were last used (`(key_sha256, time)` pairs).
-pub async fn touch(pool: &SqlitePool, used: &[(String, SystemTime)]) -> Result<(), sqlx::Error> {
+pub async fn touch(pool: &Pool, used: &[(String, SystemTime)]) -> Result<(), sqlx::Error> {
     if used.is_empty() {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
     for (sha, at) in used {
         sqlx::query(
-            "UPDATE gateway_keys SET last_used_at = ?1 \
-             WHERE key_sha256 = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+            "UPDATE gateway_keys SET last_used_at = $1 \
+             WHERE key_sha256 = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
         )
         .bind(format_time(*at))
         .bind(sha)

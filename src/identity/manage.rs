@@ -7,8 +7,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::db::Pool;
 use serde::Serialize;
-use sqlx::SqlitePool;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -141,7 +141,7 @@ pub struct CreateRequest<'a> {
 
 /// Makes a key; returns it with the audit record to write.
 pub async fn create(
-    pool: &SqlitePool,
+    pool: &Pool,
     accounts: &Accounts<'_>,
     request: CreateRequest<'_>,
     via: &Via,
@@ -181,7 +181,7 @@ pub async fn create(
 
 /// Revokes every valid key of `name`; returns how many, with the audit record.
 pub async fn revoke(
-    pool: &SqlitePool,
+    pool: &Pool,
     name: &str,
     via: &Via,
 ) -> Result<(u64, AuditRecord), KeyActionError> {
@@ -202,7 +202,7 @@ pub async fn revoke(
 
 /// A new key for `name`; the old one works for `grace` more.
 pub async fn rotate(
-    pool: &SqlitePool,
+    pool: &Pool,
     name: &str,
     grace: Duration,
     via: &Via,
@@ -292,7 +292,7 @@ pub struct Listed {
 }
 
 /// Every key with its state at `now`.
-pub async fn listed(pool: &SqlitePool, now: SystemTime) -> Result<Vec<Listed>, KeyError> {
+pub async fn listed(pool: &Pool, now: SystemTime) -> Result<Vec<Listed>, KeyError> {
     Ok(keys::list(pool)
         .await?
         .into_iter()

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use crate::config::{Config, IdentityMode, Rate, Secret};
 use crate::metrics::Metrics;
@@ -133,13 +133,13 @@ pub struct Identities {
     /// Per-name limiters, kept across refreshes.
     limiters: std::sync::Mutex<HashMap<String, Arc<limit::KeyLimiter>>>,
     default_rate: Option<Rate>,
-    pool: SqlitePool,
+    pool: Pool,
     metrics: Arc<Metrics>,
 }
 
 impl Identities {
     /// The accounts from the config; keys are read by [`Identities::refresh`].
-    pub fn new(config: &Config, pool: SqlitePool, metrics: Arc<Metrics>) -> Identities {
+    pub fn new(config: &Config, pool: Pool, metrics: Arc<Metrics>) -> Identities {
         let accounts = config
             .smartlead
             .accounts

@@ -3,18 +3,17 @@
 //! into the database file from the command line, through the gateway's
 //! audit writer when the admin API runs the restore.
 
-use std::path::Path;
-
 use http::Method;
 use serde_json::Value;
 
 use super::call::{CallError, Caller};
 use crate::audit::{AuditRecord, AuditSink, OperationKind};
+use crate::db::Location;
 
 /// Where the records go.
 pub enum Trail<'a> {
-    /// The database file, appended to directly (the command line).
-    File(&'a Path),
+    /// The store, appended to directly (the command line).
+    File(&'a Location),
     /// The running gateway's audit writer (the admin API).
     Writer(&'a AuditSink),
 }
@@ -75,6 +74,7 @@ impl Audit<'_> {
         }
         let written = match &self.trail {
             Trail::File(database) => crate::audit::writer::append(database, r)
+                .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Trail::Writer(sink) => sink

@@ -4,8 +4,8 @@
 
 use std::time::SystemTime;
 
+use crate::db::Pool;
 use serde_json::Value;
-use sqlx::SqlitePool;
 
 use crate::audit::format_time;
 
@@ -56,12 +56,12 @@ pub struct Begin<'a> {
     pub calls_total: u64,
 }
 
-pub async fn begin(pool: &SqlitePool, b: Begin<'_>) -> Result<i64, sqlx::Error> {
+pub async fn begin(pool: &Pool, b: Begin<'_>) -> Result<i64, sqlx::Error> {
     let now = now();
     sqlx::query_scalar(
         "INSERT INTO restores (snapshot_id, name, leads_choice, state, operator, created_at, \
          updated_at, leads_total, calls_total) \
-         VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(b.snapshot_id)
     .bind(b.name)
@@ -75,36 +75,38 @@ pub async fn begin(pool: &SqlitePool, b: Begin<'_>) -> Result<i64, sqlx::Error> 
     .await
 }
 
-pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<RestoreRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {ROW} FROM restores WHERE id = ?"))
+pub async fn get(pool: &Pool, id: i64) -> Result<Option<RestoreRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {ROW} FROM restores WHERE id = $1"))
         .bind(id)
         .fetch_optional(pool)
         .await
 }
 
 /// The newest restores first, at most `limit`.
-pub async fn list(pool: &SqlitePool, limit: u32) -> Result<Vec<RestoreRow>, sqlx::Error> {
+pub async fn list(pool: &Pool, limit: u32) -> Result<Vec<RestoreRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {ROW} FROM restores ORDER BY id DESC LIMIT ?"
+        "SELECT {ROW} FROM restores ORDER BY id DESC LIMIT $1"
     ))
-    .bind(limit)
+    .bind(i64::from(limit))
     .fetch_all(pool)
     .await
 }
 
 /// Marks the restore running again (a resume).
-pub async fn reopen(pool: &SqlitePool, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE restores SET state = 'running', error = NULL, updated_at = ? WHERE id = ?")
-        .bind(now())
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(|_| ())
+pub async fn reopen(pool: &Pool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE restores SET state = 'running', error = NULL, updated_at = $1 WHERE id = $2",
+    )
+    .bind(now())
+    .bind(id)
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 /// Keeps the report of an ended restore, as JSON.
-pub async fn keep_report(pool: &SqlitePool, id: i64, report: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE restores SET report = ? WHERE id = ?")
+pub async fn keep_report(pool: &Pool, id: i64, report: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE restores SET report = $1 WHERE id = $2")
         .bind(report)
         .bind(id)
         .execute(pool)
@@ -113,16 +115,17 @@ pub async fn keep_report(pool: &SqlitePool, id: i64, report: &str) -> Result<(),
 }
 
 /// The report kept when the restore ended, as its JSON text.
-pub async fn report(pool: &SqlitePool, id: i64) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(Option<String>,)> = sqlx::query_as("SELECT report FROM restores WHERE id = ?")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+pub async fn report(pool: &Pool, id: i64) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT report FROM restores WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.and_then(|(r,)| r))
 }
 
 /// How far the restore got.
-pub async fn progress(pool: &SqlitePool, id: i64) -> Result<Progress, sqlx::Error> {
+pub async fn progress(pool: &Pool, id: i64) -> Result<Progress, sqlx::Error> {
     let mut p = Progress::default();
     for (step, result) in steps(pool, id).await? {
         if step.ends_with(":attempt") {
@@ -139,9 +142,9 @@ pub async fn progress(pool: &SqlitePool, id: i64) -> Result<Progress, sqlx::Erro
 }
 
 /// What a step answered, if it is done.
-pub async fn done(pool: &SqlitePool, id: i64, step: &str) -> Result<Option<Value>, sqlx::Error> {
+pub async fn done(pool: &Pool, id: i64, step: &str) -> Result<Option<Value>, sqlx::Error> {
     let row: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT result FROM restore_steps WHERE restore_id = ? AND step = ?")
+        sqlx::query_as("SELECT result FROM restore_steps WHERE restore_id = $1 AND step = $2")
             .bind(id)
             .bind(step)
             .fetch_optional(pool)
@@ -155,7 +158,7 @@ pub async fn done(pool: &SqlitePool, id: i64, step: &str) -> Result<Option<Value
 /// Records a step as done (and the new campaign, for `create`), in one
 /// transaction.
 pub async fn record(
-    pool: &SqlitePool,
+    pool: &Pool,
     id: i64,
     step: &str,
     result: &Value,
@@ -164,7 +167,7 @@ pub async fn record(
     let now = now();
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "INSERT INTO restore_steps (restore_id, step, done_at, result) VALUES (?, ?, ?, ?)",
+        "INSERT INTO restore_steps (restore_id, step, done_at, result) VALUES ($1, $2, $3, $4)",
     )
     .bind(id)
     .bind(step)
@@ -173,7 +176,7 @@ pub async fn record(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE restores SET updated_at = ?, new_campaign_id = COALESCE(?, new_campaign_id) WHERE id = ?",
+        "UPDATE restores SET updated_at = $1, new_campaign_id = COALESCE($2, new_campaign_id) WHERE id = $3",
     )
     .bind(&now)
     .bind(new_campaign_id)
@@ -184,8 +187,8 @@ pub async fn record(
 }
 
 /// Ends the restore `done`, or `failed` with why (a failed one can be resumed).
-pub async fn finish(pool: &SqlitePool, id: i64, error: Option<&str>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE restores SET state = ?, error = ?, updated_at = ? WHERE id = ?")
+pub async fn finish(pool: &Pool, id: i64, error: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE restores SET state = $1, error = $2, updated_at = $3 WHERE id = $4")
         .bind(if error.is_some() { "failed" } else { "done" })
         .bind(error)
         .bind(now())
@@ -196,9 +199,9 @@ pub async fn finish(pool: &SqlitePool, id: i64, error: Option<&str>) -> Result<(
 }
 
 /// Every step done, in order, with its answer (for the report).
-pub async fn steps(pool: &SqlitePool, id: i64) -> Result<Vec<(String, Value)>, sqlx::Error> {
+pub async fn steps(pool: &Pool, id: i64) -> Result<Vec<(String, Value)>, sqlx::Error> {
     let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT step, result FROM restore_steps WHERE restore_id = ? ORDER BY done_at, rowid",
+        "SELECT step, result FROM restore_steps WHERE restore_id = $1 ORDER BY done_at, rowid",
     )
     .bind(id)
     .fetch_all(pool)

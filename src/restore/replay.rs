@@ -4,9 +4,9 @@
 //! resumed restore sends the same batches again only where one was not
 //! recorded; SmartLead does not add a lead twice to one campaign.
 
+use crate::db::Pool;
 use http::Method;
 use serde_json::{json, Map, Value};
-use sqlx::SqlitePool;
 
 pub use super::audit::Audit;
 use super::audit::Subject;
@@ -38,7 +38,7 @@ pub enum Event {
 
 /// Runs every step not yet done.
 pub async fn replay(
-    pool: &SqlitePool,
+    pool: &Pool,
     restore_id: i64,
     plan: &Plan,
     captured: &Captured,
@@ -90,7 +90,7 @@ pub async fn replay(
 }
 
 struct Replay<'a> {
-    pool: &'a SqlitePool,
+    pool: &'a Pool,
     restore_id: i64,
     plan: &'a Plan,
     caller: &'a Caller,

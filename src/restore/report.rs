@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::Pool;
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::SqlitePool;
 
 use super::ledger;
 use super::plan::{thousands, LeftOut, Plan, NOT_RESTORABLE};
@@ -65,11 +65,7 @@ const REFUSALS: &[&str] = &[
 ];
 
 impl Report {
-    pub async fn read(
-        pool: &SqlitePool,
-        restore_id: i64,
-        plan: &Plan,
-    ) -> Result<Report, sqlx::Error> {
+    pub async fn read(pool: &Pool, restore_id: i64, plan: &Plan) -> Result<Report, sqlx::Error> {
         let row = ledger::get(pool, restore_id).await?;
         let steps = ledger::steps(pool, restore_id).await?;
         let done = |name: &str| steps.iter().any(|(s, _)| s == name);

@@ -3,7 +3,7 @@
 //! was shown), [`reopen`] takes up one that stopped, and [`execute`] replays
 //! the steps not yet done and ends with the report, kept with the restore.
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use super::call::Caller;
 use super::ledger::{self, Begin};
@@ -50,7 +50,7 @@ pub async fn plan(
 
 /// Records a new restore of `plan`, run by `operator`.
 pub async fn start(
-    pool: &SqlitePool,
+    pool: &Pool,
     captured: Captured,
     plan: Plan,
     operator: &str,
@@ -71,7 +71,7 @@ pub async fn start(
 }
 
 /// Takes up restore `id` again, with the name and leads it started with.
-pub async fn reopen(pool: &SqlitePool, id: i64) -> Result<Job, RunError> {
+pub async fn reopen(pool: &Pool, id: i64) -> Result<Job, RunError> {
     let row = ledger::get(pool, id)
         .await?
         .ok_or(RunError::NoSuchRestore { id })?;
@@ -88,7 +88,7 @@ pub async fn reopen(pool: &SqlitePool, id: i64) -> Result<Job, RunError> {
 /// Runs every step not yet done; ends the restore `done` with its report,
 /// or `failed` with why (it can be resumed).
 pub async fn execute(
-    pool: &SqlitePool,
+    pool: &Pool,
     job: &Job,
     caller: &Caller,
     audit: &Audit<'_>,

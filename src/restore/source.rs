@@ -5,8 +5,8 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::db::Pool;
 use serde_json::{Map, Value};
-use sqlx::SqlitePool;
 
 use crate::snapshot::store::{self, PartKind, SnapshotInfo, StoreError};
 
@@ -54,7 +54,7 @@ pub struct Captured {
 }
 
 /// Reads a complete campaign snapshot.
-pub async fn read(pool: &SqlitePool, snapshot_id: i64) -> Result<Captured, SourceError> {
+pub async fn read(pool: &Pool, snapshot_id: i64) -> Result<Captured, SourceError> {
     let snapshot = store::get_snapshot(pool, snapshot_id).await?;
     if !CAMPAIGN_OPERATIONS.contains(&snapshot.operation.as_str()) {
         return Err(SourceError::NotACampaign {
@@ -94,11 +94,7 @@ pub async fn read(pool: &SqlitePool, snapshot_id: i64) -> Result<Captured, Sourc
     })
 }
 
-pub(super) async fn json_part(
-    pool: &SqlitePool,
-    id: i64,
-    kind: PartKind,
-) -> Result<Value, SourceError> {
+pub(super) async fn json_part(pool: &Pool, id: i64, kind: PartKind) -> Result<Value, SourceError> {
     let mut bytes = Vec::new();
     store::export_part(pool, id, kind, &mut bytes).await?;
     serde_json::from_slice(&bytes).map_err(|e| bad(id, kind, format!("not JSON: {e}")))
@@ -106,7 +102,7 @@ pub(super) async fn json_part(
 
 /// A list part: a bare array, or SmartLead's `{"data": [...]}` envelope.
 pub(super) async fn array_part(
-    pool: &SqlitePool,
+    pool: &Pool,
     id: i64,
     kind: PartKind,
 ) -> Result<Vec<Value>, SourceError> {

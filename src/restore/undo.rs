@@ -4,9 +4,9 @@
 //! and an archived campaign set back to `PAUSED`. `--dry-run` shows the call
 //! and sends nothing.
 
+use crate::db::Pool;
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
-use sqlx::SqlitePool;
 
 use super::audit::{Audit, Subject};
 use super::call::{CallError, Caller};
@@ -81,7 +81,7 @@ pub struct Done {
 
 /// The undo of a snapshot's operation; `None` for a campaign snapshot,
 /// which a full restore rebuilds instead.
-pub async fn from_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<Option<Undo>, UndoError> {
+pub async fn from_snapshot(pool: &Pool, snapshot_id: i64) -> Result<Option<Undo>, UndoError> {
     let snapshot = store::get_snapshot(pool, snapshot_id).await?;
     let operation = snapshot.operation.clone();
     if CAMPAIGN_OPERATIONS.contains(&operation.as_str()) {

@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
+use crate::db::Pool;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use sqlx::SqlitePool;
 use tokio::time::Instant;
 
 use super::csv_rows::CsvRows;
@@ -75,7 +75,7 @@ impl FetchError {
 /// Where and how to read: the target (for logs), the caller's key, the budget.
 pub struct Source<'a> {
     pub upstream: &'a Upstream,
-    pub pool: &'a SqlitePool,
+    pub pool: &'a Pool,
     /// What is being read about, for logs (`campaign:5/lead:7`).
     pub target: &'a str,
     /// The `api_key` value exactly as the client sent it (still encoded).
@@ -331,7 +331,7 @@ impl Source<'_> {
         if let Some(rows) = rows {
             // Informational: a failure here does not make the snapshot worse.
             let _ = sqlx::query(
-                "UPDATE snapshot_parts SET rows = ? WHERE snapshot_id = ? AND kind = ?",
+                "UPDATE snapshot_parts SET rows = $1 WHERE snapshot_id = $2 AND kind = $3",
             )
             .bind(rows.data_rows() as i64)
             .bind(snapshot_id)

@@ -9,7 +9,9 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Any, Transaction};
+
+use crate::db::Pool;
 
 use crate::audit::format_time;
 
@@ -195,11 +197,11 @@ pub struct NewSnapshot<'a> {
 }
 
 /// Starts a snapshot (state `in_progress`) and returns its id.
-pub async fn create_snapshot(pool: &SqlitePool, new: &NewSnapshot<'_>) -> Result<i64, StoreError> {
+pub async fn create_snapshot(pool: &Pool, new: &NewSnapshot<'_>) -> Result<i64, StoreError> {
     let parts: Vec<&str> = new.parts.iter().map(|k| k.as_str()).collect();
     let id = sqlx::query_scalar(
         "INSERT INTO snapshots (operation_id, operation, campaign_id, target, target_id, parts, \
-         state, created_at) VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?) RETURNING id",
+         state, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'in_progress', $7) RETURNING id",
     )
     .bind(new.operation_id)
     .bind(new.operation)
@@ -222,11 +224,11 @@ pub fn expected_parts(parts: &str) -> Vec<PartKind> {
 /// Records which version of the campaign (SmartLead's `updated_at`) a
 /// snapshot holds, so a later retry can tell whether it is still current.
 pub async fn set_campaign_version(
-    pool: &SqlitePool,
+    pool: &Pool,
     snapshot_id: i64,
     updated_at: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE snapshots SET campaign_updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE snapshots SET campaign_updated_at = $1 WHERE id = $2")
         .bind(updated_at)
         .bind(snapshot_id)
         .execute(pool)
@@ -239,15 +241,15 @@ pub async fn set_campaign_version(
 /// `updated_at`: the data a new capture would read again, if the campaign
 /// did not change.
 pub async fn find_reusable(
-    pool: &SqlitePool,
+    pool: &Pool,
     operation: &str,
     target: &str,
     updated_at: &str,
     since: &str,
 ) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT id FROM snapshots WHERE operation = ? AND target = ? AND state = 'complete' \
-         AND campaign_updated_at = ? AND created_at >= ? ORDER BY id DESC LIMIT 1",
+        "SELECT id FROM snapshots WHERE operation = $1 AND target = $2 AND state = 'complete' \
+         AND campaign_updated_at = $3 AND created_at >= $4 ORDER BY id DESC LIMIT 1",
     )
     .bind(operation)
     .bind(target)
@@ -260,13 +262,13 @@ pub async fn find_reusable(
 /// Marks a snapshot `complete`, but only if every part its row expects is
 /// present and every part row is `complete`; otherwise nothing changes and the
 /// first missing or unfinished part is named in [`StoreError::Incomplete`].
-pub async fn complete_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<(), StoreError> {
+pub async fn complete_snapshot(pool: &Pool, snapshot_id: i64) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     // Write first: the transaction then holds the write lock, so no part can
     // change between the check below and the commit.
     let done = sqlx::query(
-        "UPDATE snapshots SET state = 'complete', completed_at = ? \
-         WHERE id = ? AND state = 'in_progress'",
+        "UPDATE snapshots SET state = 'complete', completed_at = $1 \
+         WHERE id = $2 AND state = 'in_progress'",
     )
     .bind(format_time(SystemTime::now()))
     .bind(snapshot_id)
@@ -276,11 +278,11 @@ pub async fn complete_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<()
         return Err(not_in_progress(&mut tx, snapshot_id).await);
     }
     let parts: Vec<(String, String)> =
-        sqlx::query_as("SELECT kind, state FROM snapshot_parts WHERE snapshot_id = ?")
+        sqlx::query_as("SELECT kind, state FROM snapshot_parts WHERE snapshot_id = $1")
             .bind(snapshot_id)
             .fetch_all(&mut *tx)
             .await?;
-    let expected: String = sqlx::query_scalar("SELECT parts FROM snapshots WHERE id = ?")
+    let expected: String = sqlx::query_scalar("SELECT parts FROM snapshots WHERE id = $1")
         .bind(snapshot_id)
         .fetch_one(&mut *tx)
         .await?;
@@ -313,14 +315,10 @@ pub async fn complete_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<()
 
 /// Marks an `in_progress` snapshot `failed` with `error` (for people; never a
 /// secret), and its unfinished parts `failed`.
-pub async fn fail_snapshot(
-    pool: &SqlitePool,
-    snapshot_id: i64,
-    error: &str,
-) -> Result<(), StoreError> {
+pub async fn fail_snapshot(pool: &Pool, snapshot_id: i64, error: &str) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     let done = sqlx::query(
-        "UPDATE snapshots SET state = 'failed', error = ? WHERE id = ? AND state = 'in_progress'",
+        "UPDATE snapshots SET state = 'failed', error = $1 WHERE id = $2 AND state = 'in_progress'",
     )
     .bind(error)
     .bind(snapshot_id)
@@ -331,7 +329,7 @@ pub async fn fail_snapshot(
     }
     sqlx::query(
         "UPDATE snapshot_parts SET state = 'failed' \
-         WHERE snapshot_id = ? AND state = 'in_progress'",
+         WHERE snapshot_id = $1 AND state = 'in_progress'",
     )
     .bind(snapshot_id)
     .execute(&mut *tx)
@@ -344,7 +342,7 @@ pub async fn fail_snapshot(
 /// have none) were being captured by a gateway that stopped: they become
 /// `incomplete` and their unfinished parts `failed`, never complete. Captures
 /// that a live gateway is running are left alone. Returns how many changed.
-pub async fn mark_interrupted(pool: &SqlitePool) -> Result<u64, StoreError> {
+pub async fn mark_interrupted(pool: &Pool) -> Result<u64, StoreError> {
     const ORPHANED: &str = "state = 'in_progress' AND (operation_id IS NULL OR operation_id IN \
          (SELECT id FROM operations WHERE state = 'interrupted'))";
     let mut tx = pool.begin().await?;
@@ -355,7 +353,7 @@ pub async fn mark_interrupted(pool: &SqlitePool) -> Result<u64, StoreError> {
     .execute(&mut *tx)
     .await?;
     let done = sqlx::query(&format!(
-        "UPDATE snapshots SET state = 'incomplete', error = ? WHERE {ORPHANED}"
+        "UPDATE snapshots SET state = 'incomplete', error = $1 WHERE {ORPHANED}"
     ))
     .bind(INTERRUPTED)
     .execute(&mut *tx)
@@ -366,9 +364,9 @@ pub async fn mark_interrupted(pool: &SqlitePool) -> Result<u64, StoreError> {
 
 /// The error for a snapshot an update did not match: it is missing, or not
 /// `in_progress`.
-async fn not_in_progress(tx: &mut Transaction<'_, Sqlite>, snapshot_id: i64) -> StoreError {
+async fn not_in_progress(tx: &mut Transaction<'_, Any>, snapshot_id: i64) -> StoreError {
     let state: Result<Option<String>, _> =
-        sqlx::query_scalar("SELECT state FROM snapshots WHERE id = ?")
+        sqlx::query_scalar("SELECT state FROM snapshots WHERE id = $1")
             .bind(snapshot_id)
             .fetch_optional(&mut **tx)
             .await;

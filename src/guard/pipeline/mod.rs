@@ -331,7 +331,7 @@ impl Run {
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
-    fn start(pool: sqlx::SqlitePool, id: i64) -> Self {
+    fn start(pool: crate::db::Pool, id: i64) -> Self {
         Heartbeat(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ledger::HEARTBEAT_EVERY).await;

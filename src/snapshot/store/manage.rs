@@ -2,7 +2,7 @@
 //! pruning old snapshots without ever losing the last copy of a campaign
 //! that was really deleted.
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 
 use super::{export_part, PartKind, StoreError};
 
@@ -60,11 +60,8 @@ pub enum PartOutcome {
 /// decompresses it and checks sizes and SHA-256, one part at a time (memory
 /// stays O(chunk)). Only a database error reaching the snapshot itself is an
 /// `Err`; a damaged part is a [`PartOutcome::Failed`].
-pub async fn verify_snapshot(
-    pool: &SqlitePool,
-    snapshot_id: i64,
-) -> Result<Vec<PartCheck>, StoreError> {
-    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM snapshots WHERE id = ?")
+pub async fn verify_snapshot(pool: &Pool, snapshot_id: i64) -> Result<Vec<PartCheck>, StoreError> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM snapshots WHERE id = $1")
         .bind(snapshot_id)
         .fetch_optional(pool)
         .await?;
@@ -73,13 +70,13 @@ pub async fn verify_snapshot(
     }
     let parts: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
         "SELECT id, kind, state, byte_count, chunk_count FROM snapshot_parts \
-         WHERE snapshot_id = ? ORDER BY id",
+         WHERE snapshot_id = $1 ORDER BY id",
     )
     .bind(snapshot_id)
     .fetch_all(pool)
     .await?;
     let (snapshot_state, expected): (String, String) =
-        sqlx::query_as("SELECT state, parts FROM snapshots WHERE id = ?")
+        sqlx::query_as("SELECT state, parts FROM snapshots WHERE id = $1")
             .bind(snapshot_id)
             .fetch_one(pool)
             .await?;
@@ -135,7 +132,7 @@ pub async fn verify_snapshot(
 }
 
 async fn verify_part(
-    pool: &SqlitePool,
+    pool: &Pool,
     snapshot_id: i64,
     part_id: i64,
     kind: &str,
@@ -148,7 +145,7 @@ async fn verify_part(
     })?;
     // `export_part` reads chunks 0..chunk_count; rows beyond that would
     // otherwise go unnoticed.
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM snapshot_chunks WHERE part_id = ?")
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM snapshot_chunks WHERE part_id = $1")
         .bind(part_id)
         .fetch_one(pool)
         .await
@@ -174,30 +171,29 @@ async fn verify_part(
 }
 
 /// Every snapshot id, oldest first (for verifying them all).
-pub async fn all_snapshot_ids(pool: &SqlitePool) -> Result<Vec<i64>, StoreError> {
+pub async fn all_snapshot_ids(pool: &Pool) -> Result<Vec<i64>, StoreError> {
     Ok(sqlx::query_scalar("SELECT id FROM snapshots ORDER BY id")
         .fetch_all(pool)
         .await?)
 }
 
 /// Whether `snapshot_id` is pinned.
-pub async fn is_pinned(pool: &SqlitePool, snapshot_id: i64) -> Result<bool, StoreError> {
-    let pinned: Option<bool> = sqlx::query_scalar("SELECT pinned <> 0 FROM snapshots WHERE id = ?")
-        .bind(snapshot_id)
-        .fetch_optional(pool)
-        .await?;
-    pinned.ok_or(StoreError::NotFound { snapshot_id })
+pub async fn is_pinned(pool: &Pool, snapshot_id: i64) -> Result<bool, StoreError> {
+    let pinned: Option<crate::db::Flag> =
+        sqlx::query_scalar("SELECT pinned FROM snapshots WHERE id = $1")
+            .bind(snapshot_id)
+            .fetch_optional(pool)
+            .await?;
+    pinned
+        .map(bool::from)
+        .ok_or(StoreError::NotFound { snapshot_id })
 }
 
 /// Pins (pruning never removes it) or unpins a snapshot. Returns whether
 /// the flag changed.
-pub async fn set_pinned(
-    pool: &SqlitePool,
-    snapshot_id: i64,
-    pinned: bool,
-) -> Result<bool, StoreError> {
+pub async fn set_pinned(pool: &Pool, snapshot_id: i64, pinned: bool) -> Result<bool, StoreError> {
     let was = is_pinned(pool, snapshot_id).await?;
-    let done = sqlx::query("UPDATE snapshots SET pinned = ? WHERE id = ?")
+    let done = sqlx::query("UPDATE snapshots SET pinned = $1 WHERE id = $2")
         .bind(i64::from(pinned))
         .bind(snapshot_id)
         .execute(pool)
@@ -236,7 +232,7 @@ pub struct PruneCandidate {
 ///   `not_found`/`snapshot_failed`/`snapshot_pending`): it may be the only
 ///   copy of that data left anywhere;
 /// - the snapshot of any operation that has not finished yet.
-const PRUNABLE: &str = "s.created_at < ?1 AND s.pinned = 0 AND s.state <> 'in_progress' \
+const PRUNABLE: &str = "s.created_at < $1 AND s.pinned = 0 AND s.state <> 'in_progress' \
      AND s.id NOT IN (SELECT MAX(k.id) FROM snapshots k WHERE k.state = 'complete' \
        AND k.target IN (SELECT o.target FROM operations o WHERE o.action = 'allow' \
          AND o.state NOT IN ('denied', 'not_found', 'snapshot_failed', 'snapshot_pending')) \
@@ -247,14 +243,14 @@ const PRUNABLE: &str = "s.created_at < ?1 AND s.pinned = 0 AND s.state <> 'in_pr
 /// The snapshots created before `cutoff` (stored time form) that
 /// [`prune`] would remove, oldest first.
 pub async fn prune_candidates(
-    pool: &SqlitePool,
+    pool: &Pool,
     cutoff: &str,
 ) -> Result<Vec<PruneCandidate>, StoreError> {
     Ok(sqlx::query_as(&format!(
         "SELECT s.id, s.campaign_id, s.target, s.state, s.created_at, \
          (SELECT COUNT(*) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS parts, \
-         (SELECT COALESCE(SUM(p.chunk_count), 0) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS chunks, \
-         (SELECT COALESCE(SUM(p.stored_bytes), 0) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS stored_bytes \
+         (SELECT CAST(COALESCE(SUM(p.chunk_count), 0) AS BIGINT) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS chunks, \
+         (SELECT CAST(COALESCE(SUM(p.stored_bytes), 0) AS BIGINT) FROM snapshot_parts p WHERE p.snapshot_id = s.id) AS stored_bytes \
          FROM snapshots s WHERE {PRUNABLE} ORDER BY s.id"
     ))
     .bind(cutoff)
@@ -267,7 +263,7 @@ pub async fn prune_candidates(
 /// never held off the database for long. Each snapshot is re-checked against
 /// the same condition inside its transaction; one that no longer qualifies
 /// (pinned meanwhile, say) is left alone. Returns what was removed.
-pub async fn prune(pool: &SqlitePool, cutoff: &str) -> Result<Vec<PruneCandidate>, StoreError> {
+pub async fn prune(pool: &Pool, cutoff: &str) -> Result<Vec<PruneCandidate>, StoreError> {
     let mut removed = Vec::new();
     for candidate in prune_candidates(pool, cutoff).await? {
         if prune_one(pool, cutoff, candidate.id).await? {
@@ -277,12 +273,12 @@ pub async fn prune(pool: &SqlitePool, cutoff: &str) -> Result<Vec<PruneCandidate
     Ok(removed)
 }
 
-async fn prune_one(pool: &SqlitePool, cutoff: &str, snapshot_id: i64) -> Result<bool, StoreError> {
+async fn prune_one(pool: &Pool, cutoff: &str, snapshot_id: i64) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     // A write first: from here the transaction holds the write lock, so the
     // condition cannot change before the commit.
     let still = sqlx::query(&format!(
-        "UPDATE snapshots AS s SET pinned = pinned WHERE s.id = ?2 AND {PRUNABLE}"
+        "UPDATE snapshots AS s SET pinned = pinned WHERE s.id = $2 AND {PRUNABLE}"
     ))
     .bind(cutoff)
     .bind(snapshot_id)
@@ -293,16 +289,16 @@ async fn prune_one(pool: &SqlitePool, cutoff: &str, snapshot_id: i64) -> Result<
     }
     sqlx::query(
         "DELETE FROM snapshot_chunks WHERE part_id IN \
-         (SELECT id FROM snapshot_parts WHERE snapshot_id = ?)",
+         (SELECT id FROM snapshot_parts WHERE snapshot_id = $1)",
     )
     .bind(snapshot_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM snapshot_parts WHERE snapshot_id = ?")
+    sqlx::query("DELETE FROM snapshot_parts WHERE snapshot_id = $1")
         .bind(snapshot_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM snapshots WHERE id = ?")
+    sqlx::query("DELETE FROM snapshots WHERE id = $1")
         .bind(snapshot_id)
         .execute(&mut *tx)
         .await?;
@@ -312,7 +308,7 @@ async fn prune_one(pool: &SqlitePool, cutoff: &str, snapshot_id: i64) -> Result<
 
 /// How many leads a snapshot's (complete, verified) leads CSV holds: its
 /// records minus the header row. Reads the whole part, chunk by chunk.
-pub async fn leads_in(pool: &SqlitePool, snapshot_id: i64) -> Result<u64, StoreError> {
+pub async fn leads_in(pool: &Pool, snapshot_id: i64) -> Result<u64, StoreError> {
     let mut rows = crate::snapshot::csv_rows::CsvRows::default();
     export_part(pool, snapshot_id, PartKind::LeadsCsv, &mut rows).await?;
     Ok(rows.data_rows())

@@ -1,7 +1,7 @@
 //! Reading back: snapshot listings, and parts streamed out chunk by chunk
 //! with their checksum verified.
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::{PartKind, StoreError, CHUNK_SIZE};
@@ -24,6 +24,7 @@ pub struct SnapshotInfo {
     pub completed_at: Option<String>,
     pub error: Option<String>,
     /// Pinned snapshots are never pruned.
+    #[sqlx(try_from = "crate::db::Flag")]
     pub pinned: bool,
     /// Leads in the captured export, when it was counted.
     pub leads: Option<i64>,
@@ -61,7 +62,7 @@ const SNAPSHOT_COLUMNS: &str =
 
 /// Snapshots, newest first, of one campaign or of all, with their parts.
 pub async fn list_snapshots(
-    pool: &SqlitePool,
+    pool: &Pool,
     campaign_id: Option<i64>,
     limit: u32,
 ) -> Result<Vec<SnapshotInfo>, StoreError> {
@@ -85,14 +86,14 @@ pub struct SnapshotFilter<'a> {
 
 /// Like [`list_snapshots`], filtered.
 pub async fn list_snapshots_where(
-    pool: &SqlitePool,
+    pool: &Pool,
     filter: &SnapshotFilter<'_>,
     limit: u32,
 ) -> Result<Vec<SnapshotInfo>, StoreError> {
     let mut snapshots: Vec<SnapshotInfo> = sqlx::query_as(&format!(
-        "{SNAPSHOT_COLUMNS} WHERE (?1 IS NULL OR campaign_id = ?1) AND (?3 IS NULL OR state = ?3) \
-         AND (?4 IS NULL OR operation = ?4) AND (?5 IS NULL OR target_id = ?5) \
-         ORDER BY id DESC LIMIT ?2"
+        "{SNAPSHOT_COLUMNS} WHERE ($1 IS NULL OR campaign_id = $1) AND ($3 IS NULL OR state = $3) \
+         AND ($4 IS NULL OR operation = $4) AND ($5 IS NULL OR target_id = $5) \
+         ORDER BY id DESC LIMIT $2"
     ))
     .bind(filter.campaign_id)
     .bind(i64::from(limit))
@@ -108,8 +109,8 @@ pub async fn list_snapshots_where(
 }
 
 /// One snapshot with its parts.
-pub async fn get_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<SnapshotInfo, StoreError> {
-    let mut snapshot: SnapshotInfo = sqlx::query_as(&format!("{SNAPSHOT_COLUMNS} WHERE id = ?"))
+pub async fn get_snapshot(pool: &Pool, snapshot_id: i64) -> Result<SnapshotInfo, StoreError> {
+    let mut snapshot: SnapshotInfo = sqlx::query_as(&format!("{SNAPSHOT_COLUMNS} WHERE id = $1"))
         .bind(snapshot_id)
         .fetch_optional(pool)
         .await?
@@ -118,10 +119,10 @@ pub async fn get_snapshot(pool: &SqlitePool, snapshot_id: i64) -> Result<Snapsho
     Ok(snapshot)
 }
 
-async fn parts_of(pool: &SqlitePool, snapshot_id: i64) -> Result<Vec<PartInfo>, StoreError> {
+async fn parts_of(pool: &Pool, snapshot_id: i64) -> Result<Vec<PartInfo>, StoreError> {
     let mut parts: Vec<PartInfo> = sqlx::query_as(
         "SELECT kind, content_type, upstream_status, state, byte_count AS bytes, stored_bytes, \
-         chunk_count AS chunks, sha256 FROM snapshot_parts WHERE snapshot_id = ? ORDER BY id",
+         chunk_count AS chunks, sha256 FROM snapshot_parts WHERE snapshot_id = $1 ORDER BY id",
     )
     .bind(snapshot_id)
     .fetch_all(pool)
@@ -147,21 +148,21 @@ async fn parts_of(pool: &SqlitePool, snapshot_id: i64) -> Result<Vec<PartInfo>, 
 /// temporary file and rename it only on success. Parts that are not
 /// `complete` are refused with [`StoreError::Incomplete`].
 pub async fn export_part<W: AsyncWrite + Unpin>(
-    pool: &SqlitePool,
+    pool: &Pool,
     snapshot_id: i64,
     kind: PartKind,
     out: &mut W,
 ) -> Result<u64, StoreError> {
     let part: Option<(i64, String, Option<String>, i64)> = sqlx::query_as(
         "SELECT id, state, sha256, chunk_count FROM snapshot_parts \
-         WHERE snapshot_id = ? AND kind = ?",
+         WHERE snapshot_id = $1 AND kind = $2",
     )
     .bind(snapshot_id)
     .bind(kind.as_str())
     .fetch_optional(pool)
     .await?;
     let Some((part_id, state, sha256, chunk_count)) = part else {
-        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM snapshots WHERE id = ?")
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM snapshots WHERE id = $1")
             .bind(snapshot_id)
             .fetch_optional(pool)
             .await?;
@@ -190,7 +191,7 @@ pub async fn export_part<W: AsyncWrite + Unpin>(
     let mut written = 0u64;
     for seq in 0..chunk_count {
         let data: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT data FROM snapshot_chunks WHERE part_id = ? AND seq = ?")
+            sqlx::query_scalar("SELECT data FROM snapshot_chunks WHERE part_id = $1 AND seq = $2")
                 .bind(part_id)
                 .bind(seq)
                 .fetch_optional(pool)

@@ -2,7 +2,7 @@
 //! compressed and stored one chunk row per short transaction, in the
 //! background while the next chunk is read.
 
-use sqlx::SqlitePool;
+use crate::db::Pool;
 use tokio::task::JoinHandle;
 
 use super::{not_in_progress, PartKind, StoreError, CHUNK_SIZE};
@@ -56,7 +56,7 @@ pub struct PartWriter {
 /// Which part a chunk belongs to: what a background chunk needs.
 #[derive(Clone)]
 struct Part {
-    pool: SqlitePool,
+    pool: Pool,
     snapshot_id: i64,
     kind: PartKind,
     part_id: i64,
@@ -76,7 +76,7 @@ impl PartWriter {
     /// deleted and it starts again from nothing; any earlier writer for it must
     /// be gone by then.
     pub async fn begin(
-        pool: &SqlitePool,
+        pool: &Pool,
         snapshot_id: i64,
         kind: PartKind,
         content_type: Option<&str>,
@@ -87,7 +87,7 @@ impl PartWriter {
         // that are no longer being captured.
         let part_id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO snapshot_parts (snapshot_id, kind, content_type, upstream_status, state) \
-             SELECT id, ?, ?, ?, 'in_progress' FROM snapshots WHERE id = ? AND state = 'in_progress' \
+             SELECT id, $1, $2, $3, 'in_progress' FROM snapshots WHERE id = $4 AND state = 'in_progress' \
              ON CONFLICT (snapshot_id, kind) DO UPDATE SET \
              content_type = excluded.content_type, upstream_status = excluded.upstream_status, \
              state = 'in_progress', byte_count = 0, stored_bytes = 0, chunk_count = 0, sha256 = NULL \
@@ -102,7 +102,7 @@ impl PartWriter {
         let Some(part_id) = part_id else {
             return Err(not_in_progress(&mut tx, snapshot_id).await);
         };
-        sqlx::query("DELETE FROM snapshot_chunks WHERE part_id = ?")
+        sqlx::query("DELETE FROM snapshot_chunks WHERE part_id = $1")
             .bind(part_id)
             .execute(&mut *tx)
             .await?;
@@ -152,8 +152,8 @@ impl PartWriter {
         let sha256 = crate::digest::hex(hasher.finish().as_ref());
         let mut tx = self.part.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE snapshot_parts SET state = 'complete', byte_count = ?, stored_bytes = ?, \
-             chunk_count = ?, sha256 = ? WHERE id = ? AND state = 'in_progress' AND chunk_count = ?",
+            "UPDATE snapshot_parts SET state = 'complete', byte_count = $1, stored_bytes = $2, \
+             chunk_count = $3, sha256 = $4 WHERE id = $5 AND state = 'in_progress' AND chunk_count = $6",
         )
         .bind(self.bytes as i64)
         .bind(self.stored_bytes as i64)
@@ -188,7 +188,7 @@ impl PartWriter {
             "snapshot part failed"
         );
         sqlx::query(
-            "UPDATE snapshot_parts SET state = 'failed' WHERE id = ? AND state = 'in_progress'",
+            "UPDATE snapshot_parts SET state = 'failed' WHERE id = $1 AND state = 'in_progress'",
         )
         .bind(self.part.part_id)
         .execute(&self.part.pool)
@@ -267,9 +267,9 @@ impl Part {
         // sequence check stops a writer whose part was reset or failed
         // meanwhile.
         let done = sqlx::query(
-            "UPDATE snapshot_parts SET byte_count = byte_count + ?, \
-             stored_bytes = stored_bytes + ?, chunk_count = chunk_count + 1 \
-             WHERE id = ? AND state = 'in_progress' AND chunk_count = ?",
+            "UPDATE snapshot_parts SET byte_count = byte_count + $1, \
+             stored_bytes = stored_bytes + $2, chunk_count = chunk_count + 1 \
+             WHERE id = $3 AND state = 'in_progress' AND chunk_count = $4",
         )
         .bind(buf.len() as i64)
         .bind(frame.len() as i64)
@@ -280,7 +280,7 @@ impl Part {
         if done.rows_affected() == 0 {
             return Err(self.reset());
         }
-        sqlx::query("INSERT INTO snapshot_chunks (part_id, seq, data) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO snapshot_chunks (part_id, seq, data) VALUES ($1, $2, $3)")
             .bind(self.part_id)
             .bind(seq as i64)
             .bind(&frame)
