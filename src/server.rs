@@ -150,6 +150,7 @@ pub async fn run(
     ));
     recover_unfinished(&pool).await;
     record_interrupted(&pool, &audit).await;
+    let sweep_task = tokio::spawn(sweep_unfinished(pool.clone(), audit.clone()));
     let reload_task = tokio::spawn(reload_on_sighup(config.clone(), state.clone()));
     let bypass_task = (!config.bypass.interval.is_zero() && !config.smartlead.accounts.is_empty())
         .then(|| {
@@ -305,6 +306,7 @@ pub async fn run(
     drop(state);
 
     reload_task.abort();
+    sweep_task.abort();
     keys_task.abort();
     identities.flush().await;
     if let Some(task) = bypass_task {
@@ -335,8 +337,28 @@ async fn recover_unfinished(pool: &crate::db::Pool) {
     }
 }
 
+/// While running, looks again every [`ledger::HEARTBEAT_EVERY`] for the
+/// operations of a gateway that died (another gateway on the same store:
+/// gone from this host, or silent past [`ledger::STALE_AFTER`]), marks them
+/// interrupted and records them, so nobody waits for a restart of the dead
+/// one to learn their end.
+///
+/// [`ledger::HEARTBEAT_EVERY`]: crate::guard::ledger::HEARTBEAT_EVERY
+/// [`ledger::STALE_AFTER`]: crate::guard::ledger::STALE_AFTER
+async fn sweep_unfinished(pool: crate::db::Pool, audit: crate::audit::AuditSink) {
+    let mut every = tokio::time::interval(crate::guard::ledger::HEARTBEAT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        recover_unfinished(&pool).await;
+        record_interrupted(&pool, &audit).await;
+    }
+}
+
 /// Operations a stopped gateway left interrupted get the audit record their
-/// request never wrote, so the trail shows how each ended.
+/// request never wrote, so the trail shows how each ended. Each is claimed
+/// first, so two gateways sweeping at once record it once.
 async fn record_interrupted(pool: &crate::db::Pool, audit: &crate::audit::AuditSink) {
     use crate::guard::ledger;
     let ops = match ledger::unrecorded_interrupted(pool).await {
@@ -347,6 +369,14 @@ async fn record_interrupted(pool: &crate::db::Pool, audit: &crate::audit::AuditS
         }
     };
     for op in ops {
+        match ledger::claim_unrecorded(pool, op.id).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(err) => {
+                tracing::error!(error = %err, operation_id = op.id, "cannot claim the interrupted operation");
+                continue;
+            }
+        }
         let record = interrupted_record(&op);
         match audit.write_durable(record).await {
             Ok(audit_id) => {
@@ -356,6 +386,8 @@ async fn record_interrupted(pool: &crate::db::Pool, audit: &crate::audit::AuditS
             }
             Err(err) => {
                 tracing::error!(error = %err, operation_id = op.id, "cannot record the interrupted operation");
+                // Unclaimed, so the next sweep tries again.
+                let _ = ledger::unclaim_unrecorded(pool, op.id).await;
             }
         }
     }

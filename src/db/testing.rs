@@ -35,7 +35,10 @@ impl TestStore {
     /// A new, empty database, or `None` (said on stderr) without a server.
     pub async fn postgres() -> Option<TestStore> {
         let Ok(url) = std::env::var(POSTGRES_URL_VAR) else {
-            eprintln!(
+            // Straight to stderr: the test harness would hide an `eprintln!`.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
                 "skipped: {POSTGRES_URL_VAR} is not set, so the PostgreSQL store is not tested"
             );
             return None;

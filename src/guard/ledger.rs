@@ -238,6 +238,25 @@ pub async fn unrecorded_interrupted(pool: &Pool) -> Result<Vec<Interrupted>, sql
     .await
 }
 
+/// Claims an interrupted operation's record for this gateway (`audit_id`
+/// 0 until it is written); false when another gateway has it.
+pub async fn claim_unrecorded(pool: &Pool, id: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE operations SET audit_id = 0 WHERE id = $1 AND audit_id IS NULL")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives up a claim whose record could not be written.
+pub async fn unclaim_unrecorded(pool: &Pool, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE operations SET audit_id = NULL WHERE id = $1 AND audit_id = 0")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Links an operation to the audit record that tells its end.
 pub async fn set_audit_id(pool: &Pool, id: i64, audit_id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE operations SET audit_id = $1 WHERE id = $2")

@@ -2,6 +2,7 @@
 //! SQLite file in a temp dir, an HTTP client, and raw-socket helpers.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -132,10 +133,20 @@ pub struct Extra<'a> {
 }
 
 pub fn config_text(upstream: &str, db_path: &Path, extra: Extra<'_>) -> String {
+    config_text_for(
+        upstream,
+        &format!("path = {:?}", db_path.display().to_string()),
+        extra,
+    )
+}
+
+/// [`config_text`] with `database` as the `[database]` table's body
+/// (`url = "postgres://..."`).
+pub fn config_text_for(upstream: &str, database: &str, extra: Extra<'_>) -> String {
     format!(
         "listen = \"127.0.0.1:0\"\n{grace}{top}\n\
          [upstream]\nurl = \"{upstream}\"\n{upstream_extra}\n\
-         [database]\npath = {db:?}\n\n\
+         [database]\n{database}\n\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n{tables}\n",
         admin = extra.admin,
         grace = if extra.top.contains("shutdown_grace") {
@@ -146,7 +157,6 @@ pub fn config_text(upstream: &str, db_path: &Path, extra: Extra<'_>) -> String {
         top = extra.top,
         upstream_extra = extra.upstream,
         tables = extra.tables,
-        db = db_path.display().to_string(),
     )
 }
 
