@@ -193,6 +193,19 @@ fn known(migrator: &Migrator) -> BTreeSet<i64> {
         .collect()
 }
 
+/// Whether the store answers a trivial query within `within` (`/readyz`).
+pub async fn ping(pool: &Pool, within: Duration) -> Result<(), String> {
+    let query = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(pool);
+    match tokio::time::timeout(within, query).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(within)
+        )),
+    }
+}
+
 /// Applies `migrator`'s migrations, after refusing a database that a newer
 /// binary migrated (sqlx would only say a migration is missing).
 async fn run_migrations(migrator: &Migrator, pool: &Pool, store: &Location) -> Result<(), DbError> {

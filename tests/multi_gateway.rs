@@ -355,3 +355,67 @@ async fn a_key_revoked_through_one_gateway_is_refused_by_all_within_a_second() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_away_the_gateway_is_not_ready_and_refuses_guarded_calls() {
+    let Some(db) = postgres::database().await else {
+        return;
+    };
+    let mut relay = postgres::Relay::start(&db).await;
+    let up = fake_smartlead::start(FakeConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    let text = config_text_for(
+        &up.url(),
+        &format!("url = {:?}\nacquire_timeout = \"1s\"", relay.url(&db)),
+        Extra::default(),
+    );
+    std::fs::write(&path, text).unwrap();
+    let gw = Proc::start(&path, "info");
+    let readyz = format!("http://{}/readyz", gw.admin);
+    let ready = || get(&readyz);
+    assert_eq!(ready().await.status, 200);
+
+    relay.cut();
+    let started = Instant::now();
+    let not_ready = loop {
+        let reply = ready().await;
+        if reply.status != 200 || started.elapsed() > Duration::from_secs(10) {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(not_ready.status, 503, "{:?}", not_ready.body);
+    let reason = not_ready.json()["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("database does not answer")
+            || reason.contains("audit trail cannot be written"),
+        "{reason}"
+    );
+    // Guarded calls fail closed: nothing reaches SmartLead.
+    let refused = delete(&gw, &format!("/api/v1/campaigns/101?api_key={KEY}")).await;
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert!(
+        up.requests().iter().all(|r| r.method == "GET"),
+        "a destructive call reached SmartLead"
+    );
+    // Passthrough follows audit.on_failure (forward, the default).
+    let passed = get(&gw.url(&format!("/api/v1/campaigns/101?api_key={KEY}"))).await;
+    assert_eq!(passed.status, 200);
+
+    relay.restore().await;
+    let started = Instant::now();
+    while ready().await.status != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = delete(&gw, &format!("/api/v1/campaigns/101?api_key={KEY}")).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.header("x-safedelete-action"), Some("archived"));
+}

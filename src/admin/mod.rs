@@ -126,15 +126,23 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready while the proxy listener is open and the audit trail can be
 /// written; the reason says which is not the case.
+/// How long `/readyz` waits for the database to answer.
+const READY_PING_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn readyz(State(state): State<AdminState>) -> Response {
     if !state.ready.load(Ordering::Acquire) {
         return json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#).into_response();
     }
-    if let Some(cause) = state.audit.failure() {
-        let body = serde_json::json!({
-            "status": "not ready",
-            "reason": format!("the audit trail cannot be written: {cause}"),
-        });
+    let reason = match state.audit.failure() {
+        Some(cause) => Some(format!("the audit trail cannot be written: {cause}")),
+        // A store that does not answer refuses every guarded call.
+        None => crate::db::ping(&state.pool, READY_PING_WITHIN)
+            .await
+            .err()
+            .map(|cause| format!("the database does not answer: {cause}")),
+    };
+    if let Some(reason) = reason {
+        let body = serde_json::json!({ "status": "not ready", "reason": reason });
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "application/json")],

@@ -77,3 +77,70 @@ impl Drop for Database {
         .join();
     }
 }
+
+/// A TCP relay in front of the test server that a test can cut and put
+/// back, to take the database away from a running gateway.
+pub struct Relay {
+    pub addr: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// A relay to the server of `db`.
+    pub async fn start(db: &Database) -> Relay {
+        let url = url::Url::parse(&db.url).unwrap();
+        let host = url.host_str().unwrap().to_string();
+        let port = url.port().unwrap_or(5432);
+        let target = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        Relay {
+            addr,
+            target,
+            task: Some(tokio::spawn(relay(listener, target))),
+        }
+    }
+
+    /// `db`'s URL through the relay.
+    pub fn url(&self, db: &Database) -> String {
+        let mut url = url::Url::parse(&db.url).unwrap();
+        url.set_port(Some(self.addr.port())).unwrap();
+        url.to_string()
+    }
+
+    /// Closes the listener and every relayed connection.
+    pub fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.task = Some(tokio::spawn(relay(listener, self.target)));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// Relays each connection to `target`; aborting it drops every connection.
+async fn relay(listener: tokio::net::TcpListener, target: std::net::SocketAddr) {
+    let mut connections = tokio::task::JoinSet::new();
+    while let Ok((mut client, _)) = listener.accept().await {
+        connections.spawn(async move {
+            if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        });
+    }
+}
