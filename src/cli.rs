@@ -11,6 +11,7 @@ mod audit;
 mod extract;
 mod history;
 mod keys;
+mod migrate_store;
 mod output;
 mod policy;
 mod restore;
@@ -65,11 +66,11 @@ pub enum Command {
     Audit(AuditArgs),
     /// Everything the gateway did about one campaign, oldest first.
     History(HistoryArgs),
-    /// Create, list, revoke and rotate the gateway keys people and tools
-    /// hold instead of the SmartLead key.
     /// Rebuild a deleted campaign from its snapshot as a new campaign
     /// (`--dry-run`: the plan, every call, no call made).
     Restore(RestoreArgs),
+    /// Create, list, revoke and rotate the gateway keys people and tools
+    /// hold instead of the SmartLead key.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -85,6 +86,9 @@ pub enum Command {
         #[command(subcommand)]
         command: SnapshotsCommand,
     },
+    /// Copy a store (a SQLite file) into an empty one (a PostgreSQL
+    /// database several gateways share), verified; resumable.
+    MigrateStore(migrate_store::MigrateStoreArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +108,10 @@ pub enum CliError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    MigrateStore(#[from] crate::migrate_store::CopyError),
+    #[error("{flag} {problem}")]
+    StoreArg { flag: &'static str, problem: String },
     #[error("cannot read the audit trail")]
     Query(#[from] sqlx::Error),
     #[error("cannot write output")]
@@ -239,6 +247,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore(args) => restore::run(args).await,
         Command::Policy { command } => policy::run(command),
         Command::Snapshots { command } => snapshots::run(command).await,
+        Command::MigrateStore(args) => migrate_store::run(args).await,
     }
 }
 

@@ -130,6 +130,10 @@ pub enum DbError {
     Schema { store: Location, mismatch: Mismatch },
 }
 
+/// The variable naming the PostgreSQL server the store's tests create
+/// databases on (`.ci/run` sets it); the gateway ignores it.
+pub const TEST_POSTGRES_URL: &str = "SAFEDELETE_TEST_POSTGRES_URL";
+
 /// How long a SQLite connection waits for another writer's lock before
 /// failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

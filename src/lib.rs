@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`serve`, `check-config`, `health`, `audit`, `keys`, `policy explain`, `snapshots`).
+//! - [`cli`]: the command line (`serve`, `check-config`, `health`, `audit`, `keys`, `policy explain`, `snapshots`, `restore`, `migrate-store`).
 //! - [`config`]: the TOML file and `SAFEDELETE_*` overrides, validated into [`config::Config`].
 //! - [`server`]: both listeners' accept loops and graceful shutdown.
 //! - [`proxy`]: the proxy service: classify, hand guarded calls to the guard,
@@ -35,7 +35,9 @@
 //!   campaign.
 //! - [`snapshot`]: reading what a call would destroy into checksummed, compressed chunks.
 //! - [`digest`]: SHA-256 and hex, the one digest helper.
-//! - [`db`]: the SQLite pool (read-write, or read-only for the commands that only read), embedded migrations, private file modes.
+//! - [`db`]: the store, SQLite or PostgreSQL, as one pool (read-write, or read-only for the
+//!   commands that only read), each kind's embedded migrations, private SQLite file modes.
+//! - [`migrate_store`]: a whole store copied into an empty one, resumable, verified.
 //! - [`sync`]: a mutex lock that survives a panicked holder.
 //! - [`tls`]: rustls configs for the upstream client and the proxy listener.
 //! - [`logging`]: tracing setup (JSON or pretty).
@@ -51,6 +53,7 @@ pub mod guard;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod migrate_store;
 pub mod proxy;
 pub mod restore;
 pub mod server;

@@ -26,7 +26,7 @@ pub mod var {
     pub const TEST_SMARTLEAD_CLI: &str = "SAFEDELETE_TEST_SMARTLEAD_CLI";
     /// The PostgreSQL server the store's tests create databases on
     /// (`.ci/run` sets it); the gateway ignores it.
-    pub const TEST_POSTGRES_URL: &str = "SAFEDELETE_TEST_POSTGRES_URL";
+    pub const TEST_POSTGRES_URL: &str = crate::db::TEST_POSTGRES_URL;
 
     /// What [`super::unknown_variables`] compares against.
     pub const KNOWN: &[&str] = &[

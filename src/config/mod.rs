@@ -6,7 +6,7 @@
 //! Loading never creates files and never exits the process: every problem comes
 //! back as a [`ConfigError`] that names the key and what is wrong with it.
 
-pub(crate) mod env;
+mod env;
 mod file;
 mod identity;
 mod render;

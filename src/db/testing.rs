@@ -13,7 +13,7 @@ use super::{Location, Pool, PostgresUrl};
 
 /// The variable naming the test server (any database on it: tests create
 /// their own).
-pub const POSTGRES_URL_VAR: &str = crate::config::env::var::TEST_POSTGRES_URL;
+pub const POSTGRES_URL_VAR: &str = super::TEST_POSTGRES_URL;
 
 pub struct TestStore {
     pub location: Location,
