@@ -134,6 +134,11 @@ pub enum DbError {
 /// databases on (`.ci/run` sets it); the gateway ignores it.
 pub const TEST_POSTGRES_URL: &str = "SAFEDELETE_TEST_POSTGRES_URL";
 
+/// `sqlite` or `postgres`: the store the integration tests' in-process
+/// gateways use (`.ci/run` runs the store-heavy suites with each); the
+/// gateway ignores it.
+pub const TEST_STORE: &str = "SAFEDELETE_TEST_STORE";
+
 /// How long a SQLite connection waits for another writer's lock before
 /// failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

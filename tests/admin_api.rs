@@ -414,14 +414,14 @@ async fn a_corrupt_chunk_breaks_the_download_instead_of_truncating_it() {
     let (_, clean) = download(&gw, id, "leads_csv").await;
     assert!(clean.unwrap() == expected);
 
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let chunk = |kind: &'static str, seq: i64| {
         let pool = pool.clone();
         async move {
             sqlx::query_as::<_, (i64, Vec<u8>)>(
                 "SELECT c.part_id, c.data FROM snapshot_chunks c \
                  JOIN snapshot_parts p ON p.id = c.part_id \
-                 WHERE p.snapshot_id = ? AND p.kind = ? AND c.seq = ?",
+                 WHERE p.snapshot_id = $1 AND p.kind = $2 AND c.seq = $3",
             )
             .bind(id)
             .bind(kind)
@@ -435,7 +435,7 @@ async fn a_corrupt_chunk_breaks_the_download_instead_of_truncating_it() {
         let pool = pool.clone();
         async move {
             let done =
-                sqlx::query("UPDATE snapshot_chunks SET data = ? WHERE part_id = ? AND seq = ?")
+                sqlx::query("UPDATE snapshot_chunks SET data = $1 WHERE part_id = $2 AND seq = $3")
                     .bind(data)
                     .bind(part_id)
                     .bind(seq)

@@ -177,7 +177,7 @@ async fn the_gateway_restores_a_campaign_within_the_accounts_limit_and_reports_i
     );
 
     // Audited as the admin token's, with the account, never the key.
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let rows: Vec<(String, Option<String>, Option<String>, String)> = sqlx::query_as(
         "SELECT actor_label, account, target, coalesce(query, '') FROM audit_events \
          WHERE operation = 'restore' ORDER BY id",
@@ -351,7 +351,7 @@ async fn restore_requests_that_do_not_go_together_are_refused_naming_the_field()
         assert!(error.contains(says), "{body}: {error}");
     }
     assert_eq!(fake.requests().len(), before, "nothing was sent");
-    assert!(audit_rows(&gw.db_path)
+    assert!(audit_rows(&gw.store)
         .await
         .iter()
         .all(|r| r.operation != "restore"));

@@ -44,7 +44,7 @@ async fn every_request_leaves_one_audit_row_with_the_key_redacted() {
     assert_eq!(c.status, 401);
     let mut gw = gw;
     gw.stop().await;
-    let rows = audit_rows(&gw.db_path).await;
+    let rows = audit_rows(&gw.store).await;
     assert_eq!(rows.len(), 3);
 
     let r = &rows[0];
@@ -105,7 +105,7 @@ async fn each_request_on_one_connection_is_fingerprinted_by_its_own_key() {
     }
     let mut gw = gw;
     gw.stop().await;
-    let rows = audit_rows(&gw.db_path).await;
+    let rows = audit_rows(&gw.store).await;
     let got: Vec<_> = rows.iter().map(|r| r.actor_fingerprint.clone()).collect();
     let want: Vec<_> = keys
         .iter()
@@ -213,7 +213,7 @@ async fn shutdown_finishes_a_request_in_flight_and_flushes_the_trail() {
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, up.expected_leads_csv(101));
-    let db = gw.db_path.clone();
+    let db = gw.store.clone();
     let summary = gw.stop().await;
     assert_eq!(summary.connections_cut, 0);
     let rows = audit_rows(&db).await;
@@ -295,7 +295,7 @@ async fn connections_left_when_the_grace_period_ends_are_cut_and_recorded() {
         download.await.unwrap().is_err(),
         "the cut download must not look complete"
     );
-    let rows = audit_rows(&gw.db_path).await;
+    let rows = audit_rows(&gw.store).await;
     assert_eq!(rows.len(), 1, "the cut request was not recorded");
     assert_eq!(rows[0].error_kind.as_deref(), Some("shutting_down"));
 }
@@ -313,13 +313,26 @@ async fn a_full_audit_queue_drops_records_without_slowing_traffic() {
     .await;
     get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")).await;
     gw.wait_for_audit_rows(1).await;
-    // Hold the database's write lock so the writer blocks.
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    // Hold the database's write lock (PostgreSQL: the chain's) so the
+    // writer blocks.
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    match safedelete::db::Backend::of(&pool) {
+        safedelete::db::Backend::Sqlite => {
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        safedelete::db::Backend::Postgres => {
+            sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(safedelete::audit::writer::CHAIN_LOCK)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+    }
     let started = std::time::Instant::now();
     for _ in 0..20 {
         let r = get(&gw.url("/api/v1/campaigns?api_key=sl_test_key")).await;
@@ -340,7 +353,7 @@ async fn a_full_audit_queue_drops_records_without_slowing_traffic() {
     let mut accounted = 0.0;
     let mut rows = Vec::new();
     for _ in 0..200 {
-        rows = audit_rows(&gw.db_path).await;
+        rows = audit_rows(&gw.store).await;
         let requests = rows.iter().filter(|r| r.operation != "audit_gap").count();
         accounted = requests as f64 + dropped;
         if accounted >= 21.0 && rows.iter().any(|r| r.operation == "audit_gap") {
@@ -351,8 +364,8 @@ async fn a_full_audit_queue_drops_records_without_slowing_traffic() {
     assert_eq!(accounted, 21.0);
     let gap = rows.iter().find(|r| r.operation == "audit_gap").unwrap();
     assert_eq!(gap.error_kind.as_deref(), Some("audit_lost"));
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
-    let detail: String = sqlx::query_scalar("SELECT detail FROM audit_events WHERE id = ?")
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
+    let detail: String = sqlx::query_scalar("SELECT detail FROM audit_events WHERE id = $1")
         .bind(gap.id)
         .fetch_one(&pool)
         .await
@@ -430,7 +443,7 @@ async fn with_passthrough_off_only_guarded_requests_are_recorded() {
     assert_eq!(deleted.header("x-safedelete-action"), Some("archived"));
     let mut gw = gw;
     let summary = gw.stop().await;
-    let rows = audit_rows(&gw.db_path).await;
+    let rows = audit_rows(&gw.store).await;
     assert_eq!(rows.len(), 1, "only the guarded delete: {rows:?}");
     assert_eq!(rows[0].method, "DELETE");
     assert_eq!(rows[0].operation, "campaign.delete");

@@ -35,14 +35,14 @@ async fn trail() -> (fake_smartlead::FakeHandle, Gateway) {
 }
 
 async fn verify(gw: &Gateway, cp: Option<&Checkpoint>) -> chain::VerifyReport {
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let report = chain::verify(&pool, cp).await.unwrap();
     pool.close().await;
     report
 }
 
 async fn sql(gw: &Gateway, statement: &str) {
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     sqlx::query(statement).execute(&pool).await.unwrap();
     pool.close().await;
 }
@@ -55,7 +55,7 @@ async fn an_untouched_trail_verifies() {
     assert_eq!(report.records, 18);
     let head = report.head.unwrap();
     assert_eq!(head.id, 18);
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     assert_eq!(chain::checkpoint(&pool).await.unwrap(), Some(head.clone()));
     pool.close().await;
     assert_eq!(verify(&gw, Some(&head)).await.problem, None);
@@ -147,7 +147,7 @@ async fn writers_keep_one_chain_after_a_restart() {
     let config_path = dir.join("second.toml");
     std::fs::write(
         &config_path,
-        config_text(&up.url(), &gw.db_path, Extra::default()),
+        config_text_for(&up.url(), &database_toml(&gw.store), Extra::default()),
     )
     .unwrap();
     let config =

@@ -412,7 +412,7 @@ async fn audit_export_streams_every_record_oldest_first_across_pages() {
     let config = gw.dir.path().join("cli.toml");
     std::fs::write(
         &config,
-        config_text(&fake.url(), &gw.db_path, Extra::default()),
+        config_text_for(&fake.url(), &database_toml(&gw.store), Extra::default()),
     )
     .unwrap();
 
@@ -608,7 +608,7 @@ async fn snapshots_verify_names_the_damaged_snapshot_and_part() {
     let pool = safedelete::db::open_existing(&w.db).await.unwrap();
     let (part_id, data): (i64, Vec<u8>) = sqlx::query_as(
         "SELECT c.part_id, c.data FROM snapshot_chunks c JOIN snapshot_parts p ON p.id = c.part_id \
-         WHERE p.snapshot_id = ? AND p.kind = 'campaign' AND c.seq = 0",
+         WHERE p.snapshot_id = $1 AND p.kind = 'campaign' AND c.seq = 0",
     )
     .bind(s103)
     .fetch_one(&pool)
@@ -616,7 +616,7 @@ async fn snapshots_verify_names_the_damaged_snapshot_and_part() {
     .unwrap();
     let mut raw = zstd::bulk::decompress(&data, 1 << 20).unwrap();
     raw[1] ^= 0x01;
-    sqlx::query("UPDATE snapshot_chunks SET data = ? WHERE part_id = ? AND seq = 0")
+    sqlx::query("UPDATE snapshot_chunks SET data = $1 WHERE part_id = $2 AND seq = 0")
         .bind(zstd::bulk::compress(&raw, 3).unwrap())
         .bind(part_id)
         .execute(&pool)

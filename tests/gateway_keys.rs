@@ -96,7 +96,7 @@ async fn make_key(
     expires_at: Option<SystemTime>,
     rate: Option<&str>,
 ) -> String {
-    let pool = safedelete::db::open(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open(&gw.store).await.unwrap();
     let created = keys::create(
         &pool,
         NewKey {
@@ -172,7 +172,7 @@ fn assert_gateway_key_never_sent(up: &FakeHandle, key: &str) {
 /// `(actor_label, account, status)` of every audit row, once there are `n`.
 async fn audit_actors(gw: &Gateway, n: usize) -> Vec<(Option<String>, Option<String>, i64)> {
     gw.wait_for_audit_rows(n as i64).await;
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let rows = sqlx::query_as::<_, (Option<String>, Option<String>, i64)>(
         "SELECT actor_label, account, status FROM audit_events ORDER BY id",
     )
@@ -319,7 +319,7 @@ async fn every_refused_key_gets_a_401_that_says_what_to_do_and_nothing_reaches_s
     let s = setup(FakeConfig::default(), DEFAULT_ACCOUNT, "", "").await;
     // Written in this order, so that two usable keys means every write was read.
     let revoked = make_key(&s.gw, "dave", "default", None, None).await;
-    let pool = safedelete::db::open(&s.gw.db_path).await.unwrap();
+    let pool = safedelete::db::open(&s.gw.store).await.unwrap();
     assert_eq!(keys::revoke(&pool, "dave", "test").await.unwrap(), 1);
     pool.close().await;
     let past = SystemTime::now() - Duration::from_secs(60);
@@ -445,7 +445,7 @@ async fn a_revoke_on_the_database_stops_the_key_on_the_running_gateway_within_a_
     let target = format!("/api/v1/campaigns/102?api_key={key}");
     assert_eq!(get_target(&s.gw, &target).await.status, 200);
 
-    let pool = safedelete::db::open(&s.gw.db_path).await.unwrap();
+    let pool = safedelete::db::open(&s.gw.store).await.unwrap();
     keys::revoke(&pool, "gina", "test").await.unwrap();
     pool.close().await;
     let (reply, after) = poll_until_refused(&s.gw, &target, Duration::from_millis(1500)).await;
@@ -482,7 +482,7 @@ async fn after_a_rotation_both_keys_work_until_the_grace_ends_then_only_the_new_
     let s = setup(FakeConfig::default(), DEFAULT_ACCOUNT, "", "").await;
     let old = make_key(&s.gw, "ivan", "default", None, None).await;
     wait_for_keys(&s.gw, 1.0).await;
-    let pool = safedelete::db::open(&s.gw.db_path).await.unwrap();
+    let pool = safedelete::db::open(&s.gw.store).await.unwrap();
     let rotated_at = Instant::now();
     let new = keys::rotate(&pool, "ivan", Duration::from_secs(3), "test")
         .await

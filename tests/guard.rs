@@ -70,7 +70,7 @@ struct OperationRow {
 }
 
 async fn operations(gw: &Gateway) -> Vec<OperationRow> {
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let rows = sqlx::query_as::<_, OperationRow>(
         "SELECT state, action, rule, policy_revision, snapshot_id, error, actor_label FROM operations ORDER BY id",
     )
@@ -82,7 +82,7 @@ async fn operations(gw: &Gateway) -> Vec<OperationRow> {
 }
 
 async fn snapshot_state(gw: &Gateway, id: i64) -> (String, Vec<(String, String)>) {
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let info = safedelete::snapshot::store::get_snapshot(&pool, id)
         .await
         .unwrap();
@@ -94,7 +94,7 @@ async fn snapshot_state(gw: &Gateway, id: i64) -> (String, Vec<(String, String)>
 }
 
 async fn export_leads(gw: &Gateway, id: i64) -> Vec<u8> {
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let mut out = Vec::new();
     safedelete::snapshot::store::export_part(
         &pool,
@@ -458,15 +458,23 @@ async fn an_export_slower_than_the_budget_fails_closed() {
 async fn a_database_that_refuses_writes_fails_closed() {
     let up = fake(200).await;
     let gw = guarded_gateway(&up, "5s").await;
-    // A real write failure inside SQLite: every chunk insert is refused.
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_chunks BEFORE INSERT ON snapshot_chunks \
-         BEGIN SELECT RAISE(ABORT, 'disk full'); END",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    // A real write failure inside the database: every chunk insert is refused.
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
+    let refuse: &[&str] = match safedelete::db::Backend::of(&pool) {
+        safedelete::db::Backend::Sqlite => &[
+            "CREATE TRIGGER refuse_chunks BEFORE INSERT ON snapshot_chunks \
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+        ],
+        safedelete::db::Backend::Postgres => &[
+            "CREATE FUNCTION refuse_chunks() RETURNS trigger LANGUAGE plpgsql \
+             AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
+            "CREATE TRIGGER refuse_chunks BEFORE INSERT ON snapshot_chunks \
+             FOR EACH ROW EXECUTE FUNCTION refuse_chunks()",
+        ],
+    };
+    for statement in refuse {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
     pool.close().await;
     let body = fails_closed(&gw, &up, "snapshot_failed").await;
     assert_eq!(body["error_kind"], "storage_failed");
@@ -1205,7 +1213,7 @@ async fn a_retry_after_the_capture_completed_uses_that_snapshot() {
         "the complete snapshot was captured again"
     );
     assert_eq!(operations(&gw).await[1].snapshot_id, Some(first));
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let recorded: Option<i64> =
         sqlx::query_scalar("SELECT snapshot_id FROM audit_events WHERE action = 'archived'")
             .fetch_one(&pool)

@@ -248,7 +248,7 @@ fn is_the_call(case: &Case, r: &RecordedRequest) -> bool {
 fn cli(gw: &Gateway, args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_safedelete"))
         .args(args)
-        .env("SAFEDELETE_DATABASE", &gw.db_path)
+        .env("SAFEDELETE_DATABASE", gw.database_env())
         .output()
         .unwrap();
     assert!(
@@ -267,9 +267,9 @@ async fn fake() -> FakeHandle {
 
 /// The snapshot's operation, target and part kinds, read from the database.
 async fn snapshot(gw: &Gateway, id: i64) -> (String, String, String, Vec<String>) {
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let (op, target, state): (String, String, String) =
-        sqlx::query_as("SELECT operation, target, state FROM snapshots WHERE id = ?")
+        sqlx::query_as("SELECT operation, target, state FROM snapshots WHERE id = $1")
             .bind(id)
             .fetch_one(&pool)
             .await
@@ -289,7 +289,7 @@ async fn snapshot(gw: &Gateway, id: i64) -> (String, String, String, Vec<String>
 
 /// The operation and action of the last audit record.
 async fn last_audit(gw: &Gateway) -> (String, Option<String>, Option<String>) {
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     let row = sqlx::query_as(
         "SELECT operation, action, target FROM audit_events WHERE operation <> 'passthrough' ORDER BY id DESC LIMIT 1",
     )
@@ -568,7 +568,7 @@ async fn client_keys_are_redacted_before_their_listing_is_stored() {
     assert_eq!(r.status, 200);
     assert!(up.client_api_key(301).is_none());
     gw.stop().await;
-    let bytes = std::fs::read(&gw.db_path).unwrap();
+    let bytes = stored_bytes(&gw.store).await;
     for key in ["clk_live_A_0123456789abcdef", "clk_live_B_fedcba9876543210"] {
         assert!(
             !process::contains(&bytes, key.as_bytes()),

@@ -428,7 +428,7 @@ async fn a_stopped_restore_resumes_without_a_second_campaign_or_a_lead_twice() {
 
     // A crash after SmartLead took a batch but before it was recorded: the
     // batch goes again, and SmartLead adds no lead twice.
-    let pool = safedelete::db::open_existing(&gw.db_path).await.unwrap();
+    let pool = safedelete::db::open_existing(&gw.store).await.unwrap();
     sqlx::query("DELETE FROM restore_steps WHERE restore_id = 1 AND step = 'leads:3'")
         .execute(&pool)
         .await

@@ -27,6 +27,7 @@ pub mod var {
     /// The PostgreSQL server the store's tests create databases on
     /// (`.ci/run` sets it); the gateway ignores it.
     pub const TEST_POSTGRES_URL: &str = crate::db::TEST_POSTGRES_URL;
+    pub const TEST_STORE: &str = crate::db::TEST_STORE;
 
     /// What [`super::unknown_variables`] compares against.
     pub const KNOWN: &[&str] = &[
@@ -42,6 +43,7 @@ pub mod var {
         BENCH_BIN,
         TEST_SMARTLEAD_CLI,
         TEST_POSTGRES_URL,
+        TEST_STORE,
     ];
 
     /// Names with this prefix are ours: an unknown one is probably a typo.

@@ -167,7 +167,8 @@ pub async fn record(
     let now = now();
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "INSERT INTO restore_steps (restore_id, step, done_at, result) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO restore_steps (restore_id, step, done_at, result, seq) VALUES ($1, $2, $3, $4, \
+         (SELECT COALESCE(MAX(seq), 0) + 1 FROM restore_steps WHERE restore_id = $1))",
     )
     .bind(id)
     .bind(step)
@@ -200,12 +201,11 @@ pub async fn finish(pool: &Pool, id: i64, error: Option<&str>) -> Result<(), sql
 
 /// Every step done, in order, with its answer (for the report).
 pub async fn steps(pool: &Pool, id: i64) -> Result<Vec<(String, Value)>, sqlx::Error> {
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT step, result FROM restore_steps WHERE restore_id = $1 ORDER BY done_at, rowid",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT step, result FROM restore_steps WHERE restore_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
     Ok(rows
         .into_iter()
         .map(|(s, r)| {

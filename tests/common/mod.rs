@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use safedelete::config::Config;
+use safedelete::db::Location;
 use safedelete::server::{self, Listeners, RunSummary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,7 +29,13 @@ pub struct Gateway {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// Where its SQLite file is (or would be: see `store`).
     pub db_path: PathBuf,
+    /// Its store: the SQLite file, or a new PostgreSQL database when
+    /// `SAFEDELETE_TEST_STORE=postgres` (see [`TestStore`]).
+    pub store: Location,
+    /// The PostgreSQL database, dropped with the gateway.
+    _database: Option<postgres::Database>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<RunSummary>>,
 }
@@ -43,8 +50,22 @@ impl Gateway {
     pub async fn start_with(upstream: &str, extra: Extra<'_>) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("data").join("safedelete.db");
+        let database = match TestStore::from_env() {
+            TestStore::Sqlite => None,
+            TestStore::Postgres => Some(postgres::database().await.unwrap_or_else(|| {
+                panic!("SAFEDELETE_TEST_STORE=postgres needs {}", postgres::VAR)
+            })),
+        };
+        let store = match &database {
+            Some(db) => db.url.parse().unwrap(),
+            None => Location::Sqlite(db_path.clone()),
+        };
         let config_path = dir.path().join("safedelete.toml");
-        std::fs::write(&config_path, config_text(upstream, &db_path, extra)).unwrap();
+        std::fs::write(
+            &config_path,
+            config_text_for(upstream, &database_toml(&store), extra),
+        )
+        .unwrap();
         let config = Config::load(Some(&config_path), &safedelete::config::NoEnv)
             .expect("test config is valid");
         let listeners = Listeners::bind(&config).await.unwrap();
@@ -63,6 +84,8 @@ impl Gateway {
             admin,
             dir,
             db_path,
+            store,
+            _database: database,
             stop: Some(stop_tx),
             task: Some(task),
         };
@@ -85,6 +108,14 @@ impl Gateway {
 
     pub fn url(&self, target: &str) -> String {
         format!("http://{}{}", self.proxy, target)
+    }
+
+    /// The store as `SAFEDELETE_DATABASE` names it for a command.
+    pub fn database_env(&self) -> String {
+        match &self.store {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres(url) => url.expose().to_string(),
+        }
     }
 
     pub fn admin_url(&self, target: &str) -> String {
@@ -112,13 +143,43 @@ impl Gateway {
     /// Waits for the audit writer to commit at least `n` rows.
     pub async fn wait_for_audit_rows(&self, n: i64) -> Vec<AuditRow> {
         for _ in 0..200 {
-            let rows = audit_rows(&self.db_path).await;
+            let rows = audit_rows(&self.store).await;
             if rows.len() as i64 >= n {
                 return rows;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("fewer than {n} audit rows after 5s");
+    }
+}
+
+/// Which kind of store the in-process gateways of a test run use:
+/// `SAFEDELETE_TEST_STORE` is `sqlite` (the default) or `postgres` (a new
+/// database on the server `SAFEDELETE_TEST_POSTGRES_URL` names, per
+/// gateway). `.ci/run` runs the store-heavy suites once with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestStore {
+    Sqlite,
+    Postgres,
+}
+
+pub const TEST_STORE_VAR: &str = safedelete::db::TEST_STORE;
+
+impl TestStore {
+    pub fn from_env() -> TestStore {
+        match std::env::var(TEST_STORE_VAR).as_deref() {
+            Err(_) | Ok("sqlite") => TestStore::Sqlite,
+            Ok("postgres") => TestStore::Postgres,
+            Ok(other) => panic!("{TEST_STORE_VAR}={other:?}: use sqlite or postgres"),
+        }
+    }
+}
+
+/// The `[database]` table's body for `store`.
+pub fn database_toml(store: &Location) -> String {
+    match store {
+        Location::Sqlite(path) => format!("path = {:?}", path.display().to_string()),
+        Location::Postgres(url) => format!("url = {:?}", url.expose()),
     }
 }
 
@@ -182,8 +243,9 @@ pub struct AuditRow {
     pub error_kind: Option<String>,
 }
 
-pub async fn audit_rows(db: &Path) -> Vec<AuditRow> {
-    if !db.exists() {
+pub async fn audit_rows(store: impl Into<Location>) -> Vec<AuditRow> {
+    let db = store.into();
+    if db.sqlite_path().is_some_and(|p| !p.exists()) {
         return Vec::new();
     }
     let pool = safedelete::db::open_existing(db).await.unwrap();
@@ -197,6 +259,42 @@ pub async fn audit_rows(db: &Path) -> Vec<AuditRow> {
     .unwrap();
     pool.close().await;
     rows
+}
+
+/// Everything the store holds, as bytes to search: the SQLite file (and
+/// its WAL), or every row of every table as PostgreSQL prints it.
+pub async fn stored_bytes(store: &Location) -> Vec<u8> {
+    match store {
+        Location::Sqlite(path) => {
+            let mut bytes = std::fs::read(path).unwrap();
+            if let Ok(wal) = std::fs::read(format!("{}-wal", path.display())) {
+                bytes.extend(wal);
+            }
+            bytes
+        }
+        Location::Postgres(_) => {
+            let pool = safedelete::db::open_existing(store).await.unwrap();
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT CAST(tablename AS TEXT) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let mut bytes = Vec::new();
+            for table in tables {
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT CAST(t AS TEXT) FROM {table} t"))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                for row in rows {
+                    bytes.extend(row.into_bytes());
+                }
+            }
+            pool.close().await;
+            bytes
+        }
+    }
 }
 
 /// A plain HTTP/1.1 client (no pool reuse surprises: one per call site is fine).
@@ -321,6 +419,11 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new() -> TestPki {
+        TestPki::for_names(&["localhost", "127.0.0.1"])
+    }
+
+    /// A CA and a leaf certificate for `names` only.
+    pub fn for_names(names: &[&str]) -> TestPki {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -332,7 +435,8 @@ impl TestPki {
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().unwrap();
         let leaf_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
         TestPki {
             ca_pem: ca_cert.pem(),

@@ -144,3 +144,64 @@ async fn relay(listener: tokio::net::TcpListener, target: std::net::SocketAddr) 
         });
     }
 }
+
+/// A PostgreSQL server behind TLS, as a managed database is: answers the
+/// client's SSLRequest with `S`, completes the handshake with `config`'s
+/// certificate, and relays the connection inside to the test server. A
+/// client that does not ask for TLS is dropped, so a test knows TLS was
+/// used.
+pub struct TlsRelay {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsRelay {
+    pub async fn start(db: &Database, config: std::sync::Arc<rustls::ServerConfig>) -> TlsRelay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let relay = Relay::start(db).await;
+        let target = relay.target;
+        drop(relay);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    // SSLRequest: length 8, code 80877103.
+                    let mut request = [0u8; 8];
+                    if client.read_exact(&mut request).await.is_err()
+                        || request != [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]
+                    {
+                        return;
+                    }
+                    if client.write_all(b"S").await.is_err() {
+                        return;
+                    }
+                    let Ok(mut tls) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                    }
+                });
+            }
+        });
+        TlsRelay { addr, task }
+    }
+
+    /// `db`'s URL through the relay, by the name `host`.
+    pub fn url(&self, db: &Database, host: &str) -> String {
+        let mut url = url::Url::parse(&db.url).unwrap();
+        url.set_host(Some(host)).unwrap();
+        url.set_port(Some(self.addr.port())).unwrap();
+        url.to_string()
+    }
+}
+
+impl Drop for TlsRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
