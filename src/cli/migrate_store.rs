@@ -33,16 +33,12 @@ pub async fn run(args: MigrateStoreArgs) -> Result<(), CliError> {
     let from = location("--from", &args.from)?;
     let to = location("--to", &args.to)?;
     eprintln!("copying {from} to {to}");
-    // A line per table, and one every few seconds in a long one.
-    let mut last: Option<(&'static str, Instant)> = None;
+    // A long copy says where it is every few seconds.
+    let mut last = Instant::now();
     let mut progress = |table: &'static str, rows: i64| {
-        let due = match last {
-            Some((t, at)) => t != table || at.elapsed() >= Duration::from_secs(3),
-            None => true,
-        };
-        if due {
-            eprintln!("  {table}: {rows} rows");
-            last = Some((table, Instant::now()));
+        if last.elapsed() >= Duration::from_secs(2) {
+            eprintln!("  {table}: {rows} rows so far");
+            last = Instant::now();
         }
     };
     let copied = migrate_store::copy(&from, &to, &mut progress).await?;

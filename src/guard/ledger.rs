@@ -420,5 +420,40 @@ mod tests {
                 .unwrap();
             assert_eq!(rows, 20);
         }
+
+        /// A gateway on another host cannot be looked up: its operations
+        /// are taken over once its heartbeat is older than `STALE_AFTER`,
+        /// and not before.
+        async fn another_hosts_operation_is_taken_over_once_its_heartbeat_is_stale(pool) {
+            let now = SystemTime::now();
+            let fresh = format_time(now);
+            let stale = format_time(now - STALE_AFTER - Duration::from_secs(5));
+            for (target, heartbeat) in [("campaign:1", &fresh), ("campaign:2", &stale)] {
+                sqlx::query(
+                    "INSERT INTO operations (kind, target, state, request_id, created_at, \
+                     updated_at, owner, heartbeat_at) VALUES ('campaign.delete', $1, \
+                     'snapshotting', 'r', $2, $2, 'elsewhere.example:4242:00000000deadbeef', $3)",
+                )
+                .bind(target)
+                .bind(&fresh)
+                .bind(heartbeat)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            let (operations, _) = recover_stale(&pool).await.unwrap();
+            assert_eq!(operations, 1);
+            let states: Vec<(String, String)> =
+                sqlx::query_as("SELECT target, state FROM operations ORDER BY target")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            let states: Vec<(&str, &str)> =
+                states.iter().map(|(t, s)| (t.as_str(), s.as_str())).collect();
+            assert_eq!(
+                states,
+                [("campaign:1", "snapshotting"), ("campaign:2", "interrupted")]
+            );
+        }
     }
 }
