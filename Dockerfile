@@ -21,6 +21,9 @@ WORKDIR /var/lib/safedelete
 # Docker section). Clients reach the proxy from outside the container; the
 # admin listener stays on loopback inside it, where the health check below asks
 # it (SAFEDELETE_ADMIN_LISTEN=0.0.0.0:8081 plus SAFEDELETE_ADMIN_TOKEN opens it).
+# The store is the SQLite file below; several gateways share a PostgreSQL
+# database instead with SAFEDELETE_DATABASE=postgres://... (the data volume
+# then goes unused): deploy/two-gateways/compose.yaml.
 ENV SAFEDELETE_LISTEN=0.0.0.0:8080 \
     SAFEDELETE_DATABASE=/var/lib/safedelete/data/safedelete.db \
     SAFEDELETE_LOG_FORMAT=json
