@@ -13,6 +13,9 @@
 # Usage: bench/forward.sh   (ROUNDS=3 DURATION=8s CONNECTIONS=64 RATE=2000 by default)
 #   BASELINE=/path/to/safedelete adds that binary (audit on) as "baseline",
 #   so a change is measured against the code before it in the same run.
+#   POSTGRES=postgres://USER@HOST:PORT/DB adds a gateway (audit on) whose
+#   store is a new database on that server ("safedelete-pg", dropped at the
+#   end), for its throughput and audit cost against SQLite's in the same run.
 # Installs nginx, haproxy and wrk from Debian and oha from crates.io when
 # missing. Everything runs on loopback and stops by itself.
 set -euo pipefail
@@ -32,15 +35,21 @@ cargo build --release --locked --bin safedelete >/dev/null
 
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
+PG_DB=""
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"
+  if [ -n "$PG_DB" ]; then psql -q "${POSTGRES%/*}/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true; fi
+}
 trap cleanup EXIT
 
 UP=127.0.0.1:19090; NGX=127.0.0.1:19091; HAP=127.0.0.1:19092; SD=127.0.0.1:19093; SDA=127.0.0.1:19094
 SDN=127.0.0.1:19095; SDNA=127.0.0.1:19096; SDB=127.0.0.1:19097; SDBA=127.0.0.1:19098
+SDP=127.0.0.1:19099; SDPA=127.0.0.1:19100
 BASELINE=${BASELINE:-}
+POSTGRES=${POSTGRES:-}
 PATH_Q="/api/v1/campaigns/101?api_key=bench_key_0123456789"
 # A port already in use would silently measure something else: refuse.
-for a in "$UP" "$NGX" "$HAP" "$SD" "$SDA" "$SDN" "$SDNA" "$SDB" "$SDBA"; do
+for a in "$UP" "$NGX" "$HAP" "$SD" "$SDA" "$SDN" "$SDNA" "$SDB" "$SDBA" "$SDP" "$SDPA"; do
   if ss -ltnH "sport = :${a##*:}" | grep -q .; then
     echo "port ${a##*:} is already in use; stop whatever listens there first" >&2; exit 1
   fi
@@ -96,6 +105,13 @@ if [ -n "$BASELINE" ]; then
     SAFEDELETE_DATABASE=$WORK/sdb/safedelete.db SAFEDELETE_LOG=warn \
     "$BASELINE" serve >/dev/null 2>&1 & SDB_PID=$!; PIDS+=($SDB_PID)
 fi
+if [ -n "$POSTGRES" ]; then
+  PG_DB=safedelete_bench_$$
+  psql -q "${POSTGRES%/*}/postgres" -c "CREATE DATABASE $PG_DB"
+  SAFEDELETE_UPSTREAM=http://$UP SAFEDELETE_LISTEN=$SDP SAFEDELETE_ADMIN_LISTEN=$SDPA \
+    SAFEDELETE_DATABASE="${POSTGRES%/*}/$PG_DB" SAFEDELETE_LOG=warn \
+    target/release/safedelete serve >/dev/null 2>&1 & SDP_PID=$!; PIDS+=($SDP_PID)
+fi
 sleep 1
 
 # CPU time (utime+stime, clock ticks) of a process and all its threads/children.
@@ -118,6 +134,8 @@ peak_kib() {
   echo $total
 }
 HZ=$(getconf CLK_TCK)
+# The server processes of the benchmark database's connections.
+pg_pids() { psql -qAt "${POSTGRES%/*}/postgres" -c "SELECT pid FROM pg_stat_activity WHERE datname = '$PG_DB'"; }
 
 run() { # name addr pids...
   local name=$1 addr=$2; shift 2
@@ -145,6 +163,9 @@ for r in $(seq 1 "$ROUNDS"); do
   run safedelete "$SD" "$SD_PID" >> "$RESULTS"
   run safedelete-noaudit "$SDN" "$SDN_PID" >> "$RESULTS"
   if [ -n "$BASELINE" ]; then run baseline "$SDB" "$SDB_PID" >> "$RESULTS"; fi
+  # Its CPU counts the PostgreSQL server processes serving it too: with
+  # SQLite, that work is in the gateway's own writer thread.
+  if [ -n "$POSTGRES" ]; then run safedelete-pg "$SDP" "$SDP_PID" $(pg_pids) >> "$RESULTS"; fi
 done
 
 # Fixed rate: latency at moderate load, corrected for coordinated omission.
@@ -160,17 +181,19 @@ errors = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(d.get("
 print("rate", sys.argv[1], d["summary"]["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, errors)
 ' "$1" "$out"
 }
-for name in direct nginx haproxy safedelete; do
-  case $name in direct) a=$UP;; nginx) a=$NGX;; haproxy) a=$HAP;; safedelete) a=$SD;; esac
+for name in direct nginx haproxy safedelete safedelete-pg; do
+  case $name in direct) a=$UP;; nginx) a=$NGX;; haproxy) a=$HAP;; safedelete) a=$SD;;
+    safedelete-pg) [ -n "$POSTGRES" ] || continue; a=$SDP;; esac
   fixed_rate "$name" "$a" >> "$RESULTS"
 done
 
 # 256 connections, then the peak RSS of each proxy over the whole run.
-for name in nginx haproxy safedelete baseline; do
-  case $name in nginx) a=$NGX;; haproxy) a=$HAP;; safedelete) a=$SD;; baseline) [ -n "$BASELINE" ] || continue; a=$SDB;; esac
+for name in nginx haproxy safedelete baseline safedelete-pg; do
+  case $name in nginx) a=$NGX;; haproxy) a=$HAP;; safedelete) a=$SD;; baseline) [ -n "$BASELINE" ] || continue; a=$SDB;;
+    safedelete-pg) [ -n "$POSTGRES" ] || continue; a=$SDP;; esac
   wrk -t"$THREADS" -c256 -d"$DURATION" "http://$a$PATH_Q" >/dev/null
 done
-echo "peak_rss nginx $(peak_kib "$NGX_PID") haproxy $(peak_kib "$HAP_PID") safedelete $(peak_kib "$SD_PID") safedelete-noaudit $(peak_kib "$SDN_PID")${BASELINE:+ baseline $(peak_kib "$SDB_PID")}" >> "$RESULTS"
+echo "peak_rss nginx $(peak_kib "$NGX_PID") haproxy $(peak_kib "$HAP_PID") safedelete $(peak_kib "$SD_PID") safedelete-noaudit $(peak_kib "$SDN_PID")${BASELINE:+ baseline $(peak_kib "$SDB_PID")}${POSTGRES:+ safedelete-pg $(peak_kib "$SDP_PID")}" >> "$RESULTS"
 
 # A gateway that keeps up only by dropping audit records is not audited:
 # every record must have been written (the queue drains within a second).
@@ -182,6 +205,7 @@ audit_counts() { # name admin_addr
 }
 audit_counts safedelete "$SDA" >> "$RESULTS"
 if [ -n "$BASELINE" ]; then audit_counts baseline "$SDBA" >> "$RESULTS"; fi
+if [ -n "$POSTGRES" ]; then audit_counts safedelete-pg "$SDPA" >> "$RESULTS"; fi
 
 python3 - "$RESULTS" <<'PY'
 import statistics, sys
@@ -210,7 +234,7 @@ for name, rs in rows.items():
         cpu=statistics.median(float(r[4]) for r in rs),
     )
 print(f"{'target':<19} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU us/req':>10} {'peak RSS':>9} {'req/s vs nginx':>14}")
-for name in ["direct", "nginx", "haproxy", "safedelete", "safedelete-noaudit", "baseline"]:
+for name in ["direct", "nginx", "haproxy", "safedelete", "safedelete-noaudit", "baseline", "safedelete-pg"]:
     if name not in med:
         continue
     m = med[name]
@@ -223,12 +247,17 @@ print(f"\naudit on vs off: {on['rps']:.0f} vs {off['rps']:.0f} req/s ({(1 - on['
       f"{on['cpu']:.1f} vs {off['cpu']:.1f} CPU us/req")
 print(f"\nratios (throughput: higher is better; p99 and CPU: lower is better):")
 print(f"{'target':<19} {'req/s vs nginx':>14} {'vs HAProxy':>10} {'p99 vs nginx':>12} {'vs HAProxy':>10} {'CPU vs nginx':>12} {'vs HAProxy':>10}")
-for name in ["safedelete", "safedelete-noaudit", "baseline"]:
+for name in ["safedelete", "safedelete-noaudit", "baseline", "safedelete-pg"]:
     if name not in med:
         continue
     m, n, h = med[name], med["nginx"], med["haproxy"]
     print(f"{name:<19} {m['rps'] / n['rps']:>14.2f} {m['rps'] / h['rps']:>10.2f} {m['p99'] / n['p99']:>12.2f} "
           f"{m['p99'] / h['p99']:>10.2f} {m['cpu'] / n['cpu']:>12.2f} {m['cpu'] / h['cpu']:>10.2f}")
+if "safedelete-pg" in med:
+    pg = med["safedelete-pg"]
+    print(f"\nPostgreSQL vs SQLite store (both audit on): {pg['rps']:.0f} vs {on['rps']:.0f} req/s ({pg['rps'] / on['rps']:.2f}x), "
+          f"{pg['cpu']:.1f} vs {on['cpu']:.1f} CPU us/req; audit cost on PostgreSQL {(1 - pg['rps'] / off['rps']) * 100:.1f}% "
+          f"(SQLite {(1 - on['rps'] / off['rps']) * 100:.1f}%), p99 {pg['p99']:.2f} vs {on['p99']:.2f} ms")
 if "baseline" in med:
     b = med["baseline"]
     print(f"\nsafedelete vs baseline (both audit on): {on['rps'] / b['rps']:.2f}x req/s, {on['cpu']:.1f} vs {b['cpu']:.1f} CPU us/req")

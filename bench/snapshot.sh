@@ -17,7 +17,9 @@
 # snapshot; snapshot throughput >= 50% of the passthrough download.
 #
 # Usage: bench/snapshot.sh             (LEADS=500000 ROUNDS=1 by default;
-#        RSS_POLL=1 to poll VmRSS even where clear_refs works)
+#        RSS_POLL=1 to poll VmRSS even where clear_refs works;
+#        POSTGRES=postgres://USER@HOST:PORT/DB to store in a new database on
+#        that server each round instead of SQLite, dropped at the end)
 # Needs only Rust, curl and python3. Everything runs on 127.0.0.1:19100-19102
 # and stops by itself; with ROUNDS > 1 the figures are medians.
 #
@@ -43,6 +45,8 @@ RSS_POLL=${RSS_POLL:-0}
 # ran on another machine (it does): the capture's CPU then does not come out
 # of the upstream's share.
 PIN=${PIN:-0}
+POSTGRES=${POSTGRES:-}
+PG_DBS=()
 PIN_UP=""; PIN_GW=""
 if [ "$PIN" = 1 ]; then PIN_UP="taskset -c 0"; PIN_GW="taskset -c 1"; fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -71,6 +75,9 @@ cleanup() {
     done
   fi
   rm -rf "$WORK"
+  for d in "${PG_DBS[@]}"; do
+    psql -q "${POSTGRES%/*}/postgres" -c "DROP DATABASE IF EXISTS $d WITH (FORCE)" || true
+  done
 }
 trap cleanup EXIT
 fail() { echo "snapshot.sh: $*" >&2; exit 1; }
@@ -133,6 +140,10 @@ phase_end() {
 # Checkpoints the WAL (python's sqlite3, when it is there) and prints
 # "db_bytes wal_bytes checkpointed(0/1)".
 db_size() {
+  if [ -n "$POSTGRES" ]; then
+    echo "$(psql -qAt "$DB_URL" -c 'SELECT pg_database_size(current_database())') 0 1"
+    return
+  fi
   python3 - "$1" <<'PY'
 import os, sys
 db = sys.argv[1]
@@ -168,6 +179,13 @@ for round in $(seq 1 "$ROUNDS"); do
   FAKE_PID=$!; PIDS+=("$FAKE_PID")
   wait_http "http://$UP/api/v1/campaigns/$CAMPAIGN?api_key=$KEY" fake-smartlead 20
 
+  if [ -n "$POSTGRES" ]; then
+    PG_DB=safedelete_snap_$$_$round; PG_DBS+=("$PG_DB")
+    psql -q "${POSTGRES%/*}/postgres" -c "CREATE DATABASE $PG_DB"
+    DB_URL="${POSTGRES%/*}/$PG_DB"; DB_LINE="url = \"$DB_URL\""
+  else
+    DB_LINE="path = \"$R/db/safedelete.db\""
+  fi
   cat > "$R/safedelete.toml" <<CONF
 listen = "$SD"
 
@@ -175,7 +193,7 @@ listen = "$SD"
 url = "http://$UP"
 
 [database]
-path = "$R/db/safedelete.db"
+$DB_LINE
 
 [admin]
 listen = "$SDA"
