@@ -60,6 +60,8 @@ pub fn server_config(tls: &ListenTls) -> Result<Arc<ServerConfig>, TlsError> {
         .with_no_client_auth()
         .with_single_cert(tls.certs.clone(), tls.key.clone_key())
         .map_err(|source| TlsError::BadIdentity { source })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The listener speaks HTTP/1.1 only: offering h2 would have clients
+    // such as curl speak a protocol it does not answer.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -112,3 +112,47 @@ async fn the_proxy_listener_can_serve_tls() {
         .unwrap();
     assert_eq!(again.status(), 200);
 }
+
+/// Clients that offer HTTP/2 (curl, Go, Node's fetch) are told HTTP/1.1,
+/// the only protocol the listener answers: offering h2 had curl fail.
+#[tokio::test]
+async fn the_proxy_listener_negotiates_http1_with_clients_that_offer_h2() {
+    let pki = TestPki::new();
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert, key) = pki.write(dir.path());
+    let tables = format!(
+        "[listen_tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let gw = Gateway::start_with(
+        &up.url(),
+        Extra {
+            tables: &tables,
+            ..Extra::default()
+        },
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
