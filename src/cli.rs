@@ -17,6 +17,7 @@ mod policy;
 mod restore;
 mod snapshots;
 mod timestamp;
+mod tls;
 mod upkeep;
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ pub use output::ExportError;
 pub use policy::PolicyCommand;
 pub use restore::RestoreArgs;
 pub use snapshots::SnapshotsCommand;
+pub use tls::{TlsCliError, TlsCommand};
 
 /// safedelete: a drop-in gateway for the SmartLead API that captures campaign
 /// data before anything is deleted, and audits every request.
@@ -89,6 +91,11 @@ pub enum Command {
     /// Copy a store (a SQLite file) into an empty one (a PostgreSQL
     /// database several gateways share), verified; resumable.
     MigrateStore(migrate_store::MigrateStoreArgs),
+    /// A private CA and certificate for tools that cannot change their base URL.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +115,8 @@ pub enum CliError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Tls(#[from] TlsCliError),
     #[error(transparent)]
     MigrateStore(#[from] crate::migrate_store::CopyError),
     #[error("{flag} {problem}")]
@@ -248,6 +257,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Policy { command } => policy::run(command),
         Command::Snapshots { command } => snapshots::run(command).await,
         Command::MigrateStore(args) => migrate_store::run(args).await,
+        Command::Tls { command } => tls::run(command),
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Metrics {
     identity: std::sync::Mutex<IdentityMetrics>,
     /// Gateway keys accepted now.
     gateway_keys: AtomicI64,
+    /// When the proxy listener's certificate expires (Unix seconds; 0: no TLS).
+    pub tls_cert_not_after: AtomicI64,
 }
 
 #[derive(Default)]
@@ -332,6 +334,15 @@ impl Metrics {
             "Audit records committed to the database.",
             self.audit_written.load(Ordering::Relaxed),
         );
+        let not_after = self.tls_cert_not_after.load(Ordering::Relaxed);
+        if not_after > 0 {
+            gauge(
+                &mut out,
+                "safedelete_tls_cert_expiry_timestamp_seconds",
+                "When the proxy listener's certificate expires (Unix time); `safedelete tls renew` re-issues it.",
+                not_after,
+            );
+        }
         out
     }
 }

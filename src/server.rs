@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
@@ -192,6 +192,10 @@ pub async fn run(
         },
     ));
 
+    // Said before the listening line, which tells scripts start-up is over.
+    if let Some(tls) = &config.listen_tls {
+        certificate_expiry(tls, &metrics, SystemTime::now());
+    }
     tracing::info!(
         proxy = %proxy_addr,
         admin = %admin_addr,
@@ -472,5 +476,35 @@ async fn reload_on_sighup(mut running: Config, state: Arc<ProxyState>) {
         } else {
             tracing::warn!(applied = %list(&applied), needs_restart = %list(&restart), policy_revision = %revision, "config reloaded; some changed settings need a restart");
         }
+    }
+}
+
+/// How long before its end a certificate is warned about at start.
+const CERT_WARN_WITHIN: Duration = Duration::from_secs(14 * 86_400);
+
+/// Exports when the listener's certificate expires, and warns at start when
+/// fewer than 14 days are left (or none).
+fn certificate_expiry(tls: &crate::config::ListenTls, metrics: &Metrics, now: SystemTime) {
+    let Some(not_after) = tls.certs.first().and_then(tls::pki::not_after) else {
+        return;
+    };
+    let unix = not_after
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    metrics.tls_cert_not_after.store(unix, Ordering::Relaxed);
+    let expires = humantime::format_rfc3339_seconds(not_after).to_string();
+    match not_after.duration_since(now) {
+        Ok(left) if left >= CERT_WARN_WITHIN => {}
+        Ok(left) => tracing::warn!(
+            cert_file = %tls.cert_file.display(),
+            expires = %expires,
+            days_left = left.as_secs() / 86_400,
+            "the listener's certificate expires soon: re-issue it (`safedelete tls renew`, for a certificate made by `tls init`) and restart"
+        ),
+        Err(_) => tracing::warn!(
+            cert_file = %tls.cert_file.display(),
+            expired = %expires,
+            "the listener's certificate has expired: clients will refuse it; re-issue it (`safedelete tls renew`, for a certificate made by `tls init`) and restart"
+        ),
     }
 }

@@ -3,6 +3,8 @@
 //! proxy listener. Both use rustls with the ring provider, passed explicitly so
 //! nothing depends on a process-wide default.
 
+pub mod pki;
+
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
