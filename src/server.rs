@@ -5,6 +5,7 @@
 mod accept;
 mod admin_listener;
 mod listen;
+mod loops;
 mod stall;
 mod workers;
 
@@ -50,6 +51,8 @@ pub enum ServeError {
     Audit(#[from] AuditError),
     #[error("cannot read the gateway keys: {0}")]
     Keys(#[source] sqlx::Error),
+    #[error(transparent)]
+    UpstreamLoop(#[from] loops::UpstreamLoop),
 }
 
 /// Both listeners, bound before anything else starts (so tests can bind
@@ -112,6 +115,17 @@ pub async fn run(
     let proxy_addr = listeners.proxy_addr();
     let admin_addr = listeners.admin_addr();
     let _lock = listeners.lock;
+    match loops::upstream_targets(&config.upstream).await {
+        Some(targets) => loops::check(
+            &config.upstream,
+            &targets,
+            &[("proxy", proxy_addr), ("admin", admin_addr)],
+        )?,
+        None => tracing::warn!(
+            upstream = %config.upstream.url(),
+            "cannot resolve the upstream's name to check that it does not lead back to this gateway; a request that comes back is refused (508) all the same"
+        ),
+    }
     let pool = db::open_with(&config.database.store, &config.database.pool).await?;
     let metrics = Arc::new(Metrics::default());
     let (audit, writer) = AuditWriter::spawn(

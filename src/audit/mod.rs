@@ -85,6 +85,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// Over the key's or the account's rate limit.
     RateLimited,
+    /// The request had already passed through this gateway (its `Via`).
+    LoopDetected,
 }
 
 impl ErrorKind {
@@ -113,6 +115,7 @@ impl ErrorKind {
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::LoopDetected => "loop_detected",
         }
     }
 }

@@ -223,7 +223,7 @@ fn print_init(
         .or_else(|| Some(listen.ip()).filter(|ip| !ip.is_unspecified() && !ip.is_loopback()))
         .map(|ip| ip.to_string());
     println!(
-        "{step}. On each machine whose tools should go through the gateway, add this line to /etc/hosts\n   (not on the gateway's own host: there the gateway would reach itself instead of SmartLead):"
+        "{step}. On each machine whose tools should go through the gateway, add this line to /etc/hosts:"
     );
     match host_address {
         Some(ip) => println!("   {ip} {}", issued.names.join(" ")),
@@ -232,6 +232,9 @@ fn print_init(
             issued.names.join(" ")
         ),
     }
+    println!(
+        "   On the gateway's own host, only with [upstream] connect_to = \"IP:443\" set to SmartLead's real\n   address: without it the gateway would reach itself instead of SmartLead (it refuses to start)."
+    );
     step += 1;
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
     let ca = absolute(dir.ca_cert());

@@ -127,6 +127,9 @@ pub struct FileListenTls {
 #[serde(deny_unknown_fields)]
 pub struct FileUpstream {
     pub url: Option<String>,
+    /// Where to connect instead of what the URL's host resolves to: "IP:PORT"
+    /// or a list of them.
+    pub connect_to: Option<OneOrMany>,
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Option<RawDuration>,
     pub first_byte_timeout: Option<RawDuration>,
@@ -171,4 +174,21 @@ pub struct FileAdmin {
 pub struct FileLog {
     pub format: Option<String>,
     pub filter: Option<String>,
+}
+
+/// A setting that takes one value or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }

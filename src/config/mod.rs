@@ -233,6 +233,9 @@ pub struct Database {
 pub struct Upstream {
     pub scheme: Scheme,
     pub authority: Authority,
+    /// Where connections go instead of what the host resolves to (TLS is
+    /// still verified against the host's name), in the order tried.
+    pub connect_to: Vec<SocketAddr>,
     pub ca_file: Option<PathBuf>,
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub connect_timeout: Duration,
@@ -470,6 +473,7 @@ impl Config {
             Duration::from_secs(30),
         )?;
         let max_idle_per_host = file.upstream.max_idle_per_host.unwrap_or(256);
+        let connect_to = connect_to(file.upstream.connect_to)?;
 
         let mut redact_params: Vec<String> =
             ALWAYS_REDACTED.iter().map(|s| s.to_string()).collect();
@@ -578,6 +582,7 @@ impl Config {
             upstream: Upstream {
                 scheme,
                 authority,
+                connect_to,
                 ca_file,
                 extra_roots,
                 connect_timeout,
@@ -946,6 +951,32 @@ fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Co
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// `upstream.connect_to`: IP addresses with ports, at least one.
+fn connect_to(value: Option<file::OneOrMany>) -> Result<Vec<SocketAddr>, ConfigError> {
+    const KEY: &str = "upstream.connect_to";
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let entries = value.into_vec();
+    if entries.is_empty() {
+        return Err(ConfigError::invalid(
+            KEY,
+            "is an empty list; give SmartLead's address as \"IP:443\", or leave the key out to connect where the upstream's host resolves",
+        ));
+    }
+    entries
+        .iter()
+        .map(|entry| {
+            entry.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError::invalid(
+                    KEY,
+                    format!("`{entry}` is not an IP address and port (for example \"104.18.20.30:443\"; IPv6 as \"[2606:4700::1]:443\"); a host name would be resolved through the same hosts file that points it at this gateway"),
+                )
+            })
+        })
+        .collect()
 }
 
 fn load_listen_tls(tls: file::FileListenTls) -> Result<ListenTls, ConfigError> {

@@ -105,6 +105,23 @@ impl Config {
             set("upstream", "upstream.url", s(&u.url())),
             set(
                 "upstream",
+                "upstream.connect_to",
+                if u.connect_to.is_empty() {
+                    Value::Unset
+                } else {
+                    Value::Toml(
+                        toml::Value::Array(
+                            u.connect_to
+                                .iter()
+                                .map(|a| toml::Value::String(a.to_string()))
+                                .collect(),
+                        )
+                        .to_string(),
+                    )
+                },
+            ),
+            set(
+                "upstream",
                 "upstream.ca_file",
                 u.ca_file.as_deref().map_or(Value::Unset, p),
             ),

@@ -60,6 +60,9 @@ pub enum ProxyError {
     },
     #[error("{0}")]
     KeyInBody(#[from] crate::identity::swap::BodySwapError),
+    /// The request carries this gateway's own `Via`: it came back.
+    #[error("loop: the request had already passed through this gateway")]
+    Loop,
 }
 
 impl ProxyError {
@@ -79,6 +82,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Loop => StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -100,6 +104,7 @@ impl ProxyError {
             ProxyError::AuditUnavailable(_) => ErrorKind::AuditUnavailable,
             ProxyError::Unauthorized(_) => ErrorKind::Unauthorized,
             ProxyError::RateLimited { .. } => ErrorKind::RateLimited,
+            ProxyError::Loop => ErrorKind::LoopDetected,
         }
     }
 
@@ -121,7 +126,8 @@ impl ProxyError {
             | ProxyError::AuditUnavailable(_)
             | ProxyError::Unauthorized(_)
             | ProxyError::RateLimited { .. }
-            | ProxyError::KeyInBody(_) => None,
+            | ProxyError::KeyInBody(_)
+            | ProxyError::Loop => None,
         }
     }
 
@@ -168,6 +174,9 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => "safedelete: unauthorized",
             ProxyError::RateLimited { .. } => "safedelete: too many requests",
             ProxyError::KeyInBody(_) => "safedelete: the key in the body cannot be replaced",
+            ProxyError::Loop => {
+                "safedelete: this request had already passed through this gateway (its Via header), so SmartLead's address leads back to the gateway; it was not forwarded again. Set [upstream] connect_to to SmartLead's real address, or fix the hosts entry"
+            }
             ProxyError::AuditUnavailable(_) => {
                 "safedelete: the audit trail cannot be written, and this gateway refuses requests it cannot record (audit.on_failure = \"refuse\"); nothing was sent to SmartLead. Retry later."
             }

@@ -169,6 +169,9 @@ impl ProxyService {
             }
         }
 
+        if headers::came_through_here(&parts.headers) {
+            return self.fail(ProxyError::Loop, tracker, &request_id);
+        }
         let path_and_query = match target(&parts) {
             Ok(pq) => pq,
             Err(err) => return self.fail(err, tracker, &request_id),

@@ -20,6 +20,7 @@ use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use tower_service::Service;
 
@@ -27,7 +28,7 @@ use crate::config::Upstream;
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
 
-type Connector = CountingConnector<HttpsConnector<HttpConnector>>;
+type Connector = CountingConnector<HttpsConnector<HttpConnector<Resolver>>>;
 type Sender = http1::SendRequest<RequestBody>;
 
 /// A keep-alive client for the one configured upstream. Cheap to clone;
@@ -39,8 +40,11 @@ pub struct UpstreamClient {
 
 struct Inner {
     connector: Connector,
-    /// Where connections go: the upstream's scheme and authority.
+    /// The upstream's scheme and authority (the `Host` of its requests).
     origin: Uri,
+    /// What the connector is given: the origin, without its port when
+    /// `upstream.connect_to` says where to connect (its ports then apply).
+    connect_uri: Uri,
     idle: Mutex<IdleList>,
     idle_timeout: Duration,
     max_idle: usize,
@@ -116,7 +120,12 @@ fn is_plain_http_answer(err: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Builds the pooled client for the configured upstream.
 pub fn build(upstream: &Upstream, metrics: Arc<Metrics>) -> Result<UpstreamClient, TlsError> {
-    let mut http = HttpConnector::new();
+    let resolver = if upstream.connect_to.is_empty() {
+        Resolver::System(GaiResolver::new())
+    } else {
+        Resolver::Fixed(upstream.connect_to.clone().into())
+    };
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(upstream.connect_timeout));
@@ -136,10 +145,23 @@ pub fn build(upstream: &Upstream, metrics: Arc<Metrics>) -> Result<UpstreamClien
         .path_and_query("/")
         .build()
         .expect("a parsed scheme and authority make a valid URI");
+    let connect_uri = if upstream.connect_to.is_empty() {
+        origin.clone()
+    } else {
+        // hyper-util puts an explicit URI port on every resolved address;
+        // without one, connect_to's own ports are used.
+        Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.host())
+            .path_and_query("/")
+            .build()
+            .expect("a parsed host makes a valid URI")
+    };
     Ok(UpstreamClient {
         inner: Arc::new(Inner {
             connector,
             origin,
+            connect_uri,
             idle: Mutex::default(),
             idle_timeout: upstream.idle_timeout,
             max_idle: upstream.max_idle_per_host,
@@ -164,6 +186,8 @@ impl UpstreamClient {
             .expect("a parsed authority is a valid header value");
             req.headers_mut().insert(http::header::HOST, host);
         }
+        // Marked as this gateway's, so a request that comes back is refused.
+        super::headers::add_via(req.headers_mut());
         if req.uri().scheme().is_some() {
             let pq = req
                 .uri()
@@ -231,7 +255,7 @@ impl UpstreamClient {
             .inner
             .connector
             .clone()
-            .call(self.inner.origin.clone())
+            .call(self.inner.connect_uri.clone())
             .await
             .map_err(|source| {
                 if is_plain_http_answer(&*source) {
@@ -399,6 +423,38 @@ where
     }
 }
 
+/// Where the upstream's host name leads: the system's resolver, or the
+/// fixed addresses of `upstream.connect_to` (for a host whose name, on this
+/// machine, points at the gateway itself).
+#[derive(Clone)]
+enum Resolver {
+    System(GaiResolver),
+    Fixed(Arc<[std::net::SocketAddr]>),
+}
+
+impl Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        match self {
+            Resolver::System(gai) => {
+                let lookup = gai.call(name);
+                Box::pin(async move { Ok(lookup.await?.collect::<Vec<_>>().into_iter()) })
+            }
+            Resolver::Fixed(addrs) => {
+                let addrs = addrs.to_vec();
+                Box::pin(async move { Ok(addrs.into_iter()) })
+            }
+        }
+    }
+}
+
 /// A connection that decrements the open-connections gauge when dropped.
 pub struct Counted<T> {
     io: T,
@@ -513,6 +569,7 @@ mod tests {
     ) -> (UpstreamClient, Arc<Metrics>) {
         let uri: Uri = url.parse().unwrap();
         let upstream = Upstream {
+            connect_to: Vec::new(),
             scheme: uri.scheme().unwrap().clone(),
             authority: uri.authority().unwrap().clone(),
             ca_file: None,

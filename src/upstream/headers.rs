@@ -124,6 +124,34 @@ fn httpdate(text: &str) -> Option<SystemTime> {
     Some(SystemTime::from(t.assume_utc()))
 }
 
+/// This process's pseudonym in `Via` (RFC 9110 section 7.6.3): random, so
+/// it names no host, and new with every start.
+pub fn via_pseudonym() -> &'static str {
+    static PSEUDONYM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PSEUDONYM.get_or_init(|| format!("safedelete-{:016x}", fastrand::u64(..)))
+}
+
+/// Adds this gateway to the request's `Via`, after the proxies before it.
+pub fn add_via(headers: &mut HeaderMap) {
+    static OURS: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+    let ours = OURS.get_or_init(|| {
+        HeaderValue::from_str(&format!("1.1 {}", via_pseudonym()))
+            .expect("a hex pseudonym is a valid header value")
+    });
+    headers.append(header::VIA, ours.clone());
+}
+
+/// Whether the request has already passed through this gateway.
+pub fn came_through_here(headers: &HeaderMap) -> bool {
+    headers.get_all(header::VIA).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .filter_map(|hop| hop.split_whitespace().nth(1))
+                .any(|by| by == via_pseudonym())
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +250,21 @@ mod tests {
         assert_eq!(id.len(), 32);
         h.insert("x-request-id", HeaderValue::from_static("abc-123"));
         assert_eq!(request_id(&h, Some(&secrets)), "abc-123");
+    }
+
+    #[test]
+    fn only_this_gateways_own_via_counts_as_a_loop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::VIA,
+            HeaderValue::from_static("1.1 nginx, 1.1 safedelete-0000000000000000"),
+        );
+        assert!(!came_through_here(&h), "another safedelete is not this one");
+        add_via(&mut h);
+        assert!(came_through_here(&h));
+        let joined = format!("1.0 fred, 1.1 {} (safedelete)", via_pseudonym());
+        let mut h = HeaderMap::new();
+        h.insert(header::VIA, HeaderValue::from_str(&joined).unwrap());
+        assert!(came_through_here(&h));
     }
 }
