@@ -4,6 +4,7 @@
 
 mod accept;
 mod admin_listener;
+mod forward_proxy;
 mod listen;
 mod loops;
 mod stall;
@@ -64,6 +65,8 @@ pub struct Listeners {
     /// Keeps the proxy's address this gateway's alone while it runs.
     lock: ListenLock,
     pub admin: TcpListener,
+    /// The forward-proxy listener (`[forward_proxy]`).
+    forward_proxy: Option<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -78,11 +81,16 @@ impl Listeners {
             addr: config.admin.listen,
             source,
         })?;
+        let forward_proxy = config
+            .forward_proxy
+            .map(|f| listen::bind("forward-proxy listener", f.listen, false))
+            .transpose()?;
         Ok(Listeners {
             proxy,
             proxy_addr,
             lock,
             admin,
+            forward_proxy,
         })
     }
 
@@ -114,6 +122,10 @@ pub async fn run(
 ) -> Result<RunSummary, ServeError> {
     let proxy_addr = listeners.proxy_addr();
     let admin_addr = listeners.admin_addr();
+    let forward_addr = listeners
+        .forward_proxy
+        .as_ref()
+        .and_then(|l| l.local_addr().ok());
     let _lock = listeners.lock;
     match loops::upstream_targets(&config.upstream).await {
         Some(targets) => loops::check(
@@ -143,6 +155,7 @@ pub async fn run(
         .map(tls::server_config)
         .transpose()?
         .map(TlsAcceptor::from);
+    let forward_client = client.clone();
     let upstream = Upstream::new(&config, client);
     let identities = Arc::new(Identities::new(&config, pool.clone(), metrics.clone()));
     // Keys are known before the first request, and kept fresh from then on.
@@ -216,6 +229,7 @@ pub async fn run(
         upstream = %state.upstream.url,
         database = %config.database.store,
         tls = tls.is_some(),
+        forward_proxy = %forward_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
         workers = workers.count(),
         config = config
             .source
@@ -268,6 +282,25 @@ pub async fn run(
             ))
         })
         .collect();
+    let forward = listeners.forward_proxy.map(|listener| {
+        let proxy = forward_proxy::ForwardProxy {
+            names: config
+                .listen_tls
+                .as_ref()
+                .and_then(|t| t.certs.first())
+                .map(tls::pki::certificate_names)
+                .unwrap_or_default(),
+            allow_other_hosts: config.forward_proxy.is_some_and(|f| f.allow_other_hosts),
+        };
+        tokio::spawn(forward_proxy::accept_loop(
+            listener,
+            shared.clone(),
+            Arc::new(proxy),
+            graceful.clone(),
+            forward_client,
+            stopped.clone(),
+        ))
+    });
     drop(shared);
     shutdown.await;
     // Readiness goes false before the listeners close, so health checks see
@@ -279,6 +312,14 @@ pub async fn run(
         match accepting.await {
             Ok(set) => sets.push(set),
             Err(err) => tracing::error!(error = %err, "an accept loop ended abnormally"),
+        }
+    }
+    if let Some(forward) = forward {
+        match forward.await {
+            Ok(set) => sets.push(set),
+            Err(err) => {
+                tracing::error!(error = %err, "the forward-proxy accept loop ended abnormally")
+            }
         }
     }
     let mut connections = accept::Connections(sets);

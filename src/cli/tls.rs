@@ -103,8 +103,23 @@ fn init(
         config: config.to_path_buf(),
         source,
     })?;
-    // The gateway will load it so: the listener it will really have.
-    let listen = Config::load(Some(config), &ProcessEnv)?.listen;
+    // The listener the gateway will have. A config that does not load here
+    // (a SmartLead key not in this shell's environment) is not this
+    // command's to fix: the CA and [listen_tls] are written all the same.
+    let listen = match Config::load(Some(config), &ProcessEnv) {
+        Ok(loaded) => loaded.listen,
+        Err(err) => {
+            eprintln!(
+                "safedelete: note: {} does not load in this environment ({err}); `safedelete check-config` shows what the gateway will need",
+                config.display()
+            );
+            document
+                .get("listen")
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+        }
+    };
     print_init(dir, &issued, config, listen, address);
     Ok(())
 }

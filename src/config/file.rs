@@ -25,6 +25,9 @@ pub struct FileConfig {
     /// The longest pause allowed inside a body, in either direction.
     pub body_idle_timeout: Option<RawDuration>,
     pub listen_tls: Option<FileListenTls>,
+    /// A forward-proxy listener (`HTTPS_PROXY`) for tools that cannot change
+    /// their base URL.
+    pub forward_proxy: Option<FileForwardProxy>,
     /// Threads serving the proxy listener; 0 means one per CPU.
     pub workers: Option<usize>,
     /// Client connections served at once; 0 sizes it from the open-files limit.
@@ -121,6 +124,14 @@ pub struct FileGuard {
 pub struct FileListenTls {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileForwardProxy {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub allow_other_hosts: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

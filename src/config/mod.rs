@@ -114,6 +114,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub listen: SocketAddr,
     pub listen_tls: Option<ListenTls>,
+    /// The forward-proxy listener, when `[forward_proxy] enabled = true`.
+    pub forward_proxy: Option<ForwardProxy>,
     pub shutdown_grace: Duration,
     /// A client connection that sends no complete request head within this
     /// (idle keep-alive included) is closed.
@@ -219,6 +221,16 @@ impl fmt::Debug for ListenTls {
             .field("key_file", &self.key_file)
             .finish_non_exhaustive()
     }
+}
+
+/// `[forward_proxy]`: a listener for `HTTPS_PROXY`. A `CONNECT` to a name of
+/// the `[listen_tls]` certificate is answered with that certificate and its
+/// requests take the gateway's usual path; other hosts are refused, or
+/// tunnelled unchanged with `allow_other_hosts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardProxy {
+    pub listen: SocketAddr,
+    pub allow_other_hosts: bool,
 }
 
 /// `[database]`: where the store is and how many connections to it.
@@ -456,6 +468,7 @@ impl Config {
             None => None,
             Some(tls) => Some(load_listen_tls(tls)?),
         };
+        let forward_proxy = forward_proxy(file.forward_proxy, listen_tls.is_some(), listen)?;
 
         let connect_timeout = positive(
             "upstream.connect_timeout",
@@ -573,6 +586,7 @@ impl Config {
             source: None,
             listen,
             listen_tls,
+            forward_proxy,
             shutdown_grace,
             request_head_timeout,
             body_idle_timeout,
@@ -951,6 +965,54 @@ fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Co
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// `[forward_proxy]`: on only with `enabled = true`, and then only with the
+/// `[listen_tls]` certificate it answers `CONNECT`s with.
+fn forward_proxy(
+    file: Option<file::FileForwardProxy>,
+    has_tls: bool,
+    listen: SocketAddr,
+) -> Result<Option<ForwardProxy>, ConfigError> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    if file.enabled != Some(true) {
+        let set = [
+            ("forward_proxy.listen", file.listen.is_some()),
+            (
+                "forward_proxy.allow_other_hosts",
+                file.allow_other_hosts.is_some(),
+            ),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::invalid(
+                *key,
+                "is set but forward_proxy.enabled is not true; set enabled = true, or remove the key",
+            ));
+        }
+        return Ok(None);
+    }
+    if !has_tls {
+        return Err(ConfigError::invalid(
+            "forward_proxy.enabled",
+            "needs [listen_tls]: a CONNECT to server.smartlead.ai is answered with its certificate; `safedelete tls init` makes one",
+        ));
+    }
+    let proxy_listen = match file.listen {
+        Some(value) => parse_addr("forward_proxy.listen", &value)?,
+        None => SocketAddr::from(([127, 0, 0, 1], 3128)),
+    };
+    if proxy_listen == listen && proxy_listen.port() != 0 {
+        return Err(ConfigError::invalid(
+            "forward_proxy.listen",
+            format!("{proxy_listen} is the proxy listener's address (listen); give the forward proxy its own port, for example 127.0.0.1:3128"),
+        ));
+    }
+    Ok(Some(ForwardProxy {
+        listen: proxy_listen,
+        allow_other_hosts: file.allow_other_hosts.unwrap_or(false),
+    }))
 }
 
 /// `upstream.connect_to`: IP addresses with ports, at least one.

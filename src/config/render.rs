@@ -102,6 +102,24 @@ impl Config {
                 "listen_tls.key_file",
                 tls.map_or(Value::Unset, |t| p(&t.key_file)),
             ),
+            set(
+                "forward_proxy",
+                "forward_proxy.enabled",
+                Value::Toml(self.forward_proxy.is_some().to_string()),
+            ),
+            set(
+                "forward_proxy",
+                "forward_proxy.listen",
+                self.forward_proxy
+                    .map_or(Value::Unset, |f| s(&f.listen.to_string())),
+            ),
+            set(
+                "forward_proxy",
+                "forward_proxy.allow_other_hosts",
+                self.forward_proxy.map_or(Value::Unset, |f| {
+                    Value::Toml(f.allow_other_hosts.to_string())
+                }),
+            ),
             set("upstream", "upstream.url", s(&u.url())),
             set(
                 "upstream",

@@ -203,6 +203,11 @@ pub fn renew(dir: &TlsDir, names: Option<&[String]>) -> Result<Issued, PkiError>
     })
 }
 
+/// The DNS names a certificate is for (its subject alternative names).
+pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    dns_names(cert, Field::SubjectAltNames).unwrap_or_default()
+}
+
 /// The end of a certificate's validity.
 pub fn not_after(cert: &CertificateDer<'_>) -> Option<SystemTime> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
