@@ -287,8 +287,13 @@ pub async fn run(
             names: config
                 .listen_tls
                 .as_ref()
-                .and_then(|t| t.certs.first())
-                .map(tls::pki::certificate_names)
+                .map(|t| {
+                    t.identities
+                        .iter()
+                        .filter_map(|i| i.certs.first())
+                        .flat_map(|c| tls::pki::certificate_names(c))
+                        .collect()
+                })
                 .unwrap_or_default(),
             allow_other_hosts: config.forward_proxy.is_some_and(|f| f.allow_other_hosts),
         };
@@ -537,29 +542,35 @@ async fn reload_on_sighup(mut running: Config, state: Arc<ProxyState>) {
 /// How long before its end a certificate is warned about at start.
 const CERT_WARN_WITHIN: Duration = Duration::from_secs(14 * 86_400);
 
-/// Exports when the listener's certificate expires, and warns at start when
-/// fewer than 14 days are left (or none).
+/// Exports when the listener's first certificate to expire does, and warns
+/// at start about each one with fewer than 14 days left (or none).
 fn certificate_expiry(tls: &crate::config::ListenTls, metrics: &Metrics, now: SystemTime) {
-    let Some(not_after) = tls.certs.first().and_then(tls::pki::not_after) else {
-        return;
-    };
-    let unix = not_after
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    metrics.tls_cert_not_after.store(unix, Ordering::Relaxed);
-    let expires = humantime::format_rfc3339_seconds(not_after).to_string();
-    match not_after.duration_since(now) {
-        Ok(left) if left >= CERT_WARN_WITHIN => {}
-        Ok(left) => tracing::warn!(
-            cert_file = %tls.cert_file.display(),
-            expires = %expires,
-            days_left = left.as_secs() / 86_400,
-            "the listener's certificate expires soon: re-issue it (`safedelete tls renew`, for a certificate made by `tls init`) and restart"
-        ),
-        Err(_) => tracing::warn!(
-            cert_file = %tls.cert_file.display(),
-            expired = %expires,
-            "the listener's certificate has expired: clients will refuse it; re-issue it (`safedelete tls renew`, for a certificate made by `tls init`) and restart"
-        ),
+    let mut earliest: Option<SystemTime> = None;
+    for identity in &tls.identities {
+        let Some(not_after) = identity.certs.first().and_then(tls::pki::not_after) else {
+            continue;
+        };
+        earliest = Some(earliest.map_or(not_after, |e| e.min(not_after)));
+        let expires = humantime::format_rfc3339_seconds(not_after).to_string();
+        match not_after.duration_since(now) {
+            Ok(left) if left >= CERT_WARN_WITHIN => {}
+            Ok(left) => tracing::warn!(
+                cert_file = %identity.cert_file.display(),
+                expires = %expires,
+                days_left = left.as_secs() / 86_400,
+                "the listener's certificate expires soon: re-issue it (`safedelete tls renew`, for a certificate made by `tls init`) and restart"
+            ),
+            Err(_) => tracing::warn!(
+                cert_file = %identity.cert_file.display(),
+                expired = %expires,
+                "the listener's certificate has expired: clients will refuse it; re-issue it (`safedelete tls renew`, for a certificate made by `tls init`) and restart"
+            ),
+        }
+    }
+    if let Some(earliest) = earliest {
+        let unix = earliest
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        metrics.tls_cert_not_after.store(unix, Ordering::Relaxed);
     }
 }

@@ -208,23 +208,130 @@ async fn tls_init_output_is_usable_as_written() {
     assert!(renewed >= expiry, "{renewed} < {expiry}");
 }
 
-#[test]
-fn tls_init_refuses_to_replace_another_listen_tls_and_leaves_nothing_behind() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_init_adds_its_certificate_beside_the_listeners_own_and_sni_chooses() {
+    let up = fake_smartlead::start(fake_smartlead::FakeConfig::default())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("gw.toml"),
-        "# ours\n[listen_tls]\ncert_file = \"/etc/ssl/gw.pem\"\nkey_file = \"/etc/ssl/gw-key.pem\"\n",
-    )
-    .unwrap();
-    let out = tls(dir.path(), &["init", "--dir", "tls", "--config", "gw.toml"]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("already has [listen_tls] with cert_file = \"/etc/ssl/gw.pem\""),
-        "{err}"
+    let own = TestPki::new(); // the listener's own certificate, for localhost
+    let (own_ca, own_cert, own_key) = own.write(dir.path());
+    let tables = format!(
+        "# ours\n[listen_tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        own_cert.display().to_string(),
+        own_key.display().to_string()
     );
-    assert!(!dir.path().join("tls").exists(), "no CA may be left behind");
+    let (config, _) = write_config(
+        dir.path(),
+        &up.url(),
+        Extra {
+            tables: &tables,
+            ..Extra::default()
+        },
+    );
+    let out = tls(
+        dir.path(),
+        &["init", "--dir", "tls", "--config", "safedelete.toml"],
+    );
+    let printed = stdout(&out);
+    assert!(
+        printed.contains("Added to [[listen_tls.certificates]]"),
+        "{printed}"
+    );
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains("# ours\n[listen_tls]"), "{written}");
+    assert!(
+        written.contains("[[listen_tls.certificates]]\ncert_file = \"tls/server.pem\""),
+        "{written}"
+    );
+    // Running it again changes nothing.
+    let again = tls(
+        dir.path(),
+        &["init", "--dir", "tls", "--config", "safedelete.toml"],
+    );
+    assert!(
+        !again.status.success(),
+        "the CA is there: {}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), written);
 
+    let mut command = Command::new(BIN);
+    command.current_dir(dir.path());
+    let gw = Proc::start_with(command, &config, "info");
+    // SmartLead's name gets the tls init certificate ...
+    let answer = https(
+        gw.proxy,
+        &dir.path().join("tls/ca.pem"),
+        &request("GET", "/api/v1/campaigns/101?api_key=sl_test_key"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // ... the listener's own name (and no name at all) its own ...
+    for sni in [Some("localhost"), None] {
+        let session = handshake(gw.proxy, &own_ca, sni).await;
+        assert!(session.is_ok(), "{sni:?}: {session:?}");
+    }
+    // ... and any other name a TLS alert.
+    let refused = handshake(gw.proxy, &own_ca, Some("elsewhere.example")).await;
+    let err = refused.unwrap_err();
+    assert!(err.contains("AccessDenied"), "{err}");
+    let logged = || {
+        gw.logs()
+            .contains("a client asked for a name no certificate of [listen_tls] has")
+    };
+    for _ in 0..100 {
+        if logged() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(logged(), "{}", gw.logs());
+
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", "safedelete.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("certificates = [{ cert_file = \"tls/server.pem\""),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// A TLS handshake with the listener asking for `sni` (none: by address),
+/// trusting only `ca_file`.
+async fn handshake(addr: SocketAddr, ca_file: &Path, sni: Option<&str>) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut std::fs::read(ca_file).unwrap().as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = match sni {
+        Some(sni) => rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap(),
+        None => {
+            config.enable_sni = false;
+            rustls::pki_types::ServerName::from(addr.ip())
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[test]
+fn tls_init_names_and_renewal_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
     let out = tls(
         dir.path(),
         &["init", "--dir", "tls", "--name", "not a host"],
@@ -234,6 +341,10 @@ fn tls_init_refuses_to_replace_another_listen_tls_and_leaves_nothing_behind() {
         stderr(&out).contains("--name \"not a host\" is not a DNS name"),
         "{}",
         stderr(&out)
+    );
+    assert!(
+        !dir.path().join("tls").exists(),
+        "nothing may be left behind"
     );
     let out = tls(dir.path(), &["renew", "--dir", "tls"]);
     assert!(!out.status.success());

@@ -47,13 +47,6 @@ pub enum TlsCommand {
 pub enum TlsCliError {
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
-    #[error("{} already has [listen_tls] with {key} = {current:?}; remove that section (or point it at {wanted:?} yourself) and run `safedelete tls init` again", .config.display())]
-    ListenTlsSet {
-        config: PathBuf,
-        key: &'static str,
-        current: String,
-        wanted: String,
-    },
     #[error("cannot read {} as TOML: {problem}", .config.display())]
     ConfigSyntax { config: PathBuf, problem: String },
     #[error("cannot write {}", .config.display())]
@@ -97,7 +90,7 @@ fn init(
     let cert_file = dir.server_cert().display().to_string();
     let key_file = dir.server_key().display().to_string();
     // Check the config before anything is created: a refusal leaves no files.
-    let document = listen_tls_document(config, &cert_file, &key_file)?;
+    let (document, edit) = listen_tls_document(config, &cert_file, &key_file)?;
     let issued = pki::init(dir, names).map_err(TlsCliError::from)?;
     std::fs::write(config, document.to_string()).map_err(|source| TlsCliError::ConfigWrite {
         config: config.to_path_buf(),
@@ -120,7 +113,7 @@ fn init(
                 .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
         }
     };
-    print_init(dir, &issued, config, listen, address);
+    print_init(dir, &issued, config, edit, listen, address);
     Ok(())
 }
 
@@ -130,7 +123,7 @@ fn listen_tls_document(
     config: &Path,
     cert_file: &str,
     key_file: &str,
-) -> Result<toml_edit::DocumentMut, TlsCliError> {
+) -> Result<(toml_edit::DocumentMut, ListenTlsEdit), TlsCliError> {
     let text = match std::fs::read_to_string(config) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -147,34 +140,84 @@ fn listen_tls_document(
                 config: config.to_path_buf(),
                 problem: e.to_string(),
             })?;
-    if let Some(existing) = document.get("listen_tls") {
-        for (key, wanted) in [("cert_file", cert_file), ("key_file", key_file)] {
-            let current = existing.get(key).and_then(|v| v.as_str()).unwrap_or("");
-            if current != wanted {
-                return Err(TlsCliError::ListenTlsSet {
-                    config: config.to_path_buf(),
-                    key,
-                    current: current.to_string(),
-                    wanted: wanted.to_string(),
-                });
+    let pair = |prefix: Option<&str>| {
+        let mut table = toml_edit::Table::new();
+        if let Some(prefix) = prefix {
+            table.decor_mut().set_prefix(prefix);
+        }
+        table["cert_file"] = toml_edit::value(cert_file);
+        table["key_file"] = toml_edit::value(key_file);
+        table
+    };
+    let same = |item: &dyn toml_edit::TableLike| {
+        item.get("cert_file").and_then(|v| v.as_str()) == Some(cert_file)
+            && item.get("key_file").and_then(|v| v.as_str()) == Some(key_file)
+    };
+    let Some(existing) = document.get_mut("listen_tls") else {
+        document["listen_tls"] = toml_edit::Item::Table(pair(Some(
+            "\n# Written by `safedelete tls init`: the certificate tools with a\n\
+             # hard-coded https://server.smartlead.ai see.\n",
+        )));
+        return Ok((document, ListenTlsEdit::Written));
+    };
+    let Some(existing) = existing.as_table_like_mut() else {
+        return Err(TlsCliError::ConfigSyntax {
+            config: config.to_path_buf(),
+            problem: "listen_tls is not a table".into(),
+        });
+    };
+    if same(&*existing) {
+        return Ok((document, ListenTlsEdit::AlreadySet));
+    }
+    // The listener already serves a certificate of its own: this one is
+    // added beside it, served to the clients that ask for its names.
+    let certificates = existing
+        .entry("certificates")
+        .or_insert(toml_edit::Item::ArrayOfTables(
+            toml_edit::ArrayOfTables::new(),
+        ));
+    match certificates {
+        toml_edit::Item::ArrayOfTables(tables) => {
+            if !tables.iter().any(|t| same(t)) {
+                tables.push(pair(None));
             }
         }
+        toml_edit::Item::Value(toml_edit::Value::Array(array)) => {
+            let present = array
+                .iter()
+                .filter_map(|v| v.as_inline_table())
+                .any(|t| same(t));
+            if !present {
+                array.push(pair(None).into_inline_table());
+            }
+        }
+        _ => {
+            return Err(TlsCliError::ConfigSyntax {
+                config: config.to_path_buf(),
+                problem: "listen_tls.certificates is not a list of tables".into(),
+            })
+        }
     }
-    let mut table = toml_edit::Table::new();
-    table.decor_mut().set_prefix(
-        "\n# Written by `safedelete tls init`: the certificate tools with a\n\
-         # hard-coded https://server.smartlead.ai see.\n",
-    );
-    table["cert_file"] = toml_edit::value(cert_file);
-    table["key_file"] = toml_edit::value(key_file);
-    document["listen_tls"] = toml_edit::Item::Table(table);
-    Ok(document)
+    Ok((document, ListenTlsEdit::Added))
+}
+
+/// What `tls init` did to `[listen_tls]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenTlsEdit {
+    /// The section was written: this is the listener's certificate.
+    Written,
+    /// It already pointed at these files.
+    AlreadySet,
+    /// The listener has its own certificate: this one was added to
+    /// `[[listen_tls.certificates]]`, chosen by SNI.
+    Added,
 }
 
 fn print_init(
     dir: &TlsDir,
     issued: &Issued,
     config: &Path,
+    edit: ListenTlsEdit,
     listen: std::net::SocketAddr,
     address: Option<IpAddr>,
 ) {
@@ -214,7 +257,17 @@ fn print_init(
     }
     println!("The CA can vouch for {names} and nothing else.");
     println!();
-    println!("Wrote [listen_tls] to {}:", config.display());
+    match edit {
+        ListenTlsEdit::Written => println!("Wrote [listen_tls] to {}:", config.display()),
+        ListenTlsEdit::AlreadySet => {
+            println!("[listen_tls] in {} already uses it:", config.display())
+        }
+        ListenTlsEdit::Added => println!(
+            "Added to [[listen_tls.certificates]] in {} (the listener's own certificate stays\n\
+             the default; clients that ask for {names} get this one):",
+            config.display()
+        ),
+    }
     println!(
         "  cert_file = {:?}",
         dir.server_cert().display().to_string()

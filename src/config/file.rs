@@ -124,6 +124,16 @@ pub struct FileGuard {
 pub struct FileListenTls {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// More certificates on the same listener, chosen by the name the
+    /// client asks for (SNI).
+    pub certificates: Option<Vec<FileTlsPair>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTlsPair {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -205,18 +205,27 @@ pub struct ArchiveAttempt {
     pub status: String,
 }
 
-/// TLS on the proxy listener, files already read and parsed.
-#[derive(Clone)]
+/// TLS on the proxy listener: its certificates, files already read and
+/// parsed. The first is `[listen_tls]`'s own, served to clients that send
+/// no name; the others are `[[listen_tls.certificates]]`. Each is served to
+/// the clients that ask for one of its names (SNI).
+#[derive(Clone, Debug)]
 pub struct ListenTls {
+    pub identities: Vec<TlsIdentity>,
+}
+
+/// One certificate chain and its key.
+#[derive(Clone)]
+pub struct TlsIdentity {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub certs: Vec<CertificateDer<'static>>,
     pub key: std::sync::Arc<PrivateKeyDer<'static>>,
 }
 
-impl fmt::Debug for ListenTls {
+impl fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ListenTls")
+        f.debug_struct("TlsIdentity")
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
             .finish_non_exhaustive()
@@ -1042,42 +1051,66 @@ fn connect_to(value: Option<file::OneOrMany>) -> Result<Vec<SocketAddr>, ConfigE
 }
 
 fn load_listen_tls(tls: file::FileListenTls) -> Result<ListenTls, ConfigError> {
-    let (cert_file, key_file) = match (tls.cert_file, tls.key_file) {
+    let mut identities = vec![load_tls_identity(
+        "listen_tls",
+        tls.cert_file,
+        tls.key_file,
+    )?];
+    for (i, pair) in tls.certificates.unwrap_or_default().into_iter().enumerate() {
+        identities.push(load_tls_identity(
+            &format!("listen_tls.certificates[{i}]"),
+            pair.cert_file,
+            pair.key_file,
+        )?);
+    }
+    Ok(ListenTls { identities })
+}
+
+/// A certificate chain and its key from the files at `at.cert_file` and
+/// `at.key_file`.
+fn load_tls_identity(
+    at: &str,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+) -> Result<TlsIdentity, ConfigError> {
+    let cert_key = format!("{at}.cert_file");
+    let key_key = format!("{at}.key_file");
+    let (cert_file, key_file) = match (cert_file, key_file) {
         (Some(c), Some(k)) => (c, k),
         (None, _) => {
             return Err(ConfigError::invalid(
-                "listen_tls.cert_file",
-                "is required when [listen_tls] is present",
+                cert_key,
+                format!("is required when [{at}] is present"),
             ))
         }
         (_, None) => {
             return Err(ConfigError::invalid(
-                "listen_tls.key_file",
-                "is required when [listen_tls] is present",
+                key_key,
+                format!("is required when [{at}] is present"),
             ))
         }
     };
-    let certs = read_certs("listen_tls.cert_file", &cert_file)?;
+    let certs = read_certs(&cert_key, &cert_file)?;
     if certs.is_empty() {
         return Err(ConfigError::invalid(
-            "listen_tls.cert_file",
+            cert_key,
             format!("{} holds no PEM certificate", cert_file.display()),
         ));
     }
-    let pem = read_pem("listen_tls.key_file", &key_file)?;
+    let pem = read_pem(&key_key, &key_file)?;
     let key = rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|source| ConfigError::File {
-            key: "listen_tls.key_file".into(),
+            key: key_key.clone(),
             path: key_file.clone(),
             source,
         })?
         .ok_or_else(|| {
             ConfigError::invalid(
-                "listen_tls.key_file",
+                key_key.clone(),
                 format!("{} holds no PEM private key", key_file.display()),
             )
         })?;
-    Ok(ListenTls {
+    Ok(TlsIdentity {
         cert_file,
         key_file,
         certs,

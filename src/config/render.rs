@@ -95,12 +95,34 @@ impl Config {
             set(
                 "listen_tls",
                 "listen_tls.cert_file",
-                tls.map_or(Value::Unset, |t| p(&t.cert_file)),
+                tls.map_or(Value::Unset, |t| p(&t.identities[0].cert_file)),
             ),
             set(
                 "listen_tls",
                 "listen_tls.key_file",
-                tls.map_or(Value::Unset, |t| p(&t.key_file)),
+                tls.map_or(Value::Unset, |t| p(&t.identities[0].key_file)),
+            ),
+            set(
+                "listen_tls",
+                "listen_tls.certificates",
+                match tls.map(|t| &t.identities[1..]) {
+                    Some(more) if !more.is_empty() => {
+                        let pair = |i: &crate::config::TlsIdentity| {
+                            let mut table = toml::map::Map::new();
+                            for (key, path) in
+                                [("cert_file", &i.cert_file), ("key_file", &i.key_file)]
+                            {
+                                table.insert(
+                                    key.into(),
+                                    toml::Value::String(path.display().to_string()),
+                                );
+                            }
+                            toml::Value::Table(table)
+                        };
+                        Value::Toml(toml::Value::Array(more.iter().map(pair).collect()).to_string())
+                    }
+                    _ => Value::Unset,
+                },
             ),
             set(
                 "forward_proxy",
