@@ -24,6 +24,9 @@ pub mod var {
     /// The `smartlead` client the tests run through a gateway (`.ci/run`
     /// sets it); the gateway ignores it, but it is in CI's environment.
     pub const TEST_SMARTLEAD_CLI: &str = "SAFEDELETE_TEST_SMARTLEAD_CLI";
+    /// SmartLead's own CLI (`dist/index.js`), which the tests run through
+    /// a gateway by name (`.ci/run` builds it); the gateway ignores it.
+    pub const TEST_SMARTLEAD_OFFICIAL_CLI: &str = "SAFEDELETE_TEST_SMARTLEAD_OFFICIAL_CLI";
     /// The PostgreSQL server the store's tests create databases on
     /// (`.ci/run` sets it); the gateway ignores it.
     pub const TEST_POSTGRES_URL: &str = crate::db::TEST_POSTGRES_URL;
@@ -42,6 +45,7 @@ pub mod var {
         IDENTITY_MODE,
         BENCH_BIN,
         TEST_SMARTLEAD_CLI,
+        TEST_SMARTLEAD_OFFICIAL_CLI,
         TEST_POSTGRES_URL,
         TEST_STORE,
     ];
