@@ -229,7 +229,8 @@ pub async fn run(
         upstream = %state.upstream.url,
         database = %config.database.store,
         tls = tls.is_some(),
-        forward_proxy = %forward_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        // Only when it is on.
+        forward_proxy = forward_addr.map(tracing::field::display),
         workers = workers.count(),
         config = config
             .source
