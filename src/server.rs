@@ -288,13 +288,7 @@ pub async fn run(
             names: config
                 .listen_tls
                 .as_ref()
-                .map(|t| {
-                    t.identities
-                        .iter()
-                        .filter_map(|i| i.certs.first())
-                        .flat_map(|c| tls::pki::certificate_names(c))
-                        .collect()
-                })
+                .map(tls::served_names)
                 .unwrap_or_default(),
             allow_other_hosts: config.forward_proxy.is_some_and(|f| f.allow_other_hosts),
         };

@@ -12,7 +12,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::ListenTls;
+use crate::config::{ListenTls, TlsIdentity};
 
 /// A problem building a TLS configuration.
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +67,7 @@ pub fn server_config(tls: &ListenTls) -> Result<Arc<ServerConfig>, TlsError> {
         let key =
             CertifiedKey::from_der(identity.certs.clone(), identity.key.clone_key(), &provider)
                 .map_err(|source| TlsError::BadIdentity { source })?;
-        let names = identity
-            .certs
-            .first()
-            .map(pki::certificate_names)
-            .unwrap_or_default();
-        identities.push((names, Arc::new(key)));
+        identities.push((identity_names(identity), Arc::new(key)));
     }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -83,6 +78,20 @@ pub fn server_config(tls: &ListenTls) -> Result<Arc<ServerConfig>, TlsError> {
     // such as curl speak a protocol it does not answer.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The DNS names one certificate of the listener answers for.
+fn identity_names(identity: &TlsIdentity) -> Vec<String> {
+    identity
+        .certs
+        .first()
+        .map(pki::certificate_names)
+        .unwrap_or_default()
+}
+
+/// Every name the listener answers for, over all its certificates.
+pub fn served_names(tls: &ListenTls) -> Vec<String> {
+    tls.identities.iter().flat_map(identity_names).collect()
 }
 
 /// Chooses the certificate by the name the client asked for.
@@ -119,7 +128,7 @@ impl ResolvesServerCert for BySni {
 }
 
 /// Whether a certificate name (possibly `*.example.com`) covers `asked`.
-fn name_matches(name: &str, asked: &str) -> bool {
+pub fn name_matches(name: &str, asked: &str) -> bool {
     match name.strip_prefix("*.") {
         Some(suffix) => asked
             .split_once('.')

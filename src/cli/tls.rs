@@ -110,7 +110,7 @@ fn init(
                 .get("listen")
                 .and_then(|v| v.as_str())
                 .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+                .unwrap_or(crate::config::DEFAULT_LISTEN)
         }
     };
     print_init(dir, &issued, config, edit, listen, address);

@@ -34,6 +34,9 @@ pub use render::RELOADED;
 
 /// Where `serve` looks for a config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/safedelete.toml";
+/// The proxy listener's address when nothing else is configured.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 /// SmartLead's API host, the upstream when nothing else is configured.
 pub const DEFAULT_UPSTREAM: &str = "https://server.smartlead.ai";
 
@@ -424,7 +427,7 @@ impl Config {
         let listen = pick(env, var::LISTEN, file.listen, "listen")?
             .map(|(key, v)| parse_addr(&key, &v))
             .transpose()?
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            .unwrap_or(DEFAULT_LISTEN);
         let admin_listen = pick(env, var::ADMIN_LISTEN, file.admin.listen, "admin.listen")?
             .map(|(key, v)| parse_addr(&key, &v))
             .transpose()?

@@ -42,7 +42,7 @@ pub struct ForwardProxy {
 
 impl ForwardProxy {
     fn intercepts(&self, host: &str, port: u16) -> bool {
-        port == 443 && self.names.iter().any(|n| n.eq_ignore_ascii_case(host))
+        port == 443 && self.names.iter().any(|n| crate::tls::name_matches(n, host))
     }
 }
 
@@ -100,11 +100,9 @@ pub async fn accept_loop(
                     connect(req, shared.clone(), proxy.clone(), tunnel_tx.clone(), client_addr)
                 })
             };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
-            let conn = builder
+            // The proxy listener's own limits: head timeout and size.
+            let conn = shared
+                .builder
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(err) = conn.await {
