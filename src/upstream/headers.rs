@@ -133,12 +133,11 @@ pub fn via_pseudonym() -> &'static str {
 
 /// Adds this gateway to the request's `Via`, after the proxies before it.
 pub fn add_via(headers: &mut HeaderMap) {
-    static OURS: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
-    let ours = OURS.get_or_init(|| {
-        HeaderValue::from_str(&format!("1.1 {}", via_pseudonym()))
-            .expect("a hex pseudonym is a valid header value")
-    });
-    headers.append(header::VIA, ours.clone());
+    // A static value, made once: cloning it per request copies a pointer,
+    // where a shared one would bump a reference count every worker touches.
+    static OURS: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    let ours = OURS.get_or_init(|| Box::leak(format!("1.1 {}", via_pseudonym()).into_boxed_str()));
+    headers.append(header::VIA, HeaderValue::from_static(ours));
 }
 
 /// Whether the request has already passed through this gateway.
